@@ -1,0 +1,15 @@
+"""autoenc: a from-scratch convolutional autoencoder library with a Keras-style API.
+
+Layers are NumPy classes whose hot loops are Numba kernels (``autoenc.kernels``); models, losses,
+optimizers and callbacks follow Keras' names, so ``keras`` can be replaced by ``autoenc`` in imports.
+"""
+__version__ = "0.1.0"
+
+from autoenc import (activations, callbacks, initializers, kernels, layers, losses, models, optimizers,
+                     regularizers, utils)
+from autoenc.layers import Input
+from autoenc.models import Model, Sequential
+from autoenc.utils import set_random_seed
+
+__all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "callbacks", "initializers",
+           "kernels", "layers", "losses", "models", "optimizers", "regularizers", "utils", "__version__"]

@@ -1,0 +1,15 @@
+"""Settings shared by every kernel."""
+
+# fastmath without 'reassoc': lets LLVM fuse multiply-adds, but keeps the order of every sum,
+# so results do not depend on vector width and float32 reductions stay predictable.
+FASTMATH = {"contract", "nsz", "arcp"}
+
+# Reductions over the batch (weight and bias gradients) are split into at most this many fixed
+# chunks, each summed in order and then added in order: the result is the same bit for bit
+# whatever the number of threads.
+MAX_CHUNKS = 8
+
+
+def n_chunks(n):
+    """Number of batch chunks for a reduction over n samples."""
+    return max(1, min(n, MAX_CHUNKS))

@@ -1,0 +1,269 @@
+"""The Layer base class and the symbolic tensors that functional models are built from.
+
+A layer is built lazily from the first input shape it sees (``build(input_shape)``, shapes with
+the batch size as None), owns its parameters (``params``) and their gradients (``grads``, same
+shapes, assigned, never accumulated across calls), and computes ``forward(x, training)`` and
+``backward(dy)``. Calling a layer on a symbolic tensor (from ``Input``) records a ``Node`` in the
+graph and returns a new symbolic tensor; calling it on an array runs it eagerly.
+"""
+import re
+
+import numpy as np
+
+from autoenc import initializers, regularizers
+
+_name_counts = {}
+
+
+def unique_name(base):
+    """'conv2d', then 'conv2d_1', 'conv2d_2', ... as Keras names layers."""
+    n = _name_counts.get(base, 0)
+    _name_counts[base] = n + 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def clear_session():
+    """Reset layer-name counters, as keras.backend.clear_session() does."""
+    _name_counts.clear()
+
+
+def _snake(name):
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
+
+
+def format_shape(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class KerasTensor:
+    """A symbolic tensor: a shape whose first entry (the batch) is None, and the node that made it."""
+
+    def __init__(self, shape, dtype="float32", node=None, name=None):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.node = node
+        self.name = name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={format_shape(self.shape)}, dtype={self.dtype}, name={self.name}>"
+
+
+class Node:
+    """One call of a layer in a graph: its input tensors and its output tensor."""
+
+    def __init__(self, layer, inputs, output):
+        self.layer = layer
+        self.inputs = inputs
+        self.output = output
+
+
+class Layer:
+    """Base class of every layer.
+
+    Subclasses implement ``build(input_shape)`` (creating weights with ``add_weight``),
+    ``compute_output_shape(input_shape)``, ``forward(x, training)`` and ``backward(dy)``.
+    """
+
+    def __init__(self, name=None, trainable=True, dtype=None, activity_regularizer=None,
+                 input_shape=None, input_dim=None, batch_size=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s): {sorted(kwargs)}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {name!r}")
+        self.name = name or unique_name(_snake(type(self).__name__))
+        self.trainable = bool(trainable)
+        self.dtype = np.dtype(dtype or "float32")
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        # Keras 2 style `input_shape=` on a first layer; Sequential reads it
+        self._input_shape_arg = None if input_shape is None else tuple(input_shape)
+        self.built = False
+        self.params = {}          # name -> array, in creation order (Keras' order)
+        self.grads = {}           # name -> array of the same shape, filled by backward
+        self._regularizers = {}   # name -> Regularizer
+        self._buffers = {}        # reusable work arrays, by purpose
+        self.input_shape = None
+        self.output_shape = None
+        self._activity_loss = 0.0
+
+    # --- building ------------------------------------------------------------------------------
+
+    def build(self, input_shape):
+        """Create the weights for inputs of ``input_shape`` (batch entry None)."""
+        self.built = True
+
+    def _build_once(self, input_shape):
+        input_shape = tuple(input_shape)
+        if not self.built:
+            self.build(input_shape)
+            self.built = True
+            self.input_shape = input_shape
+            self.output_shape = self.compute_output_shape(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        """The output shape for ``input_shape`` (both with the batch entry, None for symbolic)."""
+        return tuple(input_shape)
+
+    def add_weight(self, name, shape, initializer, regularizer=None):
+        """Create a parameter and its gradient buffer. Returns the parameter array."""
+        value = initializers.get(initializer)(shape, self.dtype)
+        self.params[name] = value
+        self.grads[name] = np.zeros_like(value)
+        if regularizer is not None:
+            self._regularizers[name] = regularizer
+        return value
+
+    # --- computing -----------------------------------------------------------------------------
+
+    def forward(self, x, training=False):
+        """Compute the output for input x. Subclasses override."""
+        raise NotImplementedError
+
+    def backward(self, dy):
+        """Given dy = dL/dy for the last forward call, fill ``grads`` and return dL/dx."""
+        raise NotImplementedError
+
+    def _buffer(self, key, shape, zeros=False):
+        """A work array of ``shape`` kept for reuse; reallocated only when the shape changes."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = np.zeros(shape, self.dtype) if zeros else np.empty(shape, self.dtype)
+            self._buffers[key] = buf
+        return buf
+
+    def check_input_shape(self, shape):
+        """Raise ValueError if an input of ``shape`` does not fit this layer. Subclasses extend."""
+
+    def __call__(self, inputs, training=False):
+        """On a symbolic tensor: record the call and return a symbolic output. On arrays: run forward."""
+        symbolic = isinstance(inputs, KerasTensor) or (
+            isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, KerasTensor) for t in inputs))
+        if symbolic:
+            return self._call_symbolic(inputs)
+        if isinstance(inputs, (list, tuple)):
+            arrays = [np.ascontiguousarray(a, dtype=self.dtype) for a in inputs]
+            shape = [(None,) + a.shape[1:] for a in arrays]
+        else:
+            arrays = np.ascontiguousarray(inputs, dtype=self.dtype)
+            shape = (None,) + arrays.shape[1:]
+        self.check_input_shape(shape)
+        self._build_once(shape)
+        return np.array(self.forward(arrays, training=training), copy=True)
+
+    def _call_symbolic(self, inputs):
+        if isinstance(inputs, KerasTensor):
+            shape = inputs.shape
+            node_inputs = [inputs]
+        else:
+            shape = [t.shape for t in inputs]
+            node_inputs = list(inputs)
+        if self.built and self.input_shape is not None and shape != self.input_shape:
+            raise ValueError(f"Layer {self.name!r} was built for inputs of shape {self.input_shape} "
+                             f"but is called on {shape}")
+        self.check_input_shape(shape)
+        self._build_once(shape)
+        out = KerasTensor(self.compute_output_shape(shape), self.dtype, name=self.name)
+        out.node = Node(self, node_inputs, out)
+        return out
+
+    # --- regularization ------------------------------------------------------------------------
+
+    def regularization_loss(self):
+        """Sum of the weight penalties plus the activity penalty of the last forward call."""
+        total = 0.0
+        for name, reg in self._regularizers.items():
+            total += float(reg(self.params[name]))
+        return total + self._activity_loss
+
+    def add_regularization_gradients(self):
+        """grads[name] += d(penalty)/d(param) for every regularized weight."""
+        for name, reg in self._regularizers.items():
+            self.grads[name] += reg.gradient(self.params[name])
+
+    def activity_forward(self, y):
+        """Record the activity penalty reg(y) / batch of output y (Keras divides by the batch size)."""
+        if self.activity_regularizer is not None:
+            self._activity_loss = float(self.activity_regularizer(y)) / y.shape[0]
+
+    def activity_backward(self, dy, y):
+        """dy + d(activity penalty)/dy, as a new array (dy itself is not modified)."""
+        if self.activity_regularizer is None:
+            return dy
+        return dy + self.activity_regularizer.gradient(y) / y.dtype.type(y.shape[0])
+
+    # --- weights -------------------------------------------------------------------------------
+
+    @property
+    def weights(self):
+        return list(self.params.values())
+
+    @property
+    def trainable_weights(self):
+        return self.weights if self.trainable else []
+
+    def get_weights(self):
+        """Copies of the parameters, in Keras' order (kernel, then bias)."""
+        return [np.array(w, copy=True) for w in self.params.values()]
+
+    def set_weights(self, weights):
+        """Copy values into the parameters, checking count and shapes."""
+        weights = list(weights)
+        if len(weights) != len(self.params):
+            raise ValueError(f"Layer {self.name!r} expects {len(self.params)} weight arrays, got {len(weights)}")
+        for (name, p), w in zip(self.params.items(), weights):
+            w = np.asarray(w)
+            if w.shape != p.shape:
+                raise ValueError(f"Layer {self.name!r} weight {name!r} has shape {p.shape}, got {w.shape}")
+            if not np.all(np.isfinite(w)):
+                raise ValueError(f"Layer {self.name!r} weight {name!r} contains NaN or Inf")
+            p[...] = w
+
+    def count_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name,
+                "activity_regularizer": regularizers.serialize(self.activity_regularizer)}
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+class InputLayer(Layer):
+    """The entry of a graph: holds the input shape and passes data through."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, name=None, **kwargs):
+        super().__init__(name=name or unique_name("input_layer"), dtype=dtype, **kwargs)
+        if shape is None:
+            raise ValueError("Input needs a shape, e.g. Input(shape=(28, 28, 1))")
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        shape = tuple(shape)
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ValueError(f"Input shape must be a tuple of positive ints (without the batch size), got {shape!r}")
+        self.batch_shape = (batch_size,) + tuple(int(d) for d in shape)
+        self.built = True
+        self.input_shape = self.output_shape = (None,) + self.batch_shape[1:]
+        self.output = KerasTensor(self.output_shape, self.dtype, name=self.name)
+        self.output.node = Node(self, [], self.output)
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+
+def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):
+    """A symbolic input tensor of shape (None, *shape), as ``keras.Input``."""
+    if batch_shape is not None:
+        batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name).output

@@ -1,0 +1,133 @@
+"""Losses with Keras' names and reduction.
+
+Each loss is a mean over the last axis, then over everything else (Keras' 'sum_over_batch_size'),
+which for equal-sized samples is the mean over all m elements:
+    mean_squared_error:   L = mean((p - t)^2)                          dL/dp = 2 (p - t) / m
+    mean_absolute_error:  L = mean(|p - t|)                            dL/dp = sign(p - t) / m
+    binary_crossentropy:  L = -mean(t log p + (1 - t) log(1 - p)),     p clipped to [1e-7, 1 - 1e-7]
+                          dL/dp = ((1 - t) / (1 - p) - t / p) / m      (0 where p was clipped)
+    from logits z (what Keras' TensorFlow backend uses when p = sigmoid(z)):
+                          L = mean(max(z, 0) - z t + log(1 + e^-|z|))   dL/dz = (sigmoid(z) - t) / m
+"""
+import numpy as np
+
+from autoenc.activations import _sigmoid
+
+EPSILON = 1e-7
+
+
+def _check(y_true, y_pred):
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
+
+
+class Loss:
+    """``loss(y_true, y_pred)`` is the scalar loss; ``value_and_gradient`` also gives dL/dy_pred."""
+
+    name = None
+    supports_logits = False
+
+    def __call__(self, y_true, y_pred):
+        return self.value_and_gradient(np.asarray(y_true), np.asarray(y_pred))[0]
+
+    def value_and_gradient(self, y_true, y_pred):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MeanSquaredError(Loss):
+    name = "mean_squared_error"
+
+    def value_and_gradient(self, y_true, y_pred):
+        _check(y_true, y_pred)
+        d = y_pred - y_true
+        loss = np.mean(np.square(d))
+        d *= d.dtype.type(2 / d.size)
+        return loss, d
+
+
+class MeanAbsoluteError(Loss):
+    name = "mean_absolute_error"
+
+    def value_and_gradient(self, y_true, y_pred):
+        _check(y_true, y_pred)
+        d = y_pred - y_true
+        loss = np.mean(np.abs(d))
+        return loss, np.sign(d) * d.dtype.type(1 / d.size)
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+    supports_logits = True
+
+    def __init__(self, from_logits=False):
+        self.from_logits = from_logits
+
+    def value_and_gradient(self, y_true, y_pred):
+        if self.from_logits:
+            return self.value_and_gradient_from_logits(y_true, y_pred)
+        _check(y_true, y_pred)
+        one = y_pred.dtype.type(1)
+        eps = y_pred.dtype.type(EPSILON)
+        p = np.clip(y_pred, eps, one - eps)
+        loss = -np.mean(y_true * np.log(p) + (one - y_true) * np.log(one - p))
+        grad = ((one - y_true) / (one - p) - y_true / p) * y_pred.dtype.type(1 / p.size)
+        grad[(y_pred < eps) | (y_pred > one - eps)] = 0
+        return loss, grad
+
+    def value_and_gradient_from_logits(self, y_true, z):
+        """Loss and dL/dz for predictions sigmoid(z), computed from z without overflow."""
+        _check(y_true, z)
+        loss = np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))))
+        grad = np.empty_like(z)
+        _sigmoid(z, grad)
+        grad -= y_true
+        grad *= z.dtype.type(1 / z.size)
+        return loss, grad
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits}
+
+
+def mean_squared_error(y_true, y_pred):
+    """Per-sample MSE: mean over the last axis, as keras.losses.mean_squared_error."""
+    return np.mean(np.square(np.asarray(y_pred) - np.asarray(y_true)), axis=-1)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """Per-sample MAE: mean over the last axis."""
+    return np.mean(np.abs(np.asarray(y_pred) - np.asarray(y_true)), axis=-1)
+
+
+def binary_crossentropy(y_true, y_pred):
+    """Per-sample binary crossentropy of probabilities: mean over the last axis."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    p = np.clip(y_pred, EPSILON, 1 - EPSILON)
+    return -np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p), axis=-1)
+
+
+_BY_NAME = {
+    "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
+    "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
+}
+_FUNCTIONS = {mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbsoluteError,
+              binary_crossentropy: BinaryCrossentropy}
+
+# Keras' aliases
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+
+
+def get(identifier):
+    """A Loss from a name ('mse', 'mean_squared_error', 'mae', 'binary_crossentropy'), a Loss, or a
+    function of this module."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    if callable(identifier) and identifier in _FUNCTIONS:
+        return _FUNCTIONS[identifier]()
+    raise ValueError(f"Unknown loss {identifier!r}; expected one of {sorted(_BY_NAME)} or an autoenc.losses.Loss")

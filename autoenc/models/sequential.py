@@ -1,0 +1,66 @@
+"""Sequential: a stack of layers, each feeding the next."""
+from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer
+from autoenc.models.model import Model
+
+
+class Sequential(Model):
+    """``Sequential([layer, ...])`` or ``.add(layer)``. Built as soon as the input shape is known: from
+    an ``Input``/``InputLayer`` first, a first layer's ``input_shape=``, or the first data seen."""
+
+    _default_name = "sequential"
+
+    def __init__(self, layers=None, name=None):
+        super().__init__(name=name)
+        self._stack = []
+        self._input = None
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer):
+        """Append a layer (or an Input tensor, which must come first)."""
+        if isinstance(layer, KerasTensor) and isinstance(layer.node.layer, InputLayer):
+            layer = layer.node.layer
+        if isinstance(layer, InputLayer):
+            if self._stack or self._input is not None:
+                raise ValueError("An Input can only be the first entry of a Sequential model")
+            self._input = layer.output
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a Layer, got {layer!r}")
+        if not self._stack and self._input is None and layer._input_shape_arg is not None:
+            self._input = Input(shape=layer._input_shape_arg, dtype=layer.dtype)
+        self._stack.append(layer)
+        self.built = False
+        if self._input is not None:
+            self.build()
+
+    def pop(self):
+        """Remove the last layer."""
+        if not self._stack:
+            raise ValueError("There are no layers to pop")
+        layer = self._stack.pop()
+        self.built = False
+        if self._input is not None and self._stack:
+            self.build()
+        return layer
+
+    def build(self, input_shape=None):
+        """Connect the layers from an input of ``input_shape`` (batch entry included or not)."""
+        if self._input is None:
+            if input_shape is None:
+                raise ValueError("Sequential.build needs an input_shape")
+            shape = tuple(input_shape)
+            self._input = Input(shape=shape[1:] if shape[0] is None else shape)
+        if not self._stack:
+            return
+        x = self._input
+        for layer in self._stack:
+            x = layer(x)
+        self._init_graph(self._input, x)
+        # Keras' Sequential.layers does not list the InputLayer
+        self._layers = [l for l in self._layers if not isinstance(l, InputLayer)]
+        self._flat_params = None
+
+    @property
+    def layers(self):
+        return list(self._layers) if self.built else list(self._stack)

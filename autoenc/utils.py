@@ -1,0 +1,47 @@
+"""Random state and small helpers shared by the package."""
+import numpy as np
+
+_rng = np.random.default_rng()
+
+
+def set_random_seed(seed):
+    """Seed every source of randomness autoenc uses (initializers, shuffling, dropout) and NumPy's.
+
+    The same seed gives the same initial weights and, on one machine, the same training bit for bit.
+    """
+    global _rng
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    np.random.seed(int(seed) % 2**32)
+    _rng = np.random.default_rng(int(seed))
+
+
+def rng():
+    """The package's random generator (reseeded by :func:`set_random_seed`)."""
+    return _rng
+
+
+def normalize_tuple(value, n, name):
+    """Turn an int or a sequence of n positive ints into a tuple of n ints, or raise ValueError."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value),) * n
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}") from None
+    if len(value) != n or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                                  for v in value):
+        raise ValueError(f"{name} must be a positive int or a tuple of {n} positive ints, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def normalize_padding(value):
+    """'valid' or 'same' (any case), or raise ValueError."""
+    if not isinstance(value, str) or value.lower() not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same', got {value!r}")
+    return value.lower()
+
+
+def check_data_format(value, layer):
+    if value not in (None, "channels_last"):
+        raise ValueError(f"{layer} supports data_format='channels_last' (NHWC) only, got {value!r}")
