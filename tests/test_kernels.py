@@ -1,0 +1,193 @@
+"""Every kernel against its slow, obvious version, adjoint (dot-product) tests, and tiny cases by hand."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autoenc.kernels import convolution as conv
+from autoenc.kernels import pooling as pool
+from autoenc.kernels import upsampling as up
+
+
+def padded(x, kernel_size, strides, padding):
+    (kh, kw), (sh, sw) = kernel_size, strides
+    n, h, w, c = x.shape
+    pt, pb, oh = conv.conv_padding(h, kh, sh, padding)
+    pl, pr, ow = conv.conv_padding(w, kw, sw, padding)
+    xp = np.zeros((n, h + pt + pb, w + pl + pr, c), x.dtype)
+    conv.pad_into(x, pt, pl, xp)
+    return xp, (pt, pl), (oh, ow)
+
+
+@st.composite
+def conv_cases(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = draw(st.sampled_from(["same", "valid"]))
+    h = draw(st.integers(kh if padding == "valid" else 1, 11))
+    w = draw(st.integers(kw if padding == "valid" else 1, 11))
+    n, cin, cout = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 9))
+    seed = draw(st.integers(0, 2**31))
+    return (n, h, w, cin, cout), (kh, kw), (sh, sw), padding, seed
+
+
+def close(a, b, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max(initial=0))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(case=conv_cases())
+def test_conv2d_kernels_match_naive(dtype, case):
+    (n, h, w, cin, cout), ks, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, h, w, cin)).astype(dtype)
+    wt = g.standard_normal(ks + (cin, cout)).astype(dtype)
+    b = g.standard_normal(cout).astype(dtype)
+    xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
+    y = np.empty((n, oh, ow, cout), dtype)
+    conv.conv2d_forward(xp, wt, b, strides[0], strides[1], conv.ACT_LINEAR, y)
+    expected = conv.conv2d_forward_naive(x, wt, b, strides, padding)
+    close(y, expected, dtype)
+    conv.conv2d_forward(xp, wt, b, strides[0], strides[1], conv.ACT_RELU, y)
+    close(y, np.maximum(expected, 0), dtype)
+
+    dy = g.standard_normal((n, oh, ow, cout)).astype(dtype)
+    dx = np.full(x.shape, np.nan, dtype)  # every entry must be overwritten
+    conv.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
+    close(dx, conv.conv2d_backward_input_naive(dy, wt, x.shape, strides, padding), dtype)
+    dw = np.full(wt.shape, np.nan, dtype)
+    conv.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
+    close(dw, conv.conv2d_backward_kernel_naive(x, dy, ks, strides, padding), dtype)
+    db = np.full(cout, np.nan, dtype)
+    conv.conv2d_backward_bias(dy, db)
+    close(db, conv.conv2d_backward_bias_naive(dy), dtype)
+
+
+@given(case=conv_cases())
+def test_conv2d_backward_kernels_are_adjoints(case):
+    """<conv(x, w), dy> = <x, backward_input(dy)> = <w, backward_kernel(x, dy)>."""
+    (n, h, w, cin, cout), ks, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x, wt = g.standard_normal((n, h, w, cin)), g.standard_normal(ks + (cin, cout))
+    xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
+    y = np.empty((n, oh, ow, cout))
+    conv.conv2d_forward(xp, wt, np.zeros(cout), strides[0], strides[1], conv.ACT_LINEAR, y)
+    dy = g.standard_normal(y.shape)
+    dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty(cout)
+    conv.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
+    conv.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
+    conv.conv2d_backward_bias(dy, db)
+    lhs = np.sum(y * dy)
+    assert np.sum(x * dx) == pytest.approx(lhs, rel=1e-10, abs=1e-10)
+    assert np.sum(wt * dw) == pytest.approx(lhs, rel=1e-10, abs=1e-10)
+    # bias: <ones-broadcast b, dy> = <b, db>
+    b = g.standard_normal(cout)
+    assert np.sum(b * dy) == pytest.approx(np.sum(b * db), rel=1e-10, abs=1e-10)
+
+
+def test_conv2d_tiny_case_by_hand():
+    # x is 1x3x3x1 = [[1,2,3],[4,5,6],[7,8,9]], w is 2x2 = [[1,0],[0,-1]], valid, stride 1
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
+    w = np.array([[1, 0], [0, -1]], np.float32).reshape(2, 2, 1, 1)
+    y = np.empty((1, 2, 2, 1), np.float32)
+    conv.conv2d_forward(x, w, np.array([0.5], np.float32), 1, 1, conv.ACT_LINEAR, y)
+    assert y[0, 0, 0, 0] == 1 * 1 + 5 * -1 + 0.5
+    assert y[0, :, :, 0].tolist() == [[-3.5, -3.5], [-3.5, -3.5]]
+    # dx scatters dy through w: with dy = 1 at (0,0) only, dx = w placed at (0,0)
+    dy = np.zeros((1, 2, 2, 1), np.float32)
+    dy[0, 0, 0, 0] = 1
+    dx = np.empty_like(x)
+    conv.conv2d_backward_input(dy, w, 1, 1, 0, 0, dx)
+    assert dx[0, :, :, 0].tolist() == [[1, 0, 0], [0, -1, 0], [0, 0, 0]]
+    # dw[i, j] = x[i, j] * 1 for the single nonzero dy
+    dw = np.empty_like(w)
+    conv.conv2d_backward_kernel(x, dy, 1, 1, dw)
+    assert dw[:, :, 0, 0].tolist() == [[1, 2], [4, 5]]
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,expected", [
+    (28, 3, 1, "same", (1, 1, 28)),
+    (28, 2, 2, "same", (0, 0, 14)),
+    (7, 2, 2, "same", (0, 1, 4)),     # odd: the extra row goes at the bottom
+    (5, 4, 1, "same", (1, 2, 5)),     # even kernel: the extra padding goes after
+    (10, 3, 3, "same", (1, 1, 4)),
+    (7, 3, 2, "valid", (0, 0, 3)),
+])
+def test_conv_padding_follows_tensorflow(size, kernel, stride, padding, expected):
+    assert conv.conv_padding(size, kernel, stride, padding) == expected
+
+
+@st.composite
+def pool_cases(draw):
+    ph, pw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    strides = (draw(st.integers(1, 4)), draw(st.integers(1, 4))) if draw(st.booleans()) else (ph, pw)
+    padding = draw(st.sampled_from(["same", "valid"]))
+    h = draw(st.integers(ph if padding == "valid" else 1, 10))
+    w = draw(st.integers(pw if padding == "valid" else 1, 10))
+    return (draw(st.integers(1, 3)), h, w, draw(st.integers(1, 4))), (ph, pw), strides, padding, draw(st.integers(0, 2**31))
+
+
+def run_pool(x, ps, strides, padding):
+    pt, _, oh = conv.conv_padding(x.shape[1], ps[0], strides[0], padding)
+    pl, _, ow = conv.conv_padding(x.shape[2], ps[1], strides[1], padding)
+    y = np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+    argmax = np.empty(y.shape, np.int32)
+    pool.maxpool2d_forward(x, ps[0], ps[1], strides[0], strides[1], pt, pl, y, argmax)
+    return y, argmax
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(case=pool_cases(), ties=st.booleans())
+def test_maxpool_kernels_match_naive(dtype, case, ties):
+    shape, ps, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    # with ties (few distinct values) the first maximum of each window must win
+    x = (g.integers(0, 3, shape) if ties else g.standard_normal(shape)).astype(dtype)
+    y, argmax = run_pool(x, ps, strides, padding)
+    y_ref, argmax_ref = pool.maxpool2d_forward_naive(x, ps, strides, padding)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    dy = g.standard_normal(y.shape).astype(dtype)
+    dx = np.full(shape, np.nan, dtype)
+    pool.maxpool2d_backward(dy, argmax, dx)
+    close(dx, pool.maxpool2d_backward_naive(dy, argmax_ref, shape), dtype)
+    # adjoint: for a fixed argmax, pooling is the linear selection S; <S x, dy> = <x, S^T dy>
+    assert np.sum(y.astype(np.float64) * dy) == pytest.approx(np.sum(x.astype(np.float64) * dx), rel=1e-5, abs=1e-5)
+
+
+def test_maxpool_tiny_case_by_hand():
+    x = np.array([[1, 3, 2, 0], [3, 0, 1, 5], [0, 0, 7, 7]], np.float32).reshape(1, 3, 4, 1)
+    y, argmax = run_pool(x, (2, 2), (2, 2), "same")   # 'same' on 3 rows: the last window has one row
+    assert y[0, :, :, 0].tolist() == [[3, 5], [0, 7]]
+    assert argmax[0, :, :, 0].tolist() == [[1, 7], [8, 10]]   # first maximum wins: 3 at (0,1), 7 at (2,2)
+    dx = np.empty_like(x)
+    pool.maxpool2d_backward(np.ones((1, 2, 2, 1), np.float32), argmax, dx)
+    assert dx[0, :, :, 0].tolist() == [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 8), st.integers(1, 5)),
+       size=st.tuples(st.integers(1, 4), st.integers(1, 4)), seed=st.integers(0, 2**31))
+def test_upsample_kernels_match_naive(dtype, shape, size, seed):
+    g = np.random.default_rng(seed)
+    x = g.standard_normal(shape).astype(dtype)
+    n, h, w, c = shape
+    y = np.empty((n, h * size[0], w * size[1], c), dtype)
+    up.upsample2d_forward(x, size[0], size[1], y)
+    np.testing.assert_array_equal(y, up.upsample2d_forward_naive(x, size))
+    dy = g.standard_normal(y.shape).astype(dtype)
+    dx = np.full(shape, np.nan, dtype)
+    up.upsample2d_backward(dy, size[0], size[1], dx)
+    close(dx, up.upsample2d_backward_naive(dy, size), dtype)
+    assert np.sum(y.astype(np.float64) * dy) == pytest.approx(np.sum(x.astype(np.float64) * dx), rel=1e-5, abs=1e-5)
+
+
+def test_upsample_tiny_case_by_hand():
+    x = np.array([[1, 2]], np.float32).reshape(1, 1, 2, 1)
+    y = np.empty((1, 2, 4, 1), np.float32)
+    up.upsample2d_forward(x, 2, 2, y)
+    assert y[0, :, :, 0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2]]
+    dx = np.empty_like(x)
+    up.upsample2d_backward(np.arange(8, dtype=np.float32).reshape(1, 2, 4, 1), 2, 2, dx)
+    assert dx[0, 0, :, 0].tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7]

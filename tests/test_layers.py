@@ -1,0 +1,190 @@
+"""Layers: shapes, float64 central-difference gradient checks for every parameter and activation,
+adjoint tests, argument errors, and no mutation of inputs."""
+import numpy as np
+import pytest
+
+from autoenc import layers
+from autoenc.gradcheck import adjoint_check, gradcheck
+
+TOL = 1e-6  # relative error of a float64 central difference; a wrong gradient gives ~1e-1
+
+
+def check(layer, x):
+    errors = gradcheck(layer, x)
+    assert errors and all(e < TOL for e in errors.values()), errors
+    return errors
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "sigmoid", "tanh", "softmax"])
+@pytest.mark.parametrize("kernel_size,strides,padding", [
+    (3, 1, "same"), ((2, 3), (2, 1), "same"), (4, 3, "valid"), (1, 2, "valid"), (5, 2, "same")])
+def test_conv2d_gradients(rng, activation, kernel_size, strides, padding):
+    x = rng.standard_normal((2, 9, 8, 3))
+    errors = check(layers.Conv2D(4, kernel_size, strides=strides, padding=padding, activation=activation), x)
+    assert {"input"} | {k for k in errors if k.endswith(("/kernel", "/bias"))} == set(errors)
+
+
+def test_conv2d_without_bias_and_linear_adjoint(rng):
+    x = rng.standard_normal((2, 7, 7, 2))
+    errors = check(layers.Conv2D(3, 3, padding="same", use_bias=False), x)
+    assert not any(k.endswith("/bias") for k in errors)
+    assert adjoint_check(layers.Conv2D(3, 3, strides=2, padding="same", use_bias=False), x) < 1e-8
+
+
+def test_conv2d_shapes_match_keras_rules():
+    conv = layers.Conv2D(16, (3, 3), activation="relu", padding="same")
+    y = conv(np.zeros((2, 28, 28, 1), np.float32))
+    assert y.shape == (2, 28, 28, 16) and y.dtype == np.float32
+    assert conv.params["kernel"].shape == (3, 3, 1, 16) and conv.params["bias"].shape == (16,)
+    assert conv.count_params() == 160
+    assert layers.Conv2D(2, 3, strides=2).compute_output_shape((None, 9, 8, 1)) == (None, 4, 3, 2)
+    assert layers.Conv2D(2, 3, strides=2, padding="same").compute_output_shape((None, 9, 8, 1)) == (None, 5, 4, 2)
+
+
+@pytest.mark.parametrize("pool_size,strides,padding", [
+    ((2, 2), None, "valid"), ((2, 2), None, "same"), ((3, 3), (2, 2), "same"), ((2, 3), (1, 2), "valid")])
+def test_maxpooling_gradients_and_adjoint(rng, pool_size, strides, padding):
+    x = rng.standard_normal((2, 7, 8, 3))
+    check(layers.MaxPooling2D(pool_size, strides, padding), x)
+    assert adjoint_check(layers.MaxPooling2D(pool_size, strides, padding), x) < 1e-8
+
+
+def test_maxpooling_default_strides_are_pool_size():
+    assert layers.MaxPooling2D((3, 2)).strides == (3, 2)
+    assert layers.MaxPooling2D((2, 2), padding="same").compute_output_shape((None, 7, 7, 8)) == (None, 4, 4, 8)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (1, 3), 3])
+def test_upsampling_gradients_and_adjoint(rng, size):
+    x = rng.standard_normal((2, 4, 5, 3))
+    check(layers.UpSampling2D(size), x)
+    assert adjoint_check(layers.UpSampling2D(size), x) < 1e-8
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "sigmoid", "tanh", "softmax"])
+def test_dense_gradients_2d_and_4d(rng, activation):
+    check(layers.Dense(5, activation=activation), rng.standard_normal((4, 6)))
+    dense = layers.Dense(3, activation=activation)
+    errors = check(dense, rng.standard_normal((2, 3, 4, 6)))  # Keras applies Dense to the last axis
+    assert dense.compute_output_shape((None, 3, 4, 6)) == (None, 3, 4, 3)
+    assert "input" in errors
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "softmax", "linear"])
+def test_activation_layer_gradients(rng, activation):
+    check(layers.Activation(activation), rng.standard_normal((3, 4, 5)))
+
+
+def test_flatten_and_reshape(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    assert layers.Flatten()(x).shape == (2, 60)
+    check(layers.Flatten(), x)
+    r = layers.Reshape((5, -1))
+    assert r(x).shape == (2, 5, 12)
+    check(layers.Reshape((12, 5)), x)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        layers.Reshape((7, 7))(x)
+
+
+def test_dropout_is_identity_at_inference_and_masks_in_training(rng):
+    x = rng.standard_normal((64, 50)).astype(np.float32)
+    d = layers.Dropout(0.25, seed=3)
+    np.testing.assert_array_equal(d(x), x)
+    y = np.array(d.forward(x, training=True), copy=True)
+    dropped = y == 0
+    assert 0.15 < dropped.mean() < 0.35
+    np.testing.assert_allclose(y[~dropped], x[~dropped] / 0.75, rtol=1e-6)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx = d.backward(dy)  # the same mask as the forward pass
+    np.testing.assert_allclose(dx, np.where(dropped, 0, dy / 0.75), rtol=1e-6)
+    with pytest.raises(ValueError, match="rate"):
+        layers.Dropout(1.0)
+
+
+def test_merge_layers_gradients(rng):
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    errors = gradcheck(layers.Add(), [a, b])
+    assert errors["input[0]"] < TOL and errors["input[1]"] < TOL
+    c = rng.standard_normal((2, 3, 2))
+    errors = gradcheck(layers.Concatenate(), [a, c])
+    assert errors["input[0]"] < TOL and errors["input[1]"] < TOL
+    np.testing.assert_array_equal(layers.Concatenate()([a, c]), np.concatenate([a, c], -1).astype(np.float32))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: layers.Conv2D(4, 3, padding="same", activation="relu"),
+    lambda: layers.Conv2D(2, 2, strides=2, activation="sigmoid"),
+    lambda: layers.MaxPooling2D(padding="same"),
+    lambda: layers.UpSampling2D(),
+    lambda: layers.Dense(3, activation="relu"),
+    lambda: layers.Activation("tanh"),
+    lambda: layers.Flatten(),
+])
+def test_layers_never_mutate_inputs_or_incoming_gradients(rng, make):
+    layer = make()
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    x0 = x.copy()
+    y = np.array(layer(x), copy=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy0 = dy.copy()
+    layer.forward(x, training=True)
+    layer.backward(dy)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(dy, dy0)
+    np.testing.assert_array_equal(layer(x), y)  # deterministic
+
+
+def test_gradients_are_assigned_not_accumulated(rng):
+    conv = layers.Conv2D(2, 3)
+    x = rng.standard_normal((2, 5, 5, 1)).astype(np.float32)
+    conv(x)  # builds the layer
+    y = conv.forward(x)
+    dy = np.ones_like(y)
+    conv.backward(dy)
+    first = conv.grads["kernel"].copy()
+    conv.forward(x)
+    conv.backward(dy)
+    np.testing.assert_array_equal(conv.grads["kernel"], first)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: layers.Conv2D(0, 3), "filters"),
+    (lambda: layers.Conv2D(4, (3, 0)), "kernel_size"),
+    (lambda: layers.Conv2D(4, 3, strides=-1), "strides"),
+    (lambda: layers.Conv2D(4, 3, padding="full"), "padding"),
+    (lambda: layers.Conv2D(4, 3, activation="swishy"), "activation"),
+    (lambda: layers.Conv2D(4, 3, kernel_initializer="nope"), "initializer"),
+    (lambda: layers.Conv2D(4, 3, kernel_regularizer="l3"), "regularizer"),
+    (lambda: layers.MaxPooling2D(0), "pool_size"),
+    (lambda: layers.UpSampling2D((2, 2, 2)), "size"),
+    (lambda: layers.Dense(-3), "units"),
+    (lambda: layers.Dense(3, bogus=1), "unexpected keyword"),
+])
+def test_bad_hyperparameters_raise_clear_errors(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_conv2d_rejects_wrong_channels_after_build():
+    conv = layers.Conv2D(4, 3)
+    conv(np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(ValueError, match=r"expects input \(batch, height, width, 1\), got \(None, 8, 8, 3\)"):
+        conv(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_pool_larger_than_input_is_refused():
+    x = layers.Input(shape=(3, 3, 1))
+    with pytest.raises(ValueError, match="larger than the input"):
+        layers.MaxPooling2D((4, 4))(x)
+
+
+def test_weights_by_name_and_set_weights_checks():
+    conv = layers.Conv2D(2, 3)
+    conv(np.zeros((1, 5, 5, 1), np.float32))
+    assert list(conv.params) == ["kernel", "bias"] and list(conv.grads) == ["kernel", "bias"]
+    with pytest.raises(ValueError, match="expects 2 weight arrays"):
+        conv.set_weights([np.zeros((3, 3, 1, 2))])
+    with pytest.raises(ValueError, match="shape"):
+        conv.set_weights([np.zeros((3, 3, 2, 2)), np.zeros(2)])
+    conv.set_weights([np.ones((3, 3, 1, 2)), np.full(2, 0.5)])
+    assert conv.params["kernel"].dtype == np.float32 and conv.params["bias"][0] == 0.5

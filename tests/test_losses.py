@@ -1,0 +1,70 @@
+"""Losses: values against their formulas, and float64 central-difference gradient checks."""
+import numpy as np
+import pytest
+
+from autoenc import losses
+from autoenc.gradcheck import _relative_error
+
+
+def numeric_gradient(f, p, eps=1e-6):
+    g = np.zeros_like(p)
+    for i in np.ndindex(p.shape):
+        old = p[i]
+        p[i] = old + eps
+        plus = f(p)
+        p[i] = old - eps
+        minus = f(p)
+        p[i] = old
+        g[i] = (plus - minus) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("name", ["mse", "mean_squared_error", "mae", "mean_absolute_error", "binary_crossentropy"])
+def test_loss_gradients(rng, name):
+    loss = losses.get(name)
+    t = rng.random((3, 4, 5))
+    p = rng.uniform(0.05, 0.95, (3, 4, 5))
+    value, grad = loss.value_and_gradient(t, p.copy())
+    assert value == pytest.approx(loss(t, p))
+    num = numeric_gradient(lambda q: loss.value_and_gradient(t, q)[0], p.copy())
+    assert _relative_error(grad, num) < 1e-7
+
+
+def test_loss_values_follow_keras_formulas(rng):
+    t, p = rng.random((4, 6)), rng.uniform(0.01, 0.99, (4, 6))
+    assert losses.get("mse")(t, p) == pytest.approx(np.mean((p - t) ** 2))
+    assert losses.get("mae")(t, p) == pytest.approx(np.mean(np.abs(p - t)))
+    assert losses.get("binary_crossentropy")(t, p) == pytest.approx(
+        -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+    # Keras reduction: mean over the last axis per sample, then over the batch
+    np.testing.assert_allclose(losses.mean_squared_error(t, p), np.mean((p - t) ** 2, axis=-1))
+
+
+def test_bce_from_logits_is_stable_and_correct(rng):
+    bce = losses.BinaryCrossentropy()
+    t = rng.random((2, 7))
+    z = rng.standard_normal((2, 7)) * 3
+    value, grad = bce.value_and_gradient_from_logits(t, z.copy())
+    sig = 1 / (1 + np.exp(-z))
+    assert value == pytest.approx(-np.mean(t * np.log(sig) + (1 - t) * np.log(1 - sig)))
+    num = numeric_gradient(lambda q: bce.value_and_gradient_from_logits(t, q)[0], z.copy())
+    assert _relative_error(grad, num) < 1e-7
+    # saturated logits: finite loss, gradient = (sigmoid(z) - t) / m
+    z = np.array([[80.0, -80.0]], np.float32)
+    value, grad = bce.value_and_gradient_from_logits(np.array([[0.0, 1.0]], np.float32), z)
+    assert np.isfinite(value) and value == pytest.approx(80.0, rel=1e-5)
+    np.testing.assert_allclose(grad, [[0.5, -0.5]])
+
+
+def test_bce_clips_saturated_probabilities():
+    bce = losses.get("binary_crossentropy")
+    value, grad = bce.value_and_gradient(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
+    assert value == pytest.approx(-np.log(1e-7), rel=1e-6)
+    np.testing.assert_array_equal(grad, 0)  # clipped away, as TensorFlow's clip_by_value gradient
+
+
+def test_loss_errors():
+    with pytest.raises(ValueError, match="Unknown loss"):
+        losses.get("hinge_of_doom")
+    with pytest.raises(ValueError, match="same shape"):
+        losses.get("mse")(np.zeros((2, 3)), np.zeros((2, 4)))

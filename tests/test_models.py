@@ -1,0 +1,263 @@
+"""Models: the seed autoencoder's structure and summary, training, the Keras API around it."""
+import io
+import contextlib
+
+import numpy as np
+import pytest
+
+import autoenc
+from autoenc import callbacks, layers, optimizers
+from autoenc.gradcheck import gradcheck
+from autoenc.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D, Reshape, UpSampling2D
+from autoenc.models import Model, Sequential
+
+
+def seed_model():
+    """The blog post's model, layer for layer."""
+    input_img = Input(shape=(28, 28, 1))
+    x = Conv2D(16, (3, 3), activation="relu", padding="same")(input_img)
+    x = MaxPooling2D((2, 2), padding="same")(x)
+    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = MaxPooling2D((2, 2), padding="same")(x)
+    encoded = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = Conv2D(8, (3, 3), activation="relu", padding="same")(encoded)
+    x = UpSampling2D((2, 2))(x)
+    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = UpSampling2D((2, 2))(x)
+    x = Conv2D(16, (3, 3), activation="relu", padding="same")(x)
+    decoded = Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
+    return Model(input_img, decoded)
+
+
+def blobs(n, seed=0, size=28):
+    """Images of one or two soft bright discs on black: easy to learn, like digits in [0, 1]."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size, 1), np.float32)
+    for k in range(n):
+        for _ in range(g.integers(1, 3)):
+            m = size / 5
+            cy, cx, r = g.uniform(m, size - m), g.uniform(m, size - m), g.uniform(m / 2, m * 1.2)
+            out[k, :, :, 0] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r ** 2))
+    return np.clip(out, 0, 1)
+
+
+def summary_text(model):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        model.summary()
+    return buf.getvalue()
+
+
+def test_seed_model_structure_and_summary():
+    model = seed_model()
+    assert model.count_params() == 4385
+    text = summary_text(model)
+    rows = [line.split() for line in text.splitlines() if "(None," in line]
+    assert [r[1] for r in rows] == ["(InputLayer)", "(Conv2D)", "(MaxPooling2D)", "(Conv2D)", "(MaxPooling2D)",
+                                    "(Conv2D)", "(Conv2D)", "(UpSampling2D)", "(Conv2D)", "(UpSampling2D)",
+                                    "(Conv2D)", "(Conv2D)"]
+    shapes = [" ".join(r[2:-1]) for r in rows]
+    assert shapes == ["(None, 28, 28, 1)", "(None, 28, 28, 16)", "(None, 14, 14, 16)", "(None, 14, 14, 8)",
+                      "(None, 7, 7, 8)", "(None, 7, 7, 8)", "(None, 7, 7, 8)", "(None, 14, 14, 8)",
+                      "(None, 14, 14, 8)", "(None, 28, 28, 8)", "(None, 28, 28, 16)", "(None, 28, 28, 1)"]
+    assert [int(r[-1]) for r in rows] == [0, 160, 0, 1160, 0, 584, 584, 0, 584, 0, 1168, 145]
+    assert "Total params: 4,385" in text and "Trainable params: 4,385" in text
+    assert [w.shape for w in model.get_weights()][:2] == [(3, 3, 1, 16), (16,)]
+
+
+def test_seed_script_runs_with_the_import_swap():
+    """The post's code with `keras` replaced by `autoenc`, on random (N, 28, 28, 1) float32 data."""
+    from autoenc.models import Model, Sequential  # noqa: F401  (the post's imports, as written)
+    from autoenc.layers import Input, Dense, Conv2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Dropout  # noqa
+    from autoenc import regularizers  # noqa: F401
+    g = np.random.default_rng(0)
+    x_train = g.random((64, 28, 28), dtype=np.float32)
+    x_test = g.random((32, 28, 28), dtype=np.float32)
+    max_value = float(x_train.max())
+    x_train = x_train.astype("float32") / max_value
+    x_test = x_test.astype("float32") / max_value
+    x_train = x_train[:, :, :, None]
+    x_test = x_test[:, :, :, None]
+    input_img = Input(shape=(28, 28, 1))
+    x = Conv2D(16, (3, 3), activation="relu", padding="same")(input_img)
+    x = MaxPooling2D((2, 2), padding="same")(x)
+    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = MaxPooling2D((2, 2), padding="same")(x)
+    encoded = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = Conv2D(8, (3, 3), activation="relu", padding="same")(encoded)
+    x = UpSampling2D((2, 2))(x)
+    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = UpSampling2D((2, 2))(x)
+    x = Conv2D(16, (3, 3), activation="relu", padding="same")(x)
+    decoded = Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
+    autoencoder = Model(input_img, decoded)
+    text = summary_text(autoencoder)
+    assert "Total params: 4,385" in text
+    autoencoder.compile(optimizer="adam", loss="mean_squared_error")
+    history = autoencoder.fit(x_train, x_train, epochs=2, batch_size=256, shuffle=True,
+                              validation_data=(x_test, x_test), verbose=0)
+    assert len(history.history["loss"]) == 2 and len(history.history["val_loss"]) == 2
+    assert all(np.isfinite(history.history["val_loss"]))
+
+
+def test_a_few_hundred_steps_drive_the_mse_down():
+    autoenc.set_random_seed(0)
+    model = seed_model()
+    model.compile(optimizer=optimizers.Adam(learning_rate=3e-3), loss="mse")
+    x = blobs(16)
+    first = model.test_on_batch(x, x)
+    for _ in range(300):
+        loss = model.train_on_batch(x, x)
+    assert loss < 0.25 * first, (first, loss)
+    assert model.evaluate(x, x, verbose=0) == pytest.approx(model.test_on_batch(x, x), rel=1e-6)
+
+
+def test_model_gradients_by_central_differences():
+    """The whole graph's backward pass, loss included, in float64 (a smaller seed-like model)."""
+    inp = Input(shape=(8, 8, 1))
+    x = Conv2D(3, 3, activation="relu", padding="same")(inp)
+    x = MaxPooling2D(padding="same")(x)
+    x = Conv2D(2, 3, activation="tanh", padding="same", kernel_regularizer="l2", activity_regularizer="l1")(x)
+    x = UpSampling2D()(x)
+    out = Conv2D(1, 3, activation="sigmoid", padding="same", bias_regularizer="l1_l2")(x)
+    model = Model(inp, out)
+    x = blobs(2, size=8)
+    for loss in ["mse", "mae", "binary_crossentropy"]:
+        model.compile(optimizer="adam", loss=loss)
+        errors = gradcheck(model, x, x)
+        assert max(errors.values()) < 1e-6, (loss, errors)
+
+
+def test_functional_dag_with_branches_trains():
+    inp = Input(shape=(6, 6, 2))
+    a = Conv2D(3, 3, padding="same", activation="relu")(inp)
+    b = Conv2D(3, 1, activation="tanh")(inp)
+    s = layers.Add()([a, b])
+    c = layers.Concatenate()([s, inp])
+    out = Conv2D(2, 3, padding="same")(c)
+    model = Model(inp, out)
+    assert [type(l).__name__ for l in model.layers][0] == "InputLayer"
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).random((4, 6, 6, 2)).astype(np.float32)
+    errors = gradcheck(model, x, x)
+    assert max(errors.values()) < 1e-6, errors
+    losses = [model.train_on_batch(x, x) for _ in range(20)]
+    assert losses[-1] < losses[0]
+
+
+def test_sequential_forms_agree():
+    autoenc.set_random_seed(3)
+    a = Sequential([Input(shape=(4, 4, 1)), Conv2D(2, 3, padding="same", activation="relu"), Flatten(), Dense(3)])
+    autoenc.set_random_seed(3)
+    b = Sequential()
+    b.add(Conv2D(2, 3, padding="same", activation="relu", input_shape=(4, 4, 1)))
+    b.add(Flatten())
+    b.add(Dense(3))
+    autoenc.set_random_seed(3)
+    c = Sequential([Conv2D(2, 3, padding="same", activation="relu"), Flatten(), Dense(3)])
+    assert not c.built
+    x = np.random.default_rng(1).random((5, 4, 4, 1)).astype(np.float32)
+    pa, pb, pc = a.predict(x, verbose=0), b.predict(x, verbose=0), c.predict(x, verbose=0)
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(pa, pc)
+    assert [type(l).__name__ for l in a.layers] == ["Conv2D", "Flatten", "Dense"]  # as Keras: no InputLayer
+    assert a.count_params() == 2 * 9 + 2 + 32 * 3 + 3
+
+
+def test_dense_autoencoder_with_dropout_reshape_trains():
+    autoenc.set_random_seed(1)
+    model = Sequential([Input(shape=(28, 28, 1)), Flatten(), Dense(32, activation="relu"), Dropout(0.1),
+                        Dense(784, activation="sigmoid"), Reshape((28, 28, 1))])
+    model.compile("adam", "binary_crossentropy")
+    x = blobs(64)
+    h = model.fit(x, x, epochs=15, batch_size=16, verbose=0)
+    assert h.history["loss"][-1] < h.history["loss"][0]
+
+
+def test_fit_history_is_the_sample_weighted_mean_of_batch_losses():
+    autoenc.set_random_seed(0)
+    model = seed_model()
+    model.compile("adam", "mse")
+    x = blobs(40)
+    weights = model.get_weights()
+    seen = []
+    cb = callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs["loss"]))
+    h = model.fit(x, x, epochs=1, batch_size=16, shuffle=False, callbacks=[cb], verbose=0)
+    # replay the same three batches (16, 16 and the last partial 8) with train_on_batch
+    model.set_weights(weights)
+    model.optimizer = optimizers.Adam()
+    batch_losses = [model.train_on_batch(x[i:i + 16], x[i:i + 16]) for i in (0, 16, 32)]
+    expected = (16 * batch_losses[0] + 16 * batch_losses[1] + 8 * batch_losses[2]) / 40
+    assert h.history["loss"][0] == pytest.approx(expected, rel=1e-6)
+    assert seen[-1] == pytest.approx(expected, rel=1e-6) and len(seen) == 3
+
+
+def test_validation_split_uses_the_last_samples():
+    model = Sequential([Input(shape=(3,)), Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.arange(30, dtype=np.float32).reshape(10, 3) / 30
+    y = np.ones((10, 1), np.float32)
+    h = model.fit(x, y, epochs=1, validation_split=0.2, verbose=0, shuffle=False)
+    assert "val_loss" in h.history
+
+
+def test_set_random_seed_gives_bit_identical_training():
+    def train():
+        autoenc.set_random_seed(42)
+        model = seed_model()
+        model.compile("adam", "mse")
+        x = blobs(24, seed=3)
+        model.fit(x, x, epochs=2, batch_size=8, verbose=0)
+        return model.get_weights()
+    for a, b in zip(train(), train()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_get_set_weights_and_save_load(tmp_path):
+    autoenc.set_random_seed(0)
+    a = seed_model()
+    b = seed_model()
+    x = blobs(3)
+    assert not np.array_equal(a.predict(x, verbose=0), b.predict(x, verbose=0))
+    b.set_weights(a.get_weights())
+    np.testing.assert_array_equal(a.predict(x, verbose=0), b.predict(x, verbose=0))
+    path = tmp_path / "w.npz"
+    a.save_weights(path)
+    c = seed_model()
+    c.load_weights(path)
+    np.testing.assert_array_equal(a.predict(x, verbose=0), c.predict(x, verbose=0))
+    with pytest.raises(ValueError, match="expects 14 arrays"):
+        c.set_weights(a.get_weights()[:-1])
+    with pytest.raises(FileNotFoundError):
+        c.load_weights(tmp_path / "missing.npz")
+
+
+def test_predict_is_batched_and_matches_a_single_batch():
+    model = seed_model()
+    x = blobs(37)
+    np.testing.assert_allclose(model.predict(x, batch_size=8, verbose=0), model.predict_on_batch(x), rtol=1e-6)
+    np.testing.assert_allclose(model(x), model.predict_on_batch(x), rtol=1e-6)
+
+
+def test_get_layer_and_errors():
+    model = seed_model()
+    conv = model.layers[1]
+    assert model.get_layer(conv.name) is conv and model.get_layer(index=1) is conv
+    with pytest.raises(ValueError, match="No layer named"):
+        model.get_layer("nope")
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(blobs(2), blobs(2), verbose=0)
+    model.compile("adam", "mse")
+    with pytest.raises(ValueError, match=r"shape \(batch, 28, 28, 1\), got \(2, 32, 32, 1\)"):
+        model.fit(np.zeros((2, 32, 32, 1), np.float32), np.zeros((2, 32, 32, 1), np.float32), verbose=0)
+    with pytest.raises(ValueError, match="same number of samples"):
+        model.fit(blobs(3), blobs(2), verbose=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(blobs(2), blobs(2), batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = blobs(2)
+        bad[1, 3, 3, 0] = np.nan
+        model.fit(bad, bad, verbose=0)
+    with pytest.raises(ValueError, match="Unknown loss"):
+        model.compile("adam", "msee")
