@@ -8,8 +8,10 @@ __version__ = "0.1.0"
 from autoenc import (activations, callbacks, initializers, kernels, layers, losses, models, optimizers,
                      regularizers, utils)
 from autoenc.layers import Input
+from autoenc.gradcheck import adjoint_check, gradcheck
 from autoenc.models import Model, Sequential
 from autoenc.utils import set_random_seed
 
 __all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "callbacks", "initializers",
-           "kernels", "layers", "losses", "models", "optimizers", "regularizers", "utils", "__version__"]
+           "kernels", "layers", "losses", "models", "optimizers", "regularizers", "utils", "__version__",
+           "adjoint_check", "gradcheck"]
