@@ -13,6 +13,7 @@ Notation used by every docstring below::
 
 The ``*_naive`` functions are the slow, obvious versions (NumPy, float64 accumulation); the
 jitted kernels must agree with them, and the tests check that they do.
+See docs/conv2d.md.
 """
 import numba
 import numpy as np
