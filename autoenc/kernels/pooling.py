@@ -6,6 +6,7 @@
 
 Positions outside x (the 'same' padding) never win. The gradient goes to the first maximum of
 each window, scanning rows then columns; the winner's flat index r*w + q is kept in ``argmax``.
+See docs/maxpooling2d.md.
 """
 import numba
 import numpy as np
