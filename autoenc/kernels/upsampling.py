@@ -3,6 +3,7 @@
     x  (n, h, w, c)            input
     y  (n, h*sh, w*sw, c)      output, y[n, r, q, ch] = x[n, r // sh, q // sw, ch]
     dx[n, r, q, ch] = sum_{a < sh, b < sw} dy[n, r*sh + a, q*sw + b, ch]
+See docs/upsampling2d.md.
 """
 import numba
 import numpy as np
