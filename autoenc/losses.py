@@ -8,6 +8,7 @@ which for equal-sized samples is the mean over all m elements:
                           dL/dp = ((1 - t) / (1 - p) - t / p) / m      (0 where p was clipped)
     from logits z (what Keras' TensorFlow backend uses when p = sigmoid(z)):
                           L = mean(max(z, 0) - z t + log(1 + e^-|z|))   dL/dz = (sigmoid(z) - t) / m
+See docs/mse.md and docs/bce.md.
 """
 import numpy as np
 
