@@ -3,6 +3,7 @@
 ``optimizer.apply(grads, params)`` updates each parameter array in place. The model keeps all its
 parameters in one flat buffer, so one call updates everything. All arithmetic stays in the
 parameters' dtype (float32), as in Keras.
+See docs/adam.md.
 """
 import numba
 import numpy as np
