@@ -11,8 +11,11 @@ When the loss is binary crossentropy and the output layer ends in a sigmoid, the
 gradient are computed from the pre-activation z, as Keras' TensorFlow backend does: stable when
 the sigmoid saturates.
 """
+import math
 import os
 import tempfile
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -20,6 +23,10 @@ from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
 from autoenc import optimizers as optimizers_module
 from autoenc import utils
+
+
+class NotCompiledError(ValueError, RuntimeError):
+    """Training or evaluating a model that has not been compiled."""
 
 
 def _metric_name(identifier):
@@ -58,7 +65,7 @@ class Trainer:
 
     def _require_compiled(self, what):
         if not self.compiled:
-            raise RuntimeError(f"You must call compile() before {what}()")
+            raise NotCompiledError(f"You must call compile(optimizer, loss) before {what}()")
 
     # --- the flat parameter buffer -------------------------------------------------------------
 
@@ -108,11 +115,19 @@ class Trainer:
             raise ValueError(f"{what} should have shape (batch, {', '.join(map(str, expected))}), got {a.shape}")
         if a.shape[0] == 0:
             raise ValueError(f"{what} is empty (shape {a.shape})")
+        if a.dtype.kind in "iub" and a.size and a.max() > 1 and self._output_is_bounded():
+            warnings.warn(f"{what} holds integers up to {a.max()} (dtype {a.dtype}) but the model's output is a "
+                          "sigmoid in [0, 1]: scale the data first, e.g. x.astype('float32') / 255", stacklevel=4)
+        # converted once here (uint8 and float64 alike), never per step
         a = np.ascontiguousarray(a, dtype=self.dtype)
         if not np.isfinite(a).all():
             bad = np.argwhere(~np.isfinite(a))[0]
             raise ValueError(f"{what} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
         return a
+
+    def _output_is_bounded(self):
+        out_layer = self._nodes[-1].layer if getattr(self, "_nodes", None) else None
+        return getattr(getattr(out_layer, "activation", None), "name", None) == "sigmoid"
 
     def _require_built_for_data(self, x):
         if not self.built:
@@ -238,7 +253,26 @@ class Trainer:
         self.stop_training = False
         self.history = history
         cb.on_train_begin()
+        snapshot = _StepSnapshot(self)
+        self._epoch, self._step = initial_epoch, 0
+        try:
+            self._fit_epochs(xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, shuffle,
+                             validation_batch_size)
+        except KeyboardInterrupt:
+            snapshot.restore()
+            print(f"\nTraining interrupted by the user at epoch {self._epoch + 1}, step {self._step + 1}; "
+                  "the model keeps the weights of the last completed step.")
+            history.interrupted = True
+        cb.on_train_end()
+        return history
+
+    def _fit_epochs(self, xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, shuffle,
+                    validation_batch_size):
+        n = xs[0].shape[0]
+        steps = -(-n // batch_size)
+        self._epoch, self._step = initial_epoch, 0
         for epoch in range(initial_epoch, epochs):
+            self._epoch, self._step = epoch, 0
             cb.on_epoch_begin(epoch)
             order = utils.rng().permutation(n) if shuffle else None
             total, seen = 0.0, 0
@@ -249,8 +283,21 @@ class Trainer:
                     xb, yb = [a[lo:hi] for a in xs], y[lo:hi]
                 else:
                     xb, yb = self._gather_batch(xs, y, order[lo:hi])
+                self._step = step
                 cb.on_train_batch_begin(step)
+                snapshot.take()
                 loss, metrics = self._train_step(xb, yb)
+                if math.isfinite(loss) and np.isfinite(self._flat_params).all():
+                    snapshot.valid = False  # the step is complete: nothing to undo
+                else:
+                    snapshot.restore()
+                    self.stop_training = True
+                    self.history.nan_stop = (epoch, step)
+                    warnings.warn(f"Training stopped: the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                                  "the model keeps the last finite weights. Try a lower learning rate, "
+                                  "check the data for extreme values, or use a loss that stays finite.",
+                                  RuntimeWarning, stacklevel=3)
+                    return
                 total += loss * (hi - lo)
                 seen += hi - lo
                 for k, v in metrics.items():
@@ -265,8 +312,6 @@ class Trainer:
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        cb.on_train_end()
-        return history
 
     def _gather_batch(self, xs, y, index):
         """x[index] and y[index] into reused buffers (no allocation per step)."""
@@ -322,6 +367,11 @@ class Trainer:
         arrays["__order__"] = np.array(list(arrays))
         atomic_write(filepath, lambda f: np.savez(f, **arrays))
 
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Write the whole model (architecture, weights, optimizer state) to one file; see autoenc.saving."""
+        from autoenc import saving  # saving imports the models package
+        saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
+
     def load_weights(self, filepath):
         """Read parameters written by save_weights (matched by position, shapes checked)."""
         filepath = os.fspath(filepath)
@@ -331,9 +381,46 @@ class Trainer:
             with np.load(filepath, allow_pickle=False) as data:
                 order = [str(k) for k in data["__order__"]]
                 weights = [data[k] for k in order]
-        except (ValueError, KeyError, OSError, EOFError) as e:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{filepath} is not a readable autoenc weights file: {e}") from None
         self.set_weights(weights)
+
+
+class _StepSnapshot:
+    """A copy of the parameters and optimizer state before a step, to go back to when the step is
+    interrupted or produces NaN. Buffers are allocated once and refilled every step."""
+
+    def __init__(self, model):
+        self.model = model
+        self.params = None
+        self.valid = False
+
+    def take(self):
+        m = self.model
+        if self.params is None or self.params.shape != m._flat_params.shape:
+            self.params = np.empty_like(m._flat_params)
+        np.copyto(self.params, m._flat_params)
+        opt = m.optimizer
+        self.iterations = opt.iterations
+        slots = opt._slots or []
+        if not hasattr(self, "slots") or len(self.slots) != len(slots) or any(
+                set(a) != set(b) or any(a[k].shape != b[k].shape for k in a) for a, b in zip(self.slots, slots)):
+            self.slots = [{k: np.empty_like(v) for k, v in s.items()} for s in slots]
+        for saved, live in zip(self.slots, slots):
+            for k, v in live.items():
+                np.copyto(saved[k], v)
+        self.valid = True
+
+    def restore(self):
+        """Undo the step under way, if any."""
+        if not self.valid:
+            return
+        m = self.model
+        np.copyto(m._flat_params, self.params)
+        m.optimizer.iterations = self.iterations
+        for saved, live in zip(self.slots, m.optimizer._slots or []):
+            for k, v in saved.items():
+                np.copyto(live[k], v)
 
 
 def atomic_write(path, write):

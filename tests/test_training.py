@@ -1,0 +1,147 @@
+"""The training loop's safety: NaN stops, interrupts, data conversion, determinism across threads."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import autoenc
+from autoenc import callbacks, optimizers
+from autoenc.layers import Conv2D, Dense, Input
+from autoenc.models import Model, Sequential
+from autoenc.models.training import NotCompiledError, atomic_write
+
+
+def small_model():
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(6, 6, 1))
+    x = Conv2D(4, 3, padding="same", activation="relu")(inp)
+    return Model(inp, Conv2D(1, 3, padding="same", activation="sigmoid")(x))
+
+
+def data(n=32, seed=0):
+    return np.random.default_rng(seed).random((n, 6, 6, 1)).astype(np.float32)
+
+
+@pytest.mark.filterwarnings("ignore:overflow")
+@pytest.mark.filterwarnings("ignore:invalid value")
+def test_nan_loss_stops_with_the_last_finite_weights():
+    autoenc.set_random_seed(0)
+    model = Sequential([Input(shape=(4,)), Dense(4), Dense(4)])
+    model.compile(optimizers.SGD(learning_rate=1e6), "mse")
+    x = np.random.default_rng(0).random((64, 4)).astype(np.float32) * 100
+    with pytest.warns(RuntimeWarning, match=r"at epoch 1, step \d+; the model keeps the last finite weights"):
+        history = model.fit(x, x, epochs=3, batch_size=8, verbose=0)
+    assert history.nan_stop[0] == 0
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert history.history == {}  # no epoch completed
+
+
+def test_keyboard_interrupt_returns_history_and_a_usable_model():
+    model = small_model()
+    model.compile("adam", "mse")
+    x = data()
+    state = {}
+
+    def stop(batch, logs):
+        if batch == 0:
+            state["weights"] = model.get_weights()  # after step 1 completed
+        if batch == 1:
+            raise KeyboardInterrupt
+
+    # an interrupt arriving mid-step (here: in the batch-begin hook of step 2) undoes nothing complete
+    cb = callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: stop(b, logs) if b == 0 else None,
+                                  on_train_batch_begin=lambda b, logs=None: stop(b, logs) if b == 1 else None)
+    history = model.fit(x, x, epochs=5, batch_size=8, verbose=0, callbacks=[cb])
+    assert history.interrupted
+    for a, b in zip(model.get_weights(), state["weights"]):
+        np.testing.assert_array_equal(a, b)
+    assert model.predict(x, verbose=0).shape == x.shape
+    model.fit(x, x, epochs=1, batch_size=8, verbose=0)  # and it trains on
+
+
+def test_fit_before_compile_is_a_clear_value_error():
+    with pytest.raises(NotCompiledError, match=r"compile\(optimizer, loss\) before fit"):
+        small_model().fit(data(), data(), verbose=0)
+    assert issubclass(NotCompiledError, ValueError)
+
+
+def test_uint8_is_converted_once_with_advice():
+    model = small_model()
+    model.compile("adam", "mse")
+    x8 = (data() * 255).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"integers up to \d+ \(dtype uint8\).*/ 255"):
+        model.evaluate(x8, x8, verbose=0)
+    x64 = data().astype(np.float64)
+    assert model.predict(x64, verbose=0).dtype == np.float32
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("not an array", "must be a NumPy array"),
+    (np.zeros((4, 6, 6)), r"shape \(batch, 6, 6, 1\), got \(4, 6, 6\)"),
+    (np.zeros((0, 6, 6, 1)), "is empty"),
+    (np.full((2, 6, 6, 1), np.inf), "NaN or Inf"),
+    (np.array([["a"]]), "must hold numbers"),
+])
+def test_bad_data_is_refused_before_any_kernel_runs(bad, match):
+    model = small_model()
+    model.compile("adam", "mse")
+    with pytest.raises((ValueError, TypeError), match=match):
+        model.fit(bad, bad, verbose=0)
+    with pytest.raises((ValueError, TypeError), match=match):
+        model.predict(bad, verbose=0)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "weights.npz"
+    model = small_model()
+    model.save_weights(path)
+    before = path.read_bytes()
+
+    def fail(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, fail)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.npz"]  # no temporary file left behind
+
+
+def test_truncated_weights_file_is_refused(tmp_path):
+    path = tmp_path / "w.npz"
+    model = small_model()
+    model.save_weights(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable autoenc weights file"):
+        model.load_weights(path)
+
+
+SCRIPT = textwrap.dedent("""
+    import hashlib, numpy as np, autoenc
+    from autoenc.layers import Input, Conv2D, MaxPooling2D, UpSampling2D
+    from autoenc.models import Model
+    autoenc.set_random_seed(7)
+    inp = Input(shape=(28, 28, 1))
+    x = Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = MaxPooling2D(padding="same")(x)
+    x = Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = UpSampling2D()(x)
+    model = Model(inp, Conv2D(1, 3, padding="same", activation="sigmoid")(x))
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).random((40, 28, 28, 1)).astype(np.float32)
+    model.fit(x, x, epochs=2, batch_size=16, verbose=0)
+    print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
+""")
+
+
+def test_training_is_bit_identical_with_one_and_two_threads():
+    digests = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        digests.append(out.stdout.strip().splitlines()[-1])
+    assert digests[0] == digests[1]
