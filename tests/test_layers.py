@@ -188,3 +188,57 @@ def test_weights_by_name_and_set_weights_checks():
         conv.set_weights([np.zeros((3, 3, 2, 2)), np.zeros(2)])
     conv.set_weights([np.ones((3, 3, 1, 2)), np.full(2, 0.5)])
     assert conv.params["kernel"].dtype == np.float32 and conv.params["bias"][0] == 0.5
+
+
+# --- properties over random configurations ------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def layer_and_input(draw):
+    kind = draw(st.sampled_from(["conv", "pool", "up", "dense", "flatten", "activation"]))
+    h, w, c = draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.integers(1, 4))
+    padding = draw(st.sampled_from(["same", "valid"]))
+    if kind == "conv":
+        k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        if padding == "valid":
+            h, w = max(h, k[0]), max(w, k[1])
+        layer = layers.Conv2D(draw(st.integers(1, 5)), k, strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                              padding=padding, activation=draw(st.sampled_from(["relu", "sigmoid", None])))
+    elif kind == "pool":
+        p = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        if padding == "valid":
+            h, w = max(h, p[0]), max(w, p[1])
+        layer = layers.MaxPooling2D(p, strides=draw(st.sampled_from([None, 1, 2])), padding=padding)
+    elif kind == "up":
+        layer = layers.UpSampling2D((draw(st.integers(1, 3)), draw(st.integers(1, 3))))
+    elif kind == "dense":
+        layer = layers.Dense(draw(st.integers(1, 6)), activation=draw(st.sampled_from(["tanh", "softmax", None])))
+    elif kind == "flatten":
+        layer = layers.Flatten()
+    else:
+        layer = layers.Activation(draw(st.sampled_from(["relu", "sigmoid", "tanh", "softmax"])))
+    return layer, (draw(st.integers(1, 3)), h, w, c), draw(st.integers(0, 2**31))
+
+
+@given(case=layer_and_input())
+def test_layer_properties(case):
+    """Output shape = compute_output_shape; inputs and incoming gradients untouched; forward deterministic."""
+    layer, shape, seed = case
+    g = np.random.default_rng(seed)
+    x = g.standard_normal(shape).astype(np.float32)
+    x0 = x.copy()
+    y = layer(x)
+    assert y.shape == layer.compute_output_shape((shape[0],) + shape[1:])
+    assert y.shape[1:] == layer.compute_output_shape((None,) + shape[1:])[1:]
+    assert y.dtype == np.float32
+    dy = g.standard_normal(y.shape).astype(np.float32)
+    dy0 = dy.copy()
+    layer.forward(x, training=True)
+    dx = layer.backward(dy)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(dy, dy0)
+    np.testing.assert_array_equal(layer(x), y)
