@@ -42,7 +42,7 @@ def cache_dir():
 
 
 def keras_cache_dir():
-    """Return the directory where Keras keeps its downloads: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
+    """Return the directory of Keras' downloads: ``$KERAS_HOME/datasets`` or ``~/.keras/datasets``."""
     home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
     return Path(home).expanduser() / "datasets"
 
@@ -107,11 +107,14 @@ def download(url, destination, sha256, timeout=None):
 
     def copy_verified(f):
         digest = hashlib.sha256()
+        received = 0
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
+                promised = response.headers.get("Content-Length")
                 while chunk := response.read(CHUNK_SIZE):
                     digest.update(chunk)
                     f.write(chunk)
+                    received += len(chunk)
         except TimeoutError as error:
             raise DownloadError(f"Could not download {url}: no answer within {timeout} s") from error
         except urllib.error.HTTPError as error:
@@ -124,6 +127,10 @@ def download(url, destination, sha256, timeout=None):
         except (OSError, http.client.HTTPException) as error:
             # e.g. the connection was reset, or closed before all the promised bytes arrived
             raise DownloadError(f"Could not download {url}: {error!r}") from error
+        if promised is not None and received != int(promised):
+            raise DownloadError(
+                f"Could not download {url}: the connection closed after {received} of {promised} bytes"
+            )
         if digest.hexdigest() != sha256:
             raise ChecksumError(
                 f"The file downloaded from {url} is corrupted: its SHA-256 is {digest.hexdigest()}, "

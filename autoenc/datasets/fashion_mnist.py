@@ -17,8 +17,8 @@ Fashion-MNIST is by Zalando SE, under the MIT license.
 import os
 from pathlib import Path
 
-from ._cache import cache_dir, download, first_verified, join_url, keras_cache_dir
-from ._formats import check_split, read_idx
+from autoenc.datasets._cache import cache_dir, download, first_verified, join_url, keras_cache_dir
+from autoenc.datasets._formats import check_split, read_idx
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 URL_ENV = "AUTOENC_DATASETS_URL"  # set it to download from a mirror instead of BASE_URL

@@ -1,0 +1,228 @@
+"""Cache directories, checksums, atomic writes and downloads, against a web server on 127.0.0.1."""
+
+import hashlib
+import http.server
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from autoenc.datasets._cache import (ChecksumError, DownloadError, cache_dir, download, first_verified,
+                                     join_url, keras_cache_dir, sha256_of, write_atomically)
+
+PAYLOAD = b"pretend this is mnist.npz " * 1000
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def private_homes(tmp_path, monkeypatch):
+    """Never touch the real ~/.autoenc or ~/.keras."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client that timed out and hung up is expected here, not an error worth printing
+
+
+@pytest.fixture
+def server():
+    """A web server on 127.0.0.1 serving ``files`` (path -> bytes) and recording the paths requested.
+
+    Under /slow/ it waits until the test ends before answering; under /short/ it promises more bytes
+    than it sends, then hangs up.
+    """
+    files, hits = {}, []
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            path = self.path
+            if path.startswith("/slow/"):
+                release.wait(10)
+                path = path.removeprefix("/slow")
+            short = path.startswith("/short/")
+            body = files.get(path.removeprefix("/short"))
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + (100 if short else 0)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_port}", files=files, hits=hits)
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist.npz"
+
+
+def leftovers(directory):
+    return sorted(p.name for p in Path(directory).iterdir()) if Path(directory).exists() else []
+
+
+# ---- directories -----------------------------------------------------------------------------------
+
+
+def test_cache_dir_follows_autoenc_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "elsewhere"))
+    assert cache_dir() == tmp_path / "elsewhere" / "datasets"
+
+
+def test_cache_dir_defaults_to_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOENC_HOME")
+    assert cache_dir() == tmp_path / "home" / ".autoenc" / "datasets"
+
+
+def test_keras_cache_dir(tmp_path, monkeypatch):
+    assert keras_cache_dir() == tmp_path / "keras" / "datasets"
+    monkeypatch.delenv("KERAS_HOME")
+    assert keras_cache_dir() == tmp_path / "home" / ".keras" / "datasets"
+
+
+def test_join_url():
+    assert join_url("http://a/b/", "c.gz") == join_url("http://a/b", "c.gz") == "http://a/b/c.gz"
+
+
+# ---- checksums and atomic writes -------------------------------------------------------------------
+
+
+def test_sha256_of_matches_hashlib(tmp_path):
+    (tmp_path / "f").write_bytes(PAYLOAD)
+    assert sha256_of(tmp_path / "f") == PAYLOAD_SHA256
+
+
+def test_first_verified_skips_missing_and_damaged_copies(tmp_path):
+    damaged, good = tmp_path / "damaged", tmp_path / "good"
+    damaged.write_bytes(PAYLOAD[:-1])
+    good.write_bytes(PAYLOAD)
+    assert first_verified([tmp_path / "missing", damaged, good], PAYLOAD_SHA256) == good
+    assert first_verified([tmp_path / "missing", damaged], PAYLOAD_SHA256) is None
+
+
+def test_write_atomically_creates_directories(tmp_path):
+    out = write_atomically(tmp_path / "a" / "b" / "f.bin", lambda f: f.write(b"abc"))
+    assert out.read_bytes() == b"abc"
+    assert leftovers(tmp_path / "a" / "b") == ["f.bin"]
+
+
+def test_write_atomically_leaves_nothing_when_writing_fails(tmp_path):
+    def fail_halfway(f):
+        f.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_atomically(tmp_path / "f.bin", fail_halfway)
+    assert leftovers(tmp_path) == []
+
+
+def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    (tmp_path / "f.bin").write_bytes(b"old")
+    with pytest.raises(ZeroDivisionError):
+        write_atomically(tmp_path / "f.bin", lambda f: 1 / 0)
+    assert (tmp_path / "f.bin").read_bytes() == b"old"
+    assert leftovers(tmp_path) == ["f.bin"]
+
+
+# ---- downloads -------------------------------------------------------------------------------------
+
+
+def test_download_good_file(server, tmp_path):
+    server.files["/mnist.npz"] = PAYLOAD
+    destination = cache_dir() / "mnist.npz"
+    out = download(server.url + "/mnist.npz", destination, PAYLOAD_SHA256, timeout=5)
+    assert out == destination
+    assert destination.read_bytes() == PAYLOAD
+    assert sha256_of(destination) == PAYLOAD_SHA256
+    assert leftovers(cache_dir()) == ["mnist.npz"]  # no temporary file left behind
+    assert server.hits == ["/mnist.npz"]
+
+
+def test_download_corrupted_file_leaves_nothing(server):
+    server.files["/mnist.npz"] = PAYLOAD[:-1] + b"!"
+    with pytest.raises(ChecksumError, match=r"mnist.npz is corrupted.*expected " + PAYLOAD_SHA256):
+        download(server.url + "/mnist.npz", cache_dir() / "mnist.npz", PAYLOAD_SHA256, timeout=5)
+    assert leftovers(cache_dir()) == []
+
+
+def test_checksum_error_is_a_download_error():
+    assert issubclass(ChecksumError, DownloadError) and issubclass(DownloadError, OSError)
+
+
+def test_download_http_error_names_url_and_status(server):
+    with pytest.raises(DownloadError, match=r"/missing.npz: HTTP Error 404"):
+        download(server.url + "/missing.npz", cache_dir() / "missing.npz", PAYLOAD_SHA256, timeout=5)
+    assert leftovers(cache_dir()) == []
+
+
+def test_download_connection_closed_early(server):
+    server.files["/mnist.npz"] = PAYLOAD
+    message = f"/short/mnist.npz: the connection closed after {len(PAYLOAD)} of {len(PAYLOAD) + 100} bytes"
+    with pytest.raises(DownloadError, match=message):
+        download(server.url + "/short/mnist.npz", cache_dir() / "mnist.npz", PAYLOAD_SHA256, timeout=5)
+    assert leftovers(cache_dir()) == []
+
+
+def test_download_server_down_fails_fast():
+    url = closed_port_url()
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=f"Could not download {url}: .*refused"):
+        download(url, cache_dir() / "mnist.npz", PAYLOAD_SHA256, timeout=5)
+    assert time.monotonic() - start < 5
+    assert leftovers(cache_dir()) == []
+
+
+def test_download_slow_server_times_out(server):
+    server.files["/mnist.npz"] = PAYLOAD
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"/slow/mnist.npz: no answer within 0.3 s"):
+        download(server.url + "/slow/mnist.npz", cache_dir() / "mnist.npz", PAYLOAD_SHA256, timeout=0.3)
+    assert time.monotonic() - start < 5
+    assert leftovers(cache_dir()) == []
+
+
+def test_download_replaces_a_damaged_copy(server):
+    server.files["/mnist.npz"] = PAYLOAD
+    destination = cache_dir() / "mnist.npz"
+    destination.parent.mkdir(parents=True)
+    destination.write_bytes(b"damaged")
+    download(server.url + "/mnist.npz", destination, PAYLOAD_SHA256, timeout=5)
+    assert destination.read_bytes() == PAYLOAD
+
+
+def test_download_says_where_from(server, capsys):
+    server.files["/mnist.npz"] = PAYLOAD
+    download(server.url + "/mnist.npz", cache_dir() / "mnist.npz", PAYLOAD_SHA256, timeout=5)
+    assert f"Downloading data from {server.url}/mnist.npz" in capsys.readouterr().err
+
+
+def test_download_uses_file_urls_too(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "mnist.npz").write_bytes(PAYLOAD)
+    url = join_url((tmp_path / "mirror").as_uri(), "mnist.npz")
+    out = download(url, cache_dir() / "mnist.npz", PAYLOAD_SHA256)
+    assert out.read_bytes() == PAYLOAD
+    assert os.path.samefile(out.parent, cache_dir())
