@@ -136,8 +136,9 @@ class Model(Trainer):
             layer.set_weights(weights[k:k + n])
             k += n
 
-    def summary(self, line_length=None, positions=None, print_fn=None, **kwargs):
-        """Print the layers with output shapes and parameter counts, as Keras does."""
+    def summary(self, line_length=None, positions=None, print_fn=None, show_flops=False, batch_size=1, **kwargs):
+        """Print the layers with output shapes and parameter counts, as Keras does; with ``show_flops``,
+        also each layer's forward FLOPs and activation memory for ``batch_size`` (autoenc.inspect)."""
         self._require_built("summary")
         width = line_length or 70
         cols = [0, int(width * 0.5), int(width * 0.85), width]
@@ -161,6 +162,9 @@ class Model(Trainer):
         size = lambda n: f"{n:,} ({n * 4 / 1024:.2f} KB)"
         lines += [f"Total params: {size(total)}", f"Trainable params: {size(trainable)}",
                   f"Non-trainable params: {size(total - trainable)}", "_" * width]
+        if show_flops:
+            from autoenc.inspect import format_layer_table
+            lines.append(format_layer_table(self, batch_size))
         (print_fn or print)("\n".join(lines))
 
     def _require_built(self, what):
