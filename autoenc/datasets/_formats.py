@@ -119,14 +119,16 @@ def _read_idx_stream(f, path, max_bytes):
     return np.frombuffer(data, dtype=dtype.newbyteorder(">")).astype(dtype).reshape(shape)
 
 
-def read_npz(path, keys):
-    """Read the arrays named ``keys`` from the NumPy archive at ``path`` (never unpickling anything).
+def read_npz(path, keys=None, max_bytes=MAX_IDX_BYTES):
+    """Read the arrays named ``keys`` (all of them, in file order, when None) from the NumPy archive
+    at ``path``, never unpickling anything.
 
     Returns a dict mapping each key to its ndarray (shapes and dtypes as stored).
 
     Raises FileNotFoundError naming ``path`` when it does not exist, and ValueError naming the file
-    when it is not a valid .npz archive, when an array cannot be read, or when keys are missing
-    (the message lists the missing keys and the keys found).
+    when it is not a valid .npz archive, when an array's header declares more bytes than the archive
+    holds or than ``max_bytes`` (checked before anything is allocated), when an array cannot be read,
+    or when keys are missing (the message lists the missing keys and the keys found).
     """
     _require_file(path, ".npz")
     try:
@@ -136,13 +138,35 @@ def read_npz(path, keys):
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} holds a single array (a .npy file), not a .npz archive of named arrays.")
     with archive:
+        keys = list(archive.files) if keys is None else list(keys)
         missing = [key for key in keys if key not in archive.files]
         if missing:
             raise ValueError(f"{path} lacks the arrays {missing}; it contains {sorted(archive.files)}.")
         try:
+            for key in keys:
+                _check_npy_member(archive.zip, key + ".npy", path, max_bytes)
             return {key: archive[key] for key in keys}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
             raise ValueError(f"{path} has an array that cannot be read: {error}") from error
+
+
+def _check_npy_member(zf, name, path, max_bytes):
+    """Compare the shape an archived .npy header declares with the bytes the archive holds."""
+    info = zf.getinfo(name)
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        header = f.tell() if f.seekable() else None
+    if dtype.hasobject:
+        raise ValueError(f"{path}: array {name} holds Python objects, which are never loaded")
+    nbytes = dtype.itemsize * math.prod(shape)
+    if nbytes > max_bytes:
+        raise ValueError(f"{path}: array {name} declares shape {shape} of {dtype} ({nbytes} bytes), more "
+                         f"than the limit of {max_bytes} bytes; the file is probably corrupt")
+    if header is not None and header + nbytes > info.file_size:
+        raise ValueError(f"{path}: array {name} declares {nbytes} bytes of data but the archive holds "
+                         f"{info.file_size - header}; the file is truncated or corrupt")
 
 
 def check_split(x, y, source, split="train"):

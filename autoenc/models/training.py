@@ -15,7 +15,6 @@ import math
 import os
 import tempfile
 import warnings
-import zipfile
 
 import numpy as np
 
@@ -374,15 +373,22 @@ class Trainer:
 
     def load_weights(self, filepath):
         """Read parameters written by save_weights (matched by position, shapes checked)."""
+        from autoenc.datasets._formats import read_npz
+
         filepath = os.fspath(filepath)
         if not os.path.exists(filepath):
             raise FileNotFoundError(f"No weights file at {filepath}")
         try:
-            with np.load(filepath, allow_pickle=False) as data:
-                order = [str(k) for k in data["__order__"]]
-                weights = [data[k] for k in order]
-        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+            arrays = read_npz(filepath)
+        except ValueError as e:
             raise ValueError(f"{filepath} is not a readable autoenc weights file: {e}") from None
+        if "__order__" not in arrays or arrays["__order__"].dtype.kind != "U":
+            raise ValueError(f"{filepath} is not an autoenc weights file (it has no '__order__' entry; "
+                             f"it holds {sorted(arrays)})")
+        order = [str(k) for k in arrays["__order__"]]
+        if set(order) - set(arrays):
+            raise ValueError(f"{filepath} lists weights {sorted(set(order) - set(arrays))} that it does not hold")
+        weights = [arrays[k] for k in order]
         self.set_weights(weights)
 
 
