@@ -1,0 +1,164 @@
+"""model.save / load_model: round trips, exact resume, refusals, and atomic writes."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import autoenc
+from autoenc import regularizers, saving
+from autoenc.layers import Add, Conv2D, Dense, Dropout, Flatten, Input, Reshape
+from autoenc.models import Model, Sequential, load_model
+
+
+def tiny_dag():
+    """A functional DAG with a skip connection: input -> conv -> conv -> add(conv, conv) -> conv."""
+    i = Input(shape=(8, 8, 1))
+    a = Conv2D(4, 3, padding="same", activation="relu")(i)
+    b = Conv2D(4, 3, padding="same", activation="relu", kernel_regularizer=regularizers.l2(1e-3))(a)
+    c = Add()([a, b])
+    return Model(i, Conv2D(1, 3, padding="same", activation="sigmoid")(c), name="dag")
+
+
+@pytest.fixture
+def data():
+    return np.random.default_rng(0).random((48, 8, 8, 1)).astype("float32")
+
+
+def test_dag_round_trip_keeps_graph_weights_optimizer_and_compile(tmp_path, data):
+    autoenc.set_random_seed(0)
+    model = tiny_dag()
+    model.compile("adam", "binary_crossentropy", metrics=["mse"])
+    model.fit(data, data, epochs=1, batch_size=16, verbose=0)
+    model.save(tmp_path / "m.autoenc")
+    loaded = load_model(tmp_path / "m.autoenc")
+    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+    assert loaded.name == "dag"
+    np.testing.assert_array_equal(loaded.predict(data), model.predict(data))
+    assert loaded.loss.name == "binary_crossentropy" and [n for n, _ in loaded.metrics] == ["mse"]
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 3
+    for a, b in zip(loaded.optimizer._slots, model.optimizer._slots):
+        np.testing.assert_array_equal(a["m"], b["m"])
+        np.testing.assert_array_equal(a["v"], b["v"])
+    assert loaded.layers[2].kernel_regularizer.l2 == pytest.approx(1e-3)
+    assert f"weights/{model.layers[1].name}/kernel" in np.load(tmp_path / "m.autoenc").files   # a plain .npz
+
+
+def test_sequential_round_trip_with_dense_dropout_reshape(tmp_path, data):
+    model = Sequential([Input(shape=(8, 8, 1)), Flatten(), Dense(6, activation="relu",
+                        activity_regularizer=regularizers.l1(1e-4)), Dropout(0.25), Dense(64, activation="sigmoid"),
+                        Reshape((8, 8, 1))], name="seq")
+    model.compile("sgd", "mse")
+    model.save(tmp_path / "s.autoenc")
+    loaded = load_model(tmp_path / "s.autoenc")
+    assert isinstance(loaded, Sequential) and loaded.name == "seq"
+    assert [type(l).__name__ for l in loaded.layers] == ["Flatten", "Dense", "Dropout", "Dense", "Reshape"]
+    assert loaded.layers[2].rate == 0.25 and loaded.layers[1].activity_regularizer.l1 == pytest.approx(1e-4)
+    np.testing.assert_array_equal(loaded.predict(data), model.predict(data))
+    assert type(loaded.optimizer).__name__ == "SGD"
+
+
+def test_uncompiled_model_loads_uncompiled(tmp_path):
+    model = tiny_dag()
+    model.save(tmp_path / "u.autoenc")
+    assert not load_model(tmp_path / "u.autoenc").compiled
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path, data):
+    def fresh():
+        autoenc.set_random_seed(7)
+        model = tiny_dag()
+        model.compile("adam", "binary_crossentropy")
+        return model
+
+    straight = fresh()
+    straight.fit(data, data, epochs=3, batch_size=16, verbose=0)
+
+    first = fresh()
+    first.fit(data, data, epochs=1, batch_size=16, verbose=0)
+    first.save(tmp_path / "ckpt.autoenc")
+    autoenc.set_random_seed(999)   # whatever happens in between, loading restores the shuffling state
+    resumed = load_model(tmp_path / "ckpt.autoenc")
+    resumed.fit(data, data, epochs=3, initial_epoch=1, batch_size=16, verbose=0)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_metadata_round_trip(tmp_path):
+    tiny_dag().save(tmp_path / "m.autoenc", metadata={"epochs_done": 3, "history": {"loss": [0.5, 0.25]}})
+    assert saving.load_metadata(tmp_path / "m.autoenc") == {"epochs_done": 3, "history": {"loss": [0.5, 0.25]}}
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.autoenc"):
+        load_model(tmp_path / "nope.autoenc")
+
+
+def test_foreign_files_are_refused(tmp_path):
+    (tmp_path / "text.autoenc").write_text("hello, not a model")
+    with pytest.raises(ValueError, match="not an autoenc model file"):
+        load_model(tmp_path / "text.autoenc")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not an autoenc model file"):
+        load_model(tmp_path / "other.npz")
+
+
+def test_truncated_file_is_refused(tmp_path):
+    tiny_dag().save(tmp_path / "m.autoenc")
+    blob = (tmp_path / "m.autoenc").read_bytes()
+    (tmp_path / "cut.autoenc").write_bytes(blob[:len(blob) // 2])
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        load_model(tmp_path / "cut.autoenc")
+
+
+def _rewrite(path, change):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+    path = tmp_path / "m.autoenc"
+    tiny_dag().save(path)
+
+    def tamper(arrays):
+        key = next(k for k in arrays if k.startswith("weights/"))
+        arrays[key] = arrays[key] + 1
+    _rewrite(path, tamper)
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(path)
+
+
+def test_other_format_version_is_refused(tmp_path):
+    path = tmp_path / "m.autoenc"
+    tiny_dag().save(path)
+
+    def bump(arrays):
+        header = json.loads(arrays["format.json"].tobytes())
+        header["version"] = 99
+        arrays["format.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    _rewrite(path, bump)
+    with pytest.raises(ValueError, match="version 99"):
+        load_model(path)
+
+
+def test_failure_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch, data):
+    path = tmp_path / "m.autoenc"
+    model = tiny_dag()
+    model.save(path)
+    before = path.read_bytes()
+    expected = model.predict(data)
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+    monkeypatch.setattr(saving.np, "savez", broken_savez)
+    model.layers[1].params["kernel"][...] = 0
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.autoenc"]   # no temporary file left behind
+    np.testing.assert_array_equal(load_model(path).predict(data), expected)
