@@ -371,11 +371,6 @@ class Trainer:
         from autoenc import saving  # saving imports the models package
         saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
-    def save(self, filepath, overwrite=True, **kwargs):
-        """Write the whole model (architecture, weights, optimizer state) to one file; see autoenc.saving."""
-        from autoenc import saving  # saving imports the models package
-        saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
-
     def load_weights(self, filepath):
         """Read parameters written by save_weights (matched by position, shapes checked)."""
         from autoenc.datasets._formats import read_npz
