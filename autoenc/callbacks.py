@@ -1,5 +1,6 @@
 """Callbacks with Keras' names: hooks that fit calls at the start and end of epochs and steps."""
 import math
+import os
 import shutil
 import sys
 import time
@@ -201,3 +202,91 @@ class EarlyStopping(Callback):
                 self.model.set_weights(self.best_weights)
             if self.verbose:
                 print(f"Epoch {epoch + 1}: early stopping")
+
+
+class ModelCheckpoint(Callback):
+    """Saves the model (``model.save``) or its weights at the end of every epoch, atomically.
+
+    ``filepath`` may hold the epoch and the logs as format fields, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.autoenc"``
+    (``epoch`` counts from 1, as Keras prints it). With ``save_best_only`` the file is written only
+    when ``monitor`` improves on the best value seen so far.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", save_freq="epoch", initial_value_threshold=None):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if save_freq != "epoch":
+            raise ValueError(f"ModelCheckpoint supports save_freq='epoch' only, got {save_freq!r}")
+        self.filepath, self.monitor, self.verbose = filepath, monitor, verbose
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        # compare sign * value: smaller is better
+        self.sign = -1 if (mode == "max" or (mode == "auto" and "acc" in monitor)) else 1
+        self.best = np.inf if initial_value_threshold is None else self.sign * initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        try:
+            path = str(self.filepath).format(epoch=epoch + 1, **logs)
+        except KeyError as e:
+            raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} names {e}, but the logs hold only "
+                             f"{sorted(logs)}") from None
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                raise ValueError(f"ModelCheckpoint monitors {self.monitor!r}, but the logs hold only {sorted(logs)}")
+            if not self.sign * value < self.best:
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.sign * self.best:.5f}")
+                return
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved to {value:.5f}, saving model to {path}")
+            self.best = self.sign * value
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+
+
+class CSVLogger(Callback):
+    """Writes one CSV row per epoch: ``epoch`` (from 0, as Keras) then every log, e.g. loss, val_loss.
+
+    Each row is flushed as it is written, so the file is complete up to the last finished epoch.
+    With ``append`` an existing file is continued (its header kept) instead of overwritten.
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.filename, self.separator, self.append = filename, separator, append
+        self._file = None
+        self._keys = None
+
+    def on_train_begin(self, logs=None):
+        exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._keys = None
+        if exists:
+            with open(self.filename, encoding="utf-8") as f:
+                header = f.readline().rstrip("\n")
+            self._keys = header.split(self.separator)[1:] or None
+        self._file = open(self.filename, "a" if self.append else "w", encoding="utf-8")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._keys is None:
+            self._keys = sorted(logs)
+            self._file.write(self.separator.join(["epoch"] + self._keys) + "\n")
+        row = [str(epoch)] + [_csv_value(logs.get(k, "")) for k in self._keys]
+        self._file.write(self.separator.join(row) + "\n")
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _csv_value(value):
+    return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)

@@ -1,0 +1,237 @@
+"""Pictures of autoencoders: reconstructions, loss curves, bottleneck maps, filters and the layer graph.
+
+Every function draws on a ``matplotlib.figure.Figure`` (rendered by the Agg backend for PNG, no
+display and no pyplot state needed) and writes the file atomically: the format follows the file's
+extension (.png, .svg, .pdf), and a failure leaves any previous file intact.
+
+Images are NHWC arrays of shape (n, height, width, 1) or (n, height, width), values in [0, 1].
+"""
+import io
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from autoenc.layers.base import InputLayer, format_shape
+from autoenc.models.training import atomic_write
+
+_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
+
+
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` in the format of its extension, atomically. Returns ``path``."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _FORMATS:
+        raise ValueError(f"Cannot tell the picture format from {path!r}; use one of {sorted(_FORMATS)}")
+    buffer = io.BytesIO()   # render first, so a drawing error never touches the file
+    fig.savefig(buffer, format=_FORMATS[ext], dpi=dpi, bbox_inches="tight")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
+
+
+def _images(x, what):
+    x = np.asarray(x)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3:
+        raise ValueError(f"{what} should have shape (n, height, width, 1) or (n, height, width), got {x.shape}")
+    return x
+
+
+def plot_image_rows(rows, path, n=10, title=None):
+    """Rows of images, one row per entry of ``rows`` (a dict label -> images), n images per row.
+
+    Every array: shape (count, height, width, 1) or (count, height, width), values in [0, 1].
+    """
+    rows = {label: _images(x, f"images {label!r}") for label, x in rows.items()}
+    n = min([n] + [len(x) for x in rows.values()])
+    if n < 1:
+        raise ValueError("There are no images to plot")
+    fig = Figure(figsize=(1.1 * n + 1.4, 1.2 * len(rows) + (0.4 if title else 0.1)))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (label, x) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(x[c], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=11)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    return save_figure(fig, path)
+
+
+def plot_reconstructions(originals, reconstructions, path, n=10, title=None):
+    """The first ``n`` originals (top row) over their reconstructions (bottom row).
+
+    originals, reconstructions : ndarray of shape (count, 28, 28, 1) (or without the channel axis),
+        values in [0, 1]
+    """
+    return plot_image_rows({"original": originals, "reconstruction": reconstructions}, path, n=n, title=title)
+
+
+def plot_history(history, path, title=None):
+    """Training curves: each log (loss, mse, ...) per epoch, solid, and its ``val_`` twin, dashed.
+
+    history : a ``History`` (what fit returns) or its ``history`` dict, e.g. {'loss': [...], 'val_loss': [...]}
+    """
+    logs = getattr(history, "history", history)
+    if not isinstance(logs, dict) or not logs:
+        raise ValueError(f"plot_history needs a History or a dict of lists such as {{'loss': [...]}}, got {history!r}")
+    names = [k for k in logs if not k.startswith("val_")] or list(logs)
+    fig = Figure(figsize=(6.4 * min(len(names), 2) if len(names) > 1 else 6.4, 4.2))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        for key, label, style in ((name, "train", "-"), ("val_" + name, "validation", "--")):
+            values = logs.get(key)
+            if not values:
+                continue
+            epochs = np.arange(1, len(values) + 1)
+            ax.plot(epochs, values, style, marker="o", markersize=4, label=f"{label} ({values[-1]:.4f})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(name if not title else f"{title}: {name}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_latent(maps, path, images=None, title=None):
+    """The bottleneck of a few images: one row per image, one panel per channel (e.g. 8 maps of 7x7).
+
+    maps : ndarray of shape (n, h, w, channels), e.g. (5, 7, 7, 8), the bottleneck layer's outputs
+    images : ndarray of shape (n, 28, 28, 1), optional; the inputs, drawn at the left of each row
+    Each row shares one colour scale from 0 to its largest activation, so a dead channel shows black.
+    """
+    maps = np.asarray(maps)
+    if maps.ndim != 4:
+        raise ValueError(f"maps should have shape (n, height, width, channels), got {maps.shape}")
+    n, _, _, channels = maps.shape
+    extra = 0 if images is None else 1
+    fig = Figure(figsize=(1.2 * (channels + extra) + 0.8, 1.25 * n + 0.6))
+    axes = fig.subplots(n, channels + extra, squeeze=False)
+    if images is not None:
+        images = _images(images, "images")
+        for r in range(n):
+            axes[r, 0].imshow(images[r], cmap="gray", vmin=0, vmax=1)
+        axes[0, 0].set_title("input", fontsize=10)
+    for r in range(n):
+        top = float(maps[r].max()) or 1.0
+        for c in range(channels):
+            axes[r, extra + c].imshow(maps[r, :, :, c], cmap="viridis", vmin=min(0.0, float(maps[r].min())),
+                                      vmax=top, interpolation="nearest")
+            if r == 0:
+                axes[0, extra + c].set_title(f"channel {c}", fontsize=9)
+        axes[r, 0].set_ylabel(f"image {r}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"bottleneck maps: {maps.shape[1]}x{maps.shape[2]}x{channels} per image")
+    fig.subplots_adjust(wspace=0.08, hspace=0.15)
+    return save_figure(fig, path)
+
+
+def plot_filters(conv_layer_or_kernel, path, max_inputs=16, title=None):
+    """A convolution's kernel: one panel per (input channel, filter), red positive, blue negative.
+
+    conv_layer_or_kernel : a built Conv2D, or a kernel of shape (kh, kw, in_channels, filters)
+    Rows are input channels (the first ``max_inputs``), columns are filters.
+    """
+    kernel = getattr(conv_layer_or_kernel, "params", {}).get("kernel") if hasattr(conv_layer_or_kernel, "params") \
+        else conv_layer_or_kernel
+    name = getattr(conv_layer_or_kernel, "name", "kernel")
+    if kernel is None:
+        raise ValueError(f"{conv_layer_or_kernel!r} has no kernel (is it a built Conv2D?)")
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4:
+        raise ValueError(f"A conv kernel has shape (kh, kw, in_channels, filters), got {kernel.shape}")
+    kh, kw, cin, cout = kernel.shape
+    rows = min(cin, max_inputs)
+    limit = float(np.abs(kernel).max()) or 1.0
+    fig = Figure(figsize=(0.8 * cout + 1.2, 0.8 * rows + 0.9))
+    axes = fig.subplots(rows, cout, squeeze=False)
+    for i in range(rows):
+        for f in range(cout):
+            ax = axes[i, f]
+            im = ax.imshow(kernel[:, :, i, f], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(str(f), fontsize=8)
+        axes[i, 0].set_ylabel(f"in {i}", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title or f"{name}: {kh}x{kw} kernels, {cin} input channel(s) x {cout} filters"
+                 + ("" if rows == cin else f" (first {rows} inputs)"))
+    return save_figure(fig, path)
+
+
+def _graph(model):
+    """(layers, edges): the layers in graph order and (from_index, to_index) for every connection."""
+    layers = list(model.layers)
+    if not getattr(model, "built", False):
+        raise ValueError(f"Model {model.name!r} is not built yet: give it an Input first")
+    index = {id(layer): k for k, layer in enumerate(layers)}
+    edges = []
+    for node in model._nodes:
+        for t in node.inputs:
+            if id(t.node.layer) in index:   # Sequential.layers leaves out its InputLayer
+                edges.append((index[id(t.node.layer)], index[id(node.layer)]))
+    inputs = [t.node.layer for t in model.inputs if id(t.node.layer) not in index]
+    return inputs + layers, [(a + len(inputs), b + len(inputs)) for a, b in edges] + [
+        (k, len(inputs) + index[id(node.layer)]) for k, inp in enumerate(inputs)
+        for node in model._nodes for t in node.inputs if t.node.layer is inp]
+
+
+def plot_model(model, path, show_shapes=True, title=None):
+    """The layer graph, one box per layer (name, type, output shape) with arrows along the data flow,
+    as keras.utils.plot_model draws it. PNG or SVG by the file's extension."""
+    layers, edges = _graph(model)
+    # depth = longest path from an input, so every arrow points down; layers at one depth sit side by side
+    depth = [0] * len(layers)
+    for a, b in sorted(edges, key=lambda e: e[1]):
+        depth[b] = max(depth[b], depth[a] + 1)
+    by_depth = {}
+    for k, d in enumerate(depth):
+        by_depth.setdefault(d, []).append(k)
+    width = max(len(v) for v in by_depth.values())
+    rows = max(by_depth) + 1
+    box_w, box_h, gap = 3.2, 0.62, 0.38
+    fig = Figure(figsize=(box_w * width + 1.4, (box_h + gap) * rows + 0.6))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(-0.2, box_w * width + 1.2)
+    ax.set_ylim(-(box_h + gap) * rows, 0.4)
+    ax.axis("off")
+    centre = {}
+    for d, members in by_depth.items():
+        offset = (width - len(members)) * box_w / 2
+        for j, k in enumerate(members):
+            x = offset + j * box_w + 0.2
+            y = -d * (box_h + gap) - box_h
+            layer = layers[k]
+            shape = layer.output.shape if isinstance(layer, InputLayer) else layer.output_shape
+            text = f"{layer.name} ({type(layer).__name__})"
+            if show_shapes:
+                text += f"\noutput {format_shape(shape)}"
+            colour = "#dde8f6" if isinstance(layer, InputLayer) else "#f4f4f4"
+            ax.add_patch(FancyBboxPatch((x, y), box_w - 0.4, box_h, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                        facecolor=colour, edgecolor="#333333", linewidth=1))
+            ax.text(x + (box_w - 0.4) / 2, y + box_h / 2, text, ha="center", va="center", fontsize=9,
+                    family="monospace")
+            centre[k] = (x + (box_w - 0.4) / 2, y)
+    for a, b in edges:
+        (xa, ya), (xb, yb) = centre[a], centre[b]
+        if depth[b] - depth[a] == 1:
+            start, end, style = (xa, ya), (xb, yb + box_h), "arc3"
+        else:   # a skip connection: around the boxes in between, along their right side
+            half = (box_w - 0.4) / 2
+            start, end, style = (xa + half, ya + box_h / 2), (xb + half, yb + box_h / 2), "arc3,rad=-0.35"
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, connectionstyle=style,
+                                     color="#333333", linewidth=1, shrinkA=1, shrinkB=1))
+    if title:
+        ax.text(0.2, 0.2, title, fontsize=11, weight="bold")
+    return save_figure(fig, path)
