@@ -87,3 +87,16 @@ def test_gradient_stats_match_the_step_taken():
     conv = model.layers[1].name
     step_norm = np.linalg.norm((before[0].astype(np.float64) - after[0]) / lr)
     assert stats.grad_norms[f"{conv}/kernel"][0] == pytest.approx(step_norm, rel=1e-3)
+
+
+def test_watch_backprop_example(capsys):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "watch_backprop.py"
+    spec = importlib.util.spec_from_file_location("watch_backprop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    errors = module.main(batch_size=4, check_batch=1)
+    out = capsys.readouterr().out
+    assert "(4, 28, 28, 16) -> (4, 28, 28, 1)" in out  # the first conv's dy -> dx
+    assert len(errors) == 15 and max(errors.values()) < module.TOL
