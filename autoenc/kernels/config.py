@@ -1,4 +1,11 @@
 """Settings shared by every kernel."""
+import numba
+
+# LLVM's SLP vectoriser packs the 8 scalar multiply-adds of the register-blocked loops (see
+# convolution.py) into one vector instruction. Numba leaves it off by default; it is read when a
+# function is compiled, so it must be set before the first kernel compiles (it is: every kernel
+# module imports this one first). Cached kernels are reused as compiled.
+numba.config.SLP_VECTORIZE = 1
 
 # fastmath without 'reassoc': lets LLVM fuse multiply-adds, but keeps the order of every sum,
 # so results do not depend on vector width and float32 reductions stay predictable.

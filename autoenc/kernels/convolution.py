@@ -18,7 +18,7 @@ See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.config import FASTMATH, MAX_CHUNKS
+from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks
 
 # Activation fused into the forward epilogue.
 ACT_LINEAR = 0
@@ -104,6 +104,74 @@ def conv2d_backward_bias_naive(dy):
 
 
 # --- the kernels -------------------------------------------------------------------------------
+#
+# Every fast kernel works on flat views of C-contiguous NHWC arrays. In a zero-halo input xp, the
+# patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
+#     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
+# with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
+# The products are register-blocked: 4 output pixels x 8 channels (or 8 pixels x 1 channel for
+# channels left over) are summed in tuples of 8 scalars, which LLVM keeps in registers and its SLP
+# vectoriser turns into 8-wide vector multiply-adds. Each output is summed in a fixed order, so the
+# result does not depend on the number of threads. A block at the right edge overlaps the previous
+# one instead of running past it (the overlapped outputs are computed twice, identically).
+
+
+_U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(q) for q in range(1, 8))
+
+
+@numba.njit(cache=True)
+def _load8(a, k):
+    """The tuple (a[k], ..., a[k+7]) of a 1-D array."""
+    # unsigned indices: no negative-index wraparound, so LLVM sees 8 neighbouring loads (one vector load)
+    u = np.uint64(k)
+    return (a[u], a[u + _U1], a[u + _U2], a[u + _U3], a[u + _U4], a[u + _U5], a[u + _U6], a[u + _U7])
+
+
+@numba.njit(cache=True)
+def _at(a, k):
+    """a[k] for k >= 0, without the check for negative indices (which blocks vectorisation)."""
+    return a[np.uint64(k)]
+
+
+@numba.njit(cache=True)
+def _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx):
+    """Step (sample s, row r, column c) to the next output pixel, x0 to the start of its patch."""
+    c += 1
+    if c < ow:
+        return s, r, c, x0 + dx
+    r += 1
+    if r == oh:
+        s, r = s + 1, 0
+    return s, r, 0, (s * hp + r * sh) * rstride
+
+
+@numba.njit(cache=True)
+def _gather8(a, k, step):
+    """The tuple (a[k], a[k + step], ..., a[k + 7*step]) of a 1-D array."""
+    return (a[k], a[k + step], a[k + 2 * step], a[k + 3 * step], a[k + 4 * step], a[k + 5 * step],
+            a[k + 6 * step], a[k + 7 * step])
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _fma8(acc, a, v):
+    """acc + a * v over 8-tuples (a scalar): one vector multiply-add once vectorised."""
+    return (acc[0] + a * v[0], acc[1] + a * v[1], acc[2] + a * v[2], acc[3] + a * v[3],
+            acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7])
+
+
+@numba.njit(cache=True)
+def _store8(out, k, v, relu):
+    """out[k:k+8] = v, or max(v, 0) when relu."""
+    o = out[k:k + 8]
+    for q in range(8):
+        o[q] = max(v[q], 0) if relu else v[q]
+
+
+@numba.njit(cache=True)
+def _scatter8(out, k, step, v, relu):
+    """out[k + q*step] = v[q] for q < 8, or max(v[q], 0) when relu."""
+    for q in range(8):
+        out[k + q * step] = max(v[q], 0) if relu else v[q]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -120,73 +188,245 @@ def pad_into(x, pt, pl, xp):
                     xp[s, pt + r, pl + q, ch] = x[s, r, q, ch]
 
 
+@numba.njit(parallel=True, cache=True)
+def dilate_pad_into(dy, sh, sw, top, left, dyp):
+    """dyp[n, top + r*sh, left + c*sw] = dy[n, r, c]: dy spread out by the strides, inside a halo.
+
+    dy: (n, oh, ow, c); dyp: (n, hp, wp, c). Every other entry of dyp is left as it is (zero: the
+    caller allocates dyp zeroed once and reuses it).
+    """
+    n, oh, ow, c = dy.shape
+    for s in numba.prange(n):
+        for r in range(oh):
+            for q in range(ow):
+                for ch in range(c):
+                    dyp[s, top + r * sh, left + q * sw, ch] = dy[s, r, q, ch]
+
+
+@numba.njit(cache=True)
+def flip_kernel_into(w, wt):
+    """wt[i, j, f, ch] = w[kh-1-i, kw-1-j, ch, f]: the kernel of the transposed convolution.
+
+    w: (kh, kw, cin, cout); wt: (kh, kw, cout, cin), overwritten.
+    """
+    kh, kw, cin, cout = w.shape
+    for i in range(kh):
+        for j in range(kw):
+            for ch in range(cin):
+                for f in range(cout):
+                    wt[i, j, f, ch] = w[kh - 1 - i, kw - 1 - j, ch, f]
+
+
+@numba.njit(cache=True)
+def _patch_start(q, ow, sh, rstride, dx):
+    """Offset in one sample of xp of the patch of output pixel q (raster order: r = q // ow)."""
+    return (q // ow) * sh * rstride + (q % ow) * dx
+
+
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_forward(xp, w, b, sh, sw, act, y):
     """y[n, r, c, f] = act(b[f] + sum_{i,j,ch} xp[n, r*sh+i, c*sw+j, ch] * w[i, j, ch, f]).
 
     xp: (n, hp, wp, cin) padded input; w: (kh, kw, cin, cout); b: (cout,); act: ACT_LINEAR or
-    ACT_RELU; y: (n, oh, ow, cout), overwritten.
+    ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous. Samples run in parallel; in a
+    sample, blocks of 8 output pixels (raster order) x 8 channels are summed in registers.
     """
     n, oh, ow, cout = y.shape
     kh, kw, cin, _ = w.shape
+    _, hp, wp, _ = xp.shape
+    row = kw * cin          # patch length along one kernel row, contiguous in xp
+    rstride = wp * cin      # from one xp row to the next
+    dx = sw * cin           # from one output pixel's patch to the next along a row
+    npix = oh * ow
+    xf = xp.reshape(n * hp * rstride)
+    wm = w.reshape(kh * row, cout)    # wm[i*row + k] = row k of W_i
+    yf = y.reshape(n * npix * cout)
+    relu = act == ACT_RELU
+    f8 = cout - cout % 8    # channels done 8 at a time; the rest one at a time
     for s in numba.prange(n):
-        for r in range(oh):
-            for c in range(ow):
-                acc = y[s, r, c]
-                for f in range(cout):
-                    acc[f] = b[f]
+        xs, ys = s * hp * rstride, s * npix * cout
+        for blk in range((npix + 7) // 8 if npix >= 8 else 0):
+            q = min(8 * blk, npix - 8)
+            b0 = xs + _patch_start(q, ow, sh, rstride, dx)
+            b1 = xs + _patch_start(q + 1, ow, sh, rstride, dx)
+            b2 = xs + _patch_start(q + 2, ow, sh, rstride, dx)
+            b3 = xs + _patch_start(q + 3, ow, sh, rstride, dx)
+            b4 = xs + _patch_start(q + 4, ow, sh, rstride, dx)
+            b5 = xs + _patch_start(q + 5, ow, sh, rstride, dx)
+            b6 = xs + _patch_start(q + 6, ow, sh, rstride, dx)
+            b7 = xs + _patch_start(q + 7, ow, sh, rstride, dx)
+            for f0 in range(0, f8, 8):  # 8 pixels x 8 channels
+                a0 = _load8(b, f0)
+                a1 = a0
+                a2 = a0
+                a3 = a0
+                a4 = a0
+                a5 = a0
+                a6 = a0
+                a7 = a0
                 for i in range(kh):
-                    for j in range(kw):
-                        for ch in range(cin):
-                            a = xp[s, r * sh + i, c * sw + j, ch]
-                            for f in range(cout):
-                                acc[f] += a * w[i, j, ch, f]
-                if act == ACT_RELU:
-                    for f in range(cout):
-                        if acc[f] < 0:
-                            acc[f] = 0
+                    o = i * rstride  # the 8 patches along kernel row i
+                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
+                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
+                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
+                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
+                    for k in range(row):
+                        v = _load8(wm[i * row + k], f0)
+                        a0 = _fma8(a0, p0[k], v)
+                        a1 = _fma8(a1, p1[k], v)
+                        a2 = _fma8(a2, p2[k], v)
+                        a3 = _fma8(a3, p3[k], v)
+                        a4 = _fma8(a4, p4[k], v)
+                        a5 = _fma8(a5, p5[k], v)
+                        a6 = _fma8(a6, p6[k], v)
+                        a7 = _fma8(a7, p7[k], v)
+                o = ys + q * cout + f0
+                _store8(yf, o, a0, relu)
+                _store8(yf, o + cout, a1, relu)
+                _store8(yf, o + 2 * cout, a2, relu)
+                _store8(yf, o + 3 * cout, a3, relu)
+                _store8(yf, o + 4 * cout, a4, relu)
+                _store8(yf, o + 5 * cout, a5, relu)
+                _store8(yf, o + 6 * cout, a6, relu)
+                _store8(yf, o + 7 * cout, a7, relu)
+            for f in range(f8, cout):  # 8 pixels x 1 channel, for the channels left over
+                bf = b[f]
+                acc = (bf, bf, bf, bf, bf, bf, bf, bf)
+                for i in range(kh):
+                    o = i * rstride
+                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
+                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
+                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
+                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
+                    for k in range(row):
+                        acc = _fma8(acc, wm[i * row + k, f], (p0[k], p1[k], p2[k], p3[k], p4[k], p5[k], p6[k], p7[k]))
+                _scatter8(yf, ys + q * cout + f, cout, acc, relu)
+        # fewer than 8 output pixels: one output at a time
+        for q in range(npix if npix < 8 else 0):
+            bq = xs + _patch_start(q, ow, sh, rstride, dx)
+            for f in range(cout):
+                acc = b[f]
+                for i in range(kh):
+                    for k in range(row):
+                        acc += xf[bq + i * rstride + k] * wm[i * row + k, f]
+                yf[ys + q * cout + f] = max(acc, 0) if relu else acc
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_backward_input(dy, w, sh, sw, pt, pl, dx):
     """dx[n, rr, cc, ch] = sum_{i,j,f} dy[n, r, c, f] * w[i, j, ch, f], over r*sh+i-pt = rr, c*sw+j-pl = cc.
 
     dy: (n, oh, ow, cout); w: (kh, kw, cin, cout); pt, pl: top/left padding of the forward pass;
-    dx: (n, h, w, cin), overwritten. Each dx pixel gathers its own terms, so samples run in parallel.
+    dx: (n, h, w, cin), overwritten.
+
+    This is a convolution too: spread dy out by the strides inside a halo of kh-1-pt rows on top and
+    kw-1-pl columns on the left (dyp), and correlate it, stride 1 and 'valid', with the kernel
+    rotated by 180 degrees and its channel axes swapped (wt). Layers keep dyp and wt between calls
+    (:func:`conv2d_backward_input_into`); this function allocates them.
     """
-    n, h, wd, cin = dx.shape
-    _, oh, ow, cout = dy.shape
-    kh, kw, _, _ = w.shape
-    # w transposed to (kh, kw, cout, cin) so that the innermost loop runs over contiguous cin
+    kh, kw, cin, cout = w.shape
+    n, h, wd, _ = dx.shape
+    dyp = np.zeros((n, h + kh - 1, wd + kw - 1, cout), dtype=dy.dtype)
     wt = np.empty((kh, kw, cout, cin), dtype=w.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            for ch in range(cin):
-                for f in range(cout):
-                    wt[i, j, f, ch] = w[i, j, ch, f]
-    for s in numba.prange(n):
-        for rr in range(h):
-            for cc in range(wd):
-                acc = dx[s, rr, cc]
-                for ch in range(cin):
-                    acc[ch] = 0
-                for i in range(kh):
-                    ry = rr + pt - i  # = r * sh
-                    if ry < 0 or ry % sh != 0 or ry // sh >= oh:
-                        continue
-                    r = ry // sh
-                    for j in range(kw):
-                        cx = cc + pl - j  # = c * sw
-                        if cx < 0 or cx % sw != 0 or cx // sw >= ow:
-                            continue
-                        c = cx // sw
-                        for f in range(cout):
-                            g = dy[s, r, c, f]
-                            for ch in range(cin):
-                                acc[ch] += g * wt[i, j, f, ch]
+    conv2d_backward_input_into(dy, w, sh, sw, pt, pl, dyp, wt, np.zeros(cin, dtype=w.dtype), dx)
+
+
+def conv2d_backward_input_into(dy, w, sh, sw, pt, pl, dyp, wt, zero_bias, dx):
+    """:func:`conv2d_backward_input` with its work arrays given: dyp (n, h+kh-1, w+kw-1, cout),
+    zero outside the entries this call writes; wt (kh, kw, cout, cin); zero_bias (cin,) of zeros."""
+    kh, kw = w.shape[0], w.shape[1]
+    dilate_pad_into(dy, sh, sw, kh - 1 - pt, kw - 1 - pl, dyp)
+    flip_kernel_into(w, wt)
+    conv2d_forward(dyp, wt, zero_bias, 1, 1, ACT_LINEAR, dx)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
+    """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
+    sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten."""
+    n, oh, ow, cout = dy.shape
+    kh, kw, cin, _ = dw.shape
+    _, hp, wp, _ = xp.shape
+    nc = part.shape[0]
+    row = kw * cin
+    ke = kh * row           # patch elements e = i*row + k, at offset i*rstride + k in xp
+    rstride = wp * cin
+    dx = sw * cin
+    xf = xp.reshape(n * hp * rstride)
+    dyf = dy.reshape(n * oh * ow * cout)
+    pf = part.reshape(nc * ke * cout)
+    f8 = cout - cout % 8
+    zero = dw.dtype.type(0)
+    npix = oh * ow
+    zeros8 = np.zeros(8, dtype=dw.dtype)
+    offsets = np.empty(ke, np.int64)
+    for e in range(ke):
+        offsets[e] = (e // row) * rstride + e % row
+    for kc in numba.prange(nc):
+        s0, s1 = kc * n // nc, (kc + 1) * n // nc
+        pk = kc * ke * cout
+        # blocks of 8 patch elements x 8 channels, summed over every pixel of the chunk
+        for blk in range((ke + 7) // 8 if ke >= 8 else 0):
+            e = min(8 * blk, ke - 8)
+            o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
+            o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
+            for f0 in range(0, f8, 8):
+                a0 = _load8(zeros8, 0)
+                a1 = a0
+                a2 = a0
+                a3 = a0
+                a4 = a0
+                a5 = a0
+                a6 = a0
+                a7 = a0
+                # one loop over the chunk's output pixels t (samples, rows, columns), so that the
+                # accumulators stay in vector registers; x0 follows the pixel's patch in xp
+                s, r, c, x0 = s0, 0, 0, s0 * hp * rstride
+                for t in range(s0 * npix * cout + f0, s1 * npix * cout + f0, cout):
+                    v = _load8(dyf, t)
+                    a0 = _fma8(a0, _at(xf, x0 + o0), v)
+                    a1 = _fma8(a1, _at(xf, x0 + o1), v)
+                    a2 = _fma8(a2, _at(xf, x0 + o2), v)
+                    a3 = _fma8(a3, _at(xf, x0 + o3), v)
+                    a4 = _fma8(a4, _at(xf, x0 + o4), v)
+                    a5 = _fma8(a5, _at(xf, x0 + o5), v)
+                    a6 = _fma8(a6, _at(xf, x0 + o6), v)
+                    a7 = _fma8(a7, _at(xf, x0 + o7), v)
+                    s, r, c, x0 = _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx)
+                p = pk + e * cout + f0
+                _store8(pf, p, a0, False)
+                _store8(pf, p + cout, a1, False)
+                _store8(pf, p + 2 * cout, a2, False)
+                _store8(pf, p + 3 * cout, a3, False)
+                _store8(pf, p + 4 * cout, a4, False)
+                _store8(pf, p + 5 * cout, a5, False)
+                _store8(pf, p + 6 * cout, a6, False)
+                _store8(pf, p + 7 * cout, a7, False)
+            for f in range(f8, cout):  # 8 patch elements x 1 channel, for the channels left over
+                acc = _load8(zeros8, 0)
+                s, r, c, x0 = s0, 0, 0, s0 * hp * rstride
+                for t in range(s0 * npix * cout + f, s1 * npix * cout + f, cout):
+                    acc = _fma8(acc, dyf[t], (
+                        _at(xf, x0 + o0), _at(xf, x0 + o1), _at(xf, x0 + o2), _at(xf, x0 + o3),
+                        _at(xf, x0 + o4), _at(xf, x0 + o5), _at(xf, x0 + o6), _at(xf, x0 + o7)))
+                    s, r, c, x0 = _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx)
+                _scatter8(pf, pk + e * cout + f, cout, acc, False)
+        # fewer than 8 patch elements (tiny kernels): one weight at a time
+        for e in range(ke if ke < 8 else 0):
+            for f in range(cout):
+                acc1 = zero
+                for s in range(s0, s1):
+                    for r in range(oh):
+                        xrow = (s * hp + r * sh) * rstride
+                        drow = (s * oh + r) * ow * cout + f
+                        for c in range(ow):
+                            acc1 += xf[xrow + c * dx + offsets[e]] * dyf[drow + c * cout]
+                pf[pk + e * cout + f] = acc1
+    # the chunks, added in order
+    dw[...] = part[0]
+    for kc in range(1, nc):
+        dw += part[kc]
+
+
 def conv2d_backward_kernel(xp, dy, sh, sw, dw):
     """dw[i, j, ch, f] = sum_{n,r,c} xp[n, r*sh+i, c*sw+j, ch] * dy[n, r, c, f].
 
@@ -194,24 +434,8 @@ def conv2d_backward_kernel(xp, dy, sh, sw, dw):
     dw: (kh, kw, cin, cout), overwritten. The batch is summed in fixed chunks, then the chunks in
     order, so the result does not depend on the number of threads.
     """
-    n, oh, ow, cout = dy.shape
-    kh, kw, cin, _ = dw.shape
-    nc = max(1, min(n, MAX_CHUNKS))
-    part = np.zeros((nc, kh, kw, cin, cout), dtype=dw.dtype)
-    for k in numba.prange(nc):
-        acc = part[k]
-        for s in range(k * n // nc, (k + 1) * n // nc):
-            for r in range(oh):
-                for c in range(ow):
-                    for i in range(kh):
-                        for j in range(kw):
-                            for ch in range(cin):
-                                a = xp[s, r * sh + i, c * sw + j, ch]
-                                for f in range(cout):
-                                    acc[i, j, ch, f] += a * dy[s, r, c, f]
-    dw[...] = part[0]
-    for k in range(1, nc):
-        dw += part[k]
+    part = np.empty((n_chunks(xp.shape[0]),) + dw.shape, dtype=dw.dtype)
+    conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)

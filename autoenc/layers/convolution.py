@@ -97,11 +97,19 @@ class Conv2D(Layer):
             dz = self._buffer("dz", dy.shape)
             self.activation.backward(dy, self._y, dz)
         sh, sw = self.strides
-        K.conv2d_backward_kernel(self._xp, dz, sh, sw, self.grads["kernel"])
+        n = dz.shape[0]
+        kh, kw, cin, cout = self.params["kernel"].shape
+        part = self._buffer("dw_chunks", (K.n_chunks(n), kh, kw, cin, cout))
+        K.conv2d_backward_kernel_chunks(self._xp, dz, sh, sw, part, self.grads["kernel"])
         if self.use_bias:
             K.conv2d_backward_bias(dz, self.grads["bias"])
         dx = self._buffer("dx", self._x_shape)
-        K.conv2d_backward_input(dz, self.params["kernel"], sh, sw, self._pads[0], self._pads[1], dx)
+        h, w = self._x_shape[1], self._x_shape[2]
+        dzp = self._buffer("dzp", (n, h + kh - 1, w + kw - 1, cout), zeros=True)
+        wt = self._buffer("kernel_t", (kh, kw, cout, cin))
+        zero = self._buffer("zero_bias_t", (cin,), zeros=True)
+        K.conv2d_backward_input_into(dz, self.params["kernel"], sh, sw, self._pads[0], self._pads[1], dzp, wt,
+                                     zero, dx)
         return dx
 
     def get_config(self):
