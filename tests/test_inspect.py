@@ -96,7 +96,7 @@ def test_watch_backprop_example(capsys):
     spec = importlib.util.spec_from_file_location("watch_backprop", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    errors = module.main(batch_size=4, check_batch=1)
+    errors = module.main(batch_size=4, check_batch=1, max_checks=2)
     out = capsys.readouterr().out
     assert "(4, 28, 28, 16) -> (4, 28, 28, 1)" in out  # the first conv's dy -> dx
     assert len(errors) == 15 and max(errors.values()) < module.TOL

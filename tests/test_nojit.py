@@ -3,7 +3,8 @@ debugger (docs/debugging.md) is the code that runs. One subprocess (the variable
 first imported) runs tiny cases of every kernel against its naive oracle, float64 gradient checks of each
 layer, and training steps of a small model; it takes a few seconds.
 
-The fast no-JIT CI subset is:  NUMBA_DISABLE_JIT=1 python -m pytest -q tests/test_nojit.py tests/test_gradcheck.py
+The fast no-JIT CI subset (about 25 s):
+    NUMBA_DISABLE_JIT=1 python -m pytest -q tests/test_nojit.py tests/test_gradcheck.py tests/test_kernels.py tests/test_layers.py
 """
 import os
 import pathlib
