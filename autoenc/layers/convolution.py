@@ -3,6 +3,7 @@ import numpy as np
 
 from autoenc import activations, initializers, regularizers
 from autoenc.kernels import convolution as K
+from autoenc.kernels import elementwise as E
 from autoenc.layers.base import Layer, format_shape
 from autoenc.utils import check_data_format, normalize_padding, normalize_tuple
 
@@ -84,7 +85,10 @@ class Conv2D(Layer):
             y = z
         else:
             y = self._buffer("y", z.shape)
-            self.activation.forward(z, y)
+            if self.activation.name == "sigmoid":
+                E.sigmoid_forward(z, y)
+            else:
+                self.activation.forward(z, y)
         self._xp, self._x_shape, self._pads, self._z, self._y = xp, x.shape, (pt, pl), z, y
         return y
 
@@ -95,7 +99,14 @@ class Conv2D(Layer):
             dz = dy
         else:
             dz = self._buffer("dz", dy.shape)
-            self.activation.backward(dy, self._y, dz)
+            dy = np.ascontiguousarray(dy, dtype=self._y.dtype)
+            if self.activation.name == "relu":
+                E.relu_backward(dy, self._y, dz)
+            elif self.activation.name == "sigmoid":
+                E.sigmoid_backward(dy, self._y, dz)
+            else:
+                self.activation.backward(dy, self._y, dz)
+        dz = np.ascontiguousarray(dz)  # the kernels walk flat views (no copy when already contiguous)
         sh, sw = self.strides
         n = dz.shape[0]
         kh, kw, cin, cout = self.params["kernel"].shape
