@@ -1,0 +1,23 @@
+"""Smoke tests: every example runs end to end on a few synthetic digits and writes its pictures."""
+import pathlib
+import runpy
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+PICTURES = {
+    "seed_autoencoder.py": {"model.svg", "reconstructions.png", "loss.png"},
+    "denoising_autoencoder.py": {"denoised.png", "loss.png"},
+    "sparse_autoencoder.py": {"reconstructions.png", "latent.png", "loss.png"},
+    "dense_autoencoder.py": {"reconstructions.png", "model.png", "loss.png"},
+}
+
+
+@pytest.mark.parametrize("script", sorted(PICTURES))
+def test_example_runs_and_writes_its_pictures(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [script, "--limit", "48", "--epochs", "1", "--out", str(tmp_path)])
+    runpy.run_path(str(EXAMPLES / script), run_name="__main__")   # in-process: the compiled kernels are reused
+    assert PICTURES[script] <= {p.name for p in tmp_path.iterdir()}
+    assert "Wrote" in capsys.readouterr().out
+
