@@ -138,11 +138,12 @@ def bottleneck_name(model):
     return min(convs, key=lambda l: int(np.prod(l.output_shape[1:]))).name
 
 
-def write_pictures(model, history, x_test, run_dir, title):
+def write_pictures(model, history, x_test, run_dir, title, collapsed=False):
     probe = x_test[:10]
     reconstructions = model.predict(probe, verbose=0)
+    note = " - COLLAPSED, see metrics.json" if collapsed else ""
     plotting.plot_reconstructions(probe, reconstructions, os.path.join(run_dir, "reconstructions.png"),
-                                  title=f"{title}: test digits (top) and their reconstructions (bottom)")
+                                  title=f"{title}: test digits (top) and their reconstructions (bottom){note}")
     if history:
         plotting.plot_history(history, os.path.join(run_dir, "loss.png"), title=title)
     name = bottleneck_name(model)
@@ -253,7 +254,7 @@ def train(args):
         return 130
 
     title = f"{used}, recipe {args.recipe}"
-    write_pictures(model, state["history"], x_test, run_dir, title)
+    write_pictures(model, state["history"], x_test, run_dir, title, collapsed=bool(monitor and monitor.collapsed))
     final = {k: _rounded(v[-1]) for k, v in state["history"].items()}
     metrics = {"dataset": used, "requested_dataset": state.get("requested_dataset", args.dataset),
                "recipe": args.recipe, "loss": state["loss"], "optimizer": "adam",

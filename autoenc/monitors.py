@@ -139,7 +139,7 @@ class CollapseMonitor(Callback):
             parts.append(f"the output is constant ({float(out.flat[0]):.3g} for every pixel of every image)")
         elif blank is not None:
             parts.append(f"the output is nearly the same blank picture for every input since epoch "
-                         f"{self._blank_since + 1} (it varies {blank:.0%} as much as the inputs; "
+                         f"{self._blank_since + 1} (it varies {blank:.1%} as much as the inputs; "
                          f"mean {float(out.mean()):.3f})")
         return "collapse: " + "; ".join(parts) + ". " + self.remedy
 

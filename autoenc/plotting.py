@@ -128,27 +128,34 @@ def plot_latent(maps, path, images=None, title=None):
     n, h, w, channels = maps.shape
     if images is not None:
         images = _images(images, "images")
-    fig = Figure(figsize=(0.9 * channels + 2.2, 1.0 * n + 0.9))
-    grid = fig.add_gridspec(n, 2, width_ratios=[1, channels * (w + 1) / (h + 1) if images is not None else 1])
+    # explicit positions, in inches: a square of side `side` per input, then the row's maps at that height
+    side, pad, left, top, bottom, row_gap = 0.8, 0.1, 0.45, 0.55, 0.3, 0.12
+    aspect = (channels * (w + 1) - 1) / h
+    width = left + (side + pad if images is not None else 0) + side * aspect + 0.15
+    height = top + n * (side + row_gap) + bottom
+    fig = Figure(figsize=(width, height))
     for r in range(n):
+        y = height - top - (r + 1) * side - r * row_gap
+        x = left
         if images is not None:
-            ax = fig.add_subplot(grid[r, 0])
+            ax = fig.add_axes([x / width, y / height, side / width, side / height])
             ax.imshow(images[r], cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_ylabel(f"image {r}", fontsize=9)
             if r == 0:
-                ax.set_title("input", fontsize=10)
-        ax = fig.add_subplot(grid[r, 1] if images is not None else grid[r, :])
+                ax.set_title("input", fontsize=9)
+            x += side + pad
+        ax = fig.add_axes([x / width, y / height, side * aspect / width, side / height])
         tiles = np.moveaxis(maps[r], -1, 0)   # (channels, h, w)
         ax.imshow(_mosaic(tiles, gap=1), cmap=_cmap("viridis"), vmin=min(0.0, float(maps[r].min())),
-                  vmax=float(maps[r].max()) or 1.0, interpolation="nearest")
+                  vmax=float(maps[r].max()) or 1.0, interpolation="nearest", aspect="auto")
         ax.set_yticks([])
         ax.set_xticks([(w + 1) * c + (w - 1) / 2 for c in range(channels)])
         ax.set_xticklabels([f"ch {c}" for c in range(channels)] if r == n - 1 else [], fontsize=8)
         ax.tick_params(length=0)
-        for side in ax.spines.values():
-            side.set_visible(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        fig.text(0.2 / width, (y + side / 2) / height, f"image {r}", rotation=90, va="center", fontsize=9)
     fig.suptitle(title or f"bottleneck maps: {h}x{w}x{channels} per image (each row: 0 = dark, its largest = yellow)")
     return save_figure(fig, path)
 
