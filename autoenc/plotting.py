@@ -225,9 +225,10 @@ def plot_model(model, path, show_shapes=True, title=None):
     width = max(len(v) for v in by_depth.values())
     rows = max(by_depth) + 1
     box_w, box_h, gap = 3.2, 0.62, 0.38
-    fig = Figure(figsize=(box_w * width + 1.4, (box_h + gap) * rows + 0.6))
+    margin = 1.2 if any(depth[b] - depth[a] > 1 for a, b in edges) else 0.2   # room for skip arrows
+    fig = Figure(figsize=(box_w * width + margin + 0.2, (box_h + gap) * rows + 0.6))
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(-0.2, box_w * width + 1.2)
+    ax.set_xlim(-0.2, box_w * width + margin)
     ax.set_ylim(-(box_h + gap) * rows, 0.4)
     ax.axis("off")
     centre = {}
