@@ -154,10 +154,13 @@ class Adam(Optimizer):
     def update(self, w, g, s):
         t = w.dtype.type
         step = t(self.iterations + 1)
-        b1, b2 = t(self.beta_1), t(self.beta_2)
+        # as Keras' TensorFlow backend: the powers use beta cast through float32 (ops.cast of a Python
+        # float), while 1 - beta is taken in double precision, then rounded (float32(1 - 0.999) is
+        # 0.001, but float32(1) - float32(0.999) is 0.00099998713: a 6e-6 bias in every step)
+        b1, b2 = t(np.float32(self.beta_1)), t(np.float32(self.beta_2))
         alpha = t(self.learning_rate) * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
         adam_update(w.reshape(-1), g.reshape(-1), s["m"].reshape(-1), s["v"].reshape(-1),
-                    t(alpha), 1 - b1, 1 - b2, t(self.epsilon))
+                    t(alpha), t(1 - self.beta_1), t(1 - self.beta_2), t(self.epsilon))
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

@@ -36,6 +36,30 @@ def _topological_nodes(outputs):
     return order
 
 
+def _keras_order(nodes, outputs):
+    """The nodes in the order Keras lists a functional model's layers: by decreasing depth (the longest
+    path to the output), ties by when a walk back from the output first reaches them.
+
+    ``nodes`` must be in topological order (producers first), as ``_topological_nodes`` returns them.
+    """
+    first_seen = {}
+
+    def visit(node):
+        if id(node) not in first_seen:
+            first_seen[id(node)] = len(first_seen)
+            for t in node.inputs:
+                visit(t.node)
+
+    for t in outputs:
+        visit(t.node)
+    depth = {}
+    for node in reversed(nodes):  # every consumer before its producers
+        d = depth.setdefault(id(node), 0)
+        for t in node.inputs:
+            depth[id(t.node)] = max(depth.get(id(t.node), 0), d + 1)
+    return sorted(nodes, key=lambda n: (-depth[id(n)], first_seen[id(n)]))
+
+
 class Model(Trainer):
     """A model from symbolic ``inputs`` (from ``Input``) to ``outputs`` (a layer call's result)."""
 
@@ -76,7 +100,8 @@ class Model(Trainer):
             layers.append(node.layer)
         self.inputs, self.outputs = inputs, outputs
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
-        self._layers = layers
+        # ``layers`` (and so get_weights) in Keras' order, which differs from ``nodes`` for branching graphs
+        self._layers = [node.layer for node in _keras_order(nodes, outputs)]
         self.built = True
         self.dtype = outputs[0].dtype
 
