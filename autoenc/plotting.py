@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
 
 from autoenc.layers.base import InputLayer, format_shape
 from autoenc.models.training import atomic_write
@@ -108,7 +109,10 @@ def plot_history(history, path, title=None):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(name if not title else f"{title}: {name}")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
+        if max(len(logs.get(name) or []), len(logs.get("val_" + name) or [])) == 1:
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([1])
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
