@@ -380,6 +380,10 @@ def test_load_keras_weights_file(tmp_path, suffix):
     load_keras_weights(am, path)
     for wa, wk in zip(am.get_weights(), km.get_weights()):
         np.testing.assert_array_equal(wa, wk)
+    via_model = seed_model(autoenc)
+    via_model.load_weights(path)  # Model.load_weights dispatches on the .h5 / .keras suffix
+    for wa, wk in zip(via_model.get_weights(), km.get_weights()):
+        np.testing.assert_array_equal(wa, wk)
     x = images(8, offset=600)
     assert_close(f"Keras {suffix} file read by autoenc: predictions", am.predict(x), km.predict(x, verbose=0))
     wrong = strided_model(autoenc)

@@ -372,12 +372,16 @@ class Trainer:
         saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
     def load_weights(self, filepath):
-        """Read parameters written by save_weights (matched by position, shapes checked)."""
+        """Read parameters written by save_weights (matched by position, shapes checked), or from a
+        Keras ``.weights.h5`` / ``.keras`` file of the same architecture (needs h5py)."""
         from autoenc.datasets._formats import read_npz
 
         filepath = os.fspath(filepath)
         if not os.path.exists(filepath):
             raise FileNotFoundError(f"No weights file at {filepath}")
+        if filepath.endswith((".h5", ".keras")):
+            from autoenc.keras_files import load_keras_weights
+            return load_keras_weights(self, filepath)
         try:
             arrays = read_npz(filepath)
         except ValueError as e:
