@@ -51,6 +51,7 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
     """Max pooling. x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
 
     ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see conv_padding).
+    The channel loop is innermost, so every read and write runs along contiguous memory.
     """
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
@@ -61,17 +62,18 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
             for q in range(ow):
                 q0 = max(q * sw - pl, 0)
                 q1 = min(q * sw - pl + pw, w)
+                best = y[s, r, q]
+                where = argmax[s, r, q]
                 for ch in range(c):
-                    best = x[s, r0, q0, ch]
-                    where = r0 * w + q0
-                    for rr in range(r0, r1):
-                        for qq in range(q0, q1):
-                            v = x[s, rr, qq, ch]
-                            if v > best:  # strict: the first maximum wins
-                                best = v
-                                where = rr * w + qq
-                    y[s, r, q, ch] = best
-                    argmax[s, r, q, ch] = where
+                    best[ch] = x[s, r0, q0, ch]
+                    where[ch] = r0 * w + q0
+                for rr in range(r0, r1):
+                    for qq in range(q0, q1):
+                        v = x[s, rr, qq]
+                        for ch in range(c):
+                            if v[ch] > best[ch]:  # strict: the first maximum wins
+                                best[ch] = v[ch]
+                                where[ch] = rr * w + qq
 
 
 @numba.njit(parallel=True, cache=True)

@@ -69,6 +69,9 @@ class Layer:
     ``compute_output_shape(input_shape)``, ``forward(x, training)`` and ``backward(dy)``.
     """
 
+    # True for layers whose backward accepts need_dx=False (skip dL/dx when nothing upstream needs it)
+    can_skip_dx = False
+
     def __init__(self, name=None, trainable=True, dtype=None, activity_regularizer=None,
                  input_shape=None, input_dim=None, batch_size=None, **kwargs):
         if kwargs:

@@ -15,6 +15,8 @@ class Conv2D(Layer):
     output (batch, oh, ow, filters) with oh, ow from ``autoenc.kernels.conv_padding``.
     """
 
+    can_skip_dx = True
+
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
@@ -92,9 +94,10 @@ class Conv2D(Layer):
         self._xp, self._x_shape, self._pads, self._z, self._y = xp, x.shape, (pt, pl), z, y
         return y
 
-    def backward(self, dy, from_logits=False):
+    def backward(self, dy, from_logits=False, need_dx=True):
         """dz = dy * activation'(z) (or dy itself when ``from_logits``, the loss having given dL/dz);
-        then kernel, bias and input gradients (formulas in autoenc.kernels.convolution)."""
+        then kernel, bias and input gradients (formulas in autoenc.kernels.convolution). Returns dx,
+        or None when ``need_dx`` is False (a first layer: nothing upstream needs it)."""
         if from_logits or self.activation.name == "linear":
             dz = dy
         else:
@@ -114,6 +117,8 @@ class Conv2D(Layer):
         K.conv2d_backward_kernel_chunks(self._xp, dz, sh, sw, part, self.grads["kernel"])
         if self.use_bias:
             K.conv2d_backward_bias(dz, self.grads["bias"])
+        if not need_dx:
+            return None
         dx = self._buffer("dx", self._x_shape)
         h, w = self._x_shape[1], self._x_shape[2]
         dzp = self._buffer("dzp", (n, h + kh - 1, w + kw - 1, cout), zeros=True)

@@ -213,21 +213,28 @@ class Model(Trainer):
         self._values = values
         return values[id(self.outputs[0])]
 
-    def backward(self, dy, from_logits=False):
+    def backward(self, dy, from_logits=False, input_gradients=True):
         """Backpropagate dy = dL/d(output) through every layer, filling each layer's ``grads``.
 
         With ``from_logits`` dy is dL/dz for the output layer's pre-activation z. Returns the
-        gradients with respect to the model inputs.
+        gradients with respect to the model inputs; with ``input_gradients=False`` (training) they
+        are not needed, and layers that read only model inputs may skip computing them (None).
         """
         grads = {id(self.outputs[0]): dy}
         last = self._nodes[-1]
+        input_ids = {id(t) for t in self.inputs}
         for node in reversed(self._nodes):
             layer = node.layer
             g = grads.pop(id(node.output))
             if layer.activity_regularizer is not None:
                 g = layer.activity_backward(g, self._values[id(node.output)])
-            dx = layer.backward(g, from_logits=True) if (from_logits and node is last) else layer.backward(g)
+            kwargs = {"from_logits": True} if (from_logits and node is last) else {}
+            if layer.can_skip_dx and not input_gradients and all(id(t) in input_ids for t in node.inputs):
+                kwargs["need_dx"] = False
+            dx = layer.backward(g, **kwargs)
             layer.add_regularization_gradients()
+            if dx is None:
+                continue
             for t, d in zip(node.inputs, dx if isinstance(dx, list) else [dx]):
                 grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         result = [grads.get(id(t)) for t in self.inputs]

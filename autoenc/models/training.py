@@ -176,7 +176,7 @@ class Trainer:
         loss, grad, from_logits = self._loss_and_gradient(y, y_pred)
         total = float(loss) + self._regularization_loss()
         metrics = {name: float(m(y, y_pred)) for name, m in self.metrics}
-        self.backward(grad, from_logits=from_logits)
+        self.backward(grad, from_logits=from_logits, input_gradients=False)
         self.optimizer.apply([self._flat_grads], [self._flat_params])
         return total, metrics
 
