@@ -45,24 +45,11 @@ BOTTLENECK = "conv2d_2"   # the third Conv2D, the post's "encoded" (Keras 2 call
 
 
 def build_seed_model():
-    """The seed post's convolutional autoencoder, layer for layer: 28x28x1 -> 7x7x8 -> 28x28x1, 4,385 parameters."""
-    from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
+    """The seed post's autoencoder with the same layer names every time (conv2d, conv2d_1, ...)."""
     from autoenc.layers.base import clear_session
-    from autoenc.models import Model
-    clear_session()   # the same layer names every time: conv2d, conv2d_1, ...
-    input_img = Input(shape=(28, 28, 1))
-    x = Conv2D(16, (3, 3), activation="relu", padding="same")(input_img)
-    x = MaxPooling2D((2, 2), padding="same")(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = MaxPooling2D((2, 2), padding="same")(x)
-    encoded = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(encoded)
-    x = UpSampling2D((2, 2))(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = UpSampling2D((2, 2))(x)
-    x = Conv2D(16, (3, 3), activation="relu", padding="same")(x)
-    decoded = Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
-    return Model(input_img, decoded)
+    from autoenc.models import seed_autoencoder
+    clear_session()
+    return seed_autoencoder()
 
 
 def compile_recipe(model, recipe, learning_rate=None):

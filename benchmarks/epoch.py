@@ -39,21 +39,8 @@ def run_autoenc(epochs):
     import numpy as np
 
     import autoenc
-    from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
     x_train, x_val = data()
-    inp = Input((28, 28, 1))
-    h = Conv2D(16, 3, activation="relu", padding="same")(inp)
-    h = MaxPooling2D(2, padding="same")(h)
-    h = Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = MaxPooling2D(2, padding="same")(h)
-    h = Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = UpSampling2D(2)(h)
-    h = Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = UpSampling2D(2)(h)
-    h = Conv2D(16, 3, activation="relu", padding="same")(h)
-    out = Conv2D(1, 3, activation="sigmoid", padding="same")(h)
-    model = autoenc.Model(inp, out)
+    model = autoenc.models.seed_autoencoder()
     model.compile(optimizer="adam", loss="mean_squared_error")
     times = []
     for _ in range(epochs + 1):

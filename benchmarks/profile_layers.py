@@ -8,21 +8,7 @@ import numpy as np
 
 
 def seed_model(autoenc):
-    from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
-    x = inp = Input((28, 28, 1))
-    for f in (16,):
-        x = Conv2D(f, 3, activation="relu", padding="same")(x)
-    x = MaxPooling2D(2, padding="same")(x)
-    x = Conv2D(8, 3, activation="relu", padding="same")(x)
-    x = MaxPooling2D(2, padding="same")(x)
-    x = Conv2D(8, 3, activation="relu", padding="same")(x)
-    x = Conv2D(8, 3, activation="relu", padding="same")(x)
-    x = UpSampling2D(2)(x)
-    x = Conv2D(8, 3, activation="relu", padding="same")(x)
-    x = UpSampling2D(2)(x)
-    x = Conv2D(16, 3, activation="relu", padding="same")(x)
-    x = Conv2D(1, 3, activation="sigmoid", padding="same")(x)
-    model = autoenc.Model(inp, x)
+    model = autoenc.models.seed_autoencoder()
     model.compile(optimizer="adam", loss="mse")
     return model
 

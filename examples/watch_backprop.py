@@ -12,26 +12,8 @@ import argparse
 import numpy as np
 
 import autoenc
-from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
 
 TOL = 1e-5
-
-
-def seed_model():
-    """The blog post's model, layer for layer."""
-    input_img = Input(shape=(28, 28, 1))
-    x = Conv2D(16, (3, 3), activation="relu", padding="same")(input_img)
-    x = MaxPooling2D((2, 2), padding="same")(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = MaxPooling2D((2, 2), padding="same")(x)
-    encoded = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(encoded)
-    x = UpSampling2D((2, 2))(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = UpSampling2D((2, 2))(x)
-    x = Conv2D(16, (3, 3), activation="relu", padding="same")(x)
-    decoded = Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
-    return autoenc.Model(input_img, decoded)
 
 
 def digit_like_images(n, seed=0, size=28):
@@ -55,7 +37,8 @@ def record_backward_shapes(model):
     for layer in model.layers[1:]:
         def wrapped(dy, *args, _layer=layer, _backward=layer.backward, **kwargs):
             dx = _backward(dy, *args, **kwargs)
-            seen[_layer.name] = (dy.shape, dx.shape)
+            # a first layer skips dx in training: nothing upstream needs it
+            seen[_layer.name] = (dy.shape, None if dx is None else dx.shape)
             return dx
         layer.backward = wrapped  # an instance attribute, shadowing the method
     return seen
@@ -72,7 +55,7 @@ def shape(s):
 
 def main(batch_size=256, check_batch=1, loss="mean_squared_error", max_checks=8):
     autoenc.set_random_seed(0)
-    model = seed_model()
+    model = autoenc.models.seed_autoencoder()
     model.compile(optimizer="adam", loss=loss)
     x = digit_like_images(batch_size)
 
@@ -88,7 +71,8 @@ def main(batch_size=256, check_batch=1, loss="mean_squared_error", max_checks=8)
         out = model._values[id(node.output)]
         dy, dx = backward_shapes[layer.name]
         norms = "  ".join(f"{k} {np.linalg.norm(g):.2e}" for k, g in layer.grads.items())
-        print(f"{layer.name:<17}{shape(out.shape):<22}{shape(dy) + ' -> ' + shape(dx):<46}{norms}")
+        dx = "(not needed)" if dx is None else shape(dx)
+        print(f"{layer.name:<17}{shape(out.shape):<22}{shape(dy) + ' -> ' + dx:<46}{norms}")
     print("\nBackward runs bottom to top: each layer's dx is the dy of the layer above it in this table.")
     first, last = model.layers[1], model.layers[-1]
     ratio = np.linalg.norm(last.grads["kernel"]) / np.linalg.norm(first.grads["kernel"])

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from autoenc.datasets._cache import (ChecksumError, DownloadError, cache_dir, download, first_verified,
-                                     join_url, keras_cache_dir, sha256_of, write_atomically)
+                                     join_url, keras_cache_dir, sha256_of)
 
 PAYLOAD = b"pretend this is mnist.npz " * 1000
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -121,30 +121,6 @@ def test_first_verified_skips_missing_and_damaged_copies(tmp_path):
     good.write_bytes(PAYLOAD)
     assert first_verified([tmp_path / "missing", damaged, good], PAYLOAD_SHA256) == good
     assert first_verified([tmp_path / "missing", damaged], PAYLOAD_SHA256) is None
-
-
-def test_write_atomically_creates_directories(tmp_path):
-    out = write_atomically(tmp_path / "a" / "b" / "f.bin", lambda f: f.write(b"abc"))
-    assert out.read_bytes() == b"abc"
-    assert leftovers(tmp_path / "a" / "b") == ["f.bin"]
-
-
-def test_write_atomically_leaves_nothing_when_writing_fails(tmp_path):
-    def fail_halfway(f):
-        f.write(b"half")
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        write_atomically(tmp_path / "f.bin", fail_halfway)
-    assert leftovers(tmp_path) == []
-
-
-def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
-    (tmp_path / "f.bin").write_bytes(b"old")
-    with pytest.raises(ZeroDivisionError):
-        write_atomically(tmp_path / "f.bin", lambda f: 1 / 0)
-    assert (tmp_path / "f.bin").read_bytes() == b"old"
-    assert leftovers(tmp_path) == ["f.bin"]
 
 
 # ---- downloads -------------------------------------------------------------------------------------

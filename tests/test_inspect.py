@@ -98,5 +98,6 @@ def test_watch_backprop_example(capsys):
     spec.loader.exec_module(module)
     errors = module.main(batch_size=4, check_batch=1, max_checks=2)
     out = capsys.readouterr().out
-    assert "(4, 28, 28, 16) -> (4, 28, 28, 1)" in out  # the first conv's dy -> dx
+    assert "(4, 28, 28, 16) -> (not needed)" in out  # the first conv: no layer upstream needs its dx
+    assert "(4, 14, 14, 8) -> (4, 14, 14, 16)" in out  # conv2d_1's dy -> dx
     assert len(errors) == 15 and max(errors.values()) < module.TOL

@@ -15,10 +15,11 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from autoenc.utils import atomic_write
 
 DEFAULT_TIMEOUT = 30.0  # seconds the server may stay silent before we give up
 CHUNK_SIZE = 1 << 20  # read and hash files 1 MiB at a time, so memory use stays flat
@@ -68,29 +69,6 @@ def first_verified(paths, sha256):
     return None
 
 
-def write_atomically(destination, write):
-    """Create the file ``destination`` by calling ``write(f)`` on a temporary file, then renaming it.
-
-    ``write`` receives a binary file object open for writing. If it raises, the temporary file is
-    removed and the exception propagates: ``destination`` is either complete or untouched.
-
-    Returns ``destination`` as a ``Path``.
-    """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file must be in the same directory: os.replace is only atomic within one file system.
-    fd, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(temporary, destination)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return destination
-
-
 def download(url, destination, sha256, timeout=None):
     """Download ``url`` to the file ``destination``, checking its SHA-256 checksum on the way.
 
@@ -138,7 +116,7 @@ def download(url, destination, sha256, timeout=None):
             )
 
     print(f"Downloading data from {url}", file=sys.stderr)
-    return write_atomically(destination, copy_verified)
+    return atomic_write(destination, copy_verified)
 
 
 def join_url(base_url, file_name):

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autoenc.datasets._cache import cache_dir, write_atomically
+from autoenc.datasets._cache import cache_dir
+from autoenc.utils import atomic_write
 from autoenc.datasets._formats import check_split, read_npz
 
 # Bump when the pictures change, so stale cached arrays are not reused.
@@ -416,7 +417,7 @@ def load_data(n_train=60000, n_test=10000, seed=0, *, cache=True):
             np.savez_compressed(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
         try:
-            write_atomically(path, save)
+            atomic_write(path, save)
         except OSError as error:  # e.g. a read-only home directory: the cache is only a convenience
             warnings.warn(f"Could not cache the synthetic digits in {path}: {error}", stacklevel=2)
     return (x_train, y_train), (x_test, y_test)

@@ -159,19 +159,6 @@ def _fma8(acc, a, v):
             acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7])
 
 
-@numba.njit(cache=True, fastmath=FASTMATH)
-def _fma8v(acc, a, v):
-    """acc + a * v over 8-tuples, lane by lane."""
-    return (acc[0] + a[0] * v[0], acc[1] + a[1] * v[1], acc[2] + a[2] * v[2], acc[3] + a[3] * v[3],
-            acc[4] + a[4] * v[4], acc[5] + a[5] * v[5], acc[6] + a[6] * v[6], acc[7] + a[7] * v[7])
-
-
-@numba.njit(cache=True)
-def _sum8(v):
-    """The sum of an 8-tuple, in a fixed order."""
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
-
-
 @numba.njit(cache=True)
 def _store8(out, k, v, relu):
     """out[k:k+8] = v, or max(v, 0) when relu."""
@@ -256,11 +243,6 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     yf = y.reshape(n * npix * cout)
     relu = act == ACT_RELU
     f8 = cout - cout % 8    # channels done 8 at a time; the rest one at a time
-    row8 = row - row % 8
-    wcols = np.empty((cout - f8, kh * row), dtype=w.dtype)  # the leftover channels' kernels, contiguous
-    for f in range(f8, cout):
-        for e in range(kh * row):
-            wcols[f - f8, e] = wm[e, f]
     for s in numba.prange(n):
         xs, ys = s * hp * rstride, s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
@@ -307,43 +289,17 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
                 _store8(yf, o + 5 * cout, a5, relu)
                 _store8(yf, o + 6 * cout, a6, relu)
                 _store8(yf, o + 7 * cout, a7, relu)
-            for f in range(f8, cout):  # channels left over: 8 pixels, each a dot product in 8 lanes
-                wf = wcols[f - f8]
-                z = wf.dtype.type(0)
-                a0 = (z, z, z, z, z, z, z, z)
-                a1 = a0
-                a2 = a0
-                a3 = a0
-                a4 = a0
-                a5 = a0
-                a6 = a0
-                a7 = a0
-                t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = z
+            for f in range(f8, cout):  # 8 pixels x 1 channel, for the channels left over
+                bf = b[f]
+                acc = (bf, bf, bf, bf, bf, bf, bf, bf)
                 for i in range(kh):
                     o = i * rstride
-                    for k in range(0, row8, 8):
-                        v = _load8(wf, i * row + k)
-                        a0 = _fma8v(a0, _load8(xf, b0 + o + k), v)
-                        a1 = _fma8v(a1, _load8(xf, b1 + o + k), v)
-                        a2 = _fma8v(a2, _load8(xf, b2 + o + k), v)
-                        a3 = _fma8v(a3, _load8(xf, b3 + o + k), v)
-                        a4 = _fma8v(a4, _load8(xf, b4 + o + k), v)
-                        a5 = _fma8v(a5, _load8(xf, b5 + o + k), v)
-                        a6 = _fma8v(a6, _load8(xf, b6 + o + k), v)
-                        a7 = _fma8v(a7, _load8(xf, b7 + o + k), v)
-                    for k in range(row8, row):
-                        wk = wf[i * row + k]
-                        t0 += xf[b0 + o + k] * wk
-                        t1 += xf[b1 + o + k] * wk
-                        t2 += xf[b2 + o + k] * wk
-                        t3 += xf[b3 + o + k] * wk
-                        t4 += xf[b4 + o + k] * wk
-                        t5 += xf[b5 + o + k] * wk
-                        t6 += xf[b6 + o + k] * wk
-                        t7 += xf[b7 + o + k] * wk
-                bf = b[f]
-                acc = (bf + _sum8(a0) + t0, bf + _sum8(a1) + t1, bf + _sum8(a2) + t2, bf + _sum8(a3) + t3,
-                       bf + _sum8(a4) + t4, bf + _sum8(a5) + t5, bf + _sum8(a6) + t6, bf + _sum8(a7) + t7)
+                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
+                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
+                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
+                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
+                    for k in range(row):
+                        acc = _fma8(acc, wm[i * row + k, f], (p0[k], p1[k], p2[k], p3[k], p4[k], p5[k], p6[k], p7[k]))
                 _scatter8(yf, ys + q * cout + f, cout, acc, relu)
         # fewer than 8 output pixels: one output at a time
         for q in range(npix if npix < 8 else 0):

@@ -1,5 +1,6 @@
 """Models: the functional ``Model`` and ``Sequential``, and ``load_model`` for files written by ``model.save``."""
 from autoenc.models.model import Model
+from autoenc.models.seed import seed_autoencoder
 from autoenc.models.sequential import Sequential
 
 
@@ -10,4 +11,4 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
                              restore_random_state=restore_random_state)
 
 
-__all__ = ["Model", "Sequential", "load_model"]
+__all__ = ["Model", "Sequential", "load_model", "seed_autoencoder"]

@@ -13,7 +13,6 @@ the sigmoid saturates.
 """
 import math
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -22,6 +21,7 @@ from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
 from autoenc import optimizers as optimizers_module
 from autoenc import utils
+from autoenc.utils import atomic_write
 
 
 class NotCompiledError(ValueError, RuntimeError):
@@ -431,24 +431,3 @@ class _StepSnapshot:
         for saved, live in zip(self.slots, m.optimizer._slots or []):
             for k, v in saved.items():
                 np.copyto(live[k], v)
-
-
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it over ``path``.
-
-    A failure (or KeyboardInterrupt) during the write leaves any previous file at ``path`` intact.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
