@@ -182,8 +182,7 @@ class Trainer:
 
     def _test_step(self, xs, y):
         y_pred = self.forward(xs if len(xs) > 1 else xs[0], training=False)
-        loss = float(self._loss_and_gradient(y, y_pred)[0]) if not self._uses_logits() else float(
-            self.loss.value_and_gradient_from_logits(y, self._nodes[-1].layer._z.reshape(y_pred.shape))[0])
+        loss = float(self._loss_and_gradient(y, y_pred)[0])
         return loss + self._regularization_loss(), {name: float(m(y, y_pred)) for name, m in self.metrics}
 
     def train_on_batch(self, x, y=None):
