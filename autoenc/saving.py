@@ -26,13 +26,13 @@ file continue exactly as the uninterrupted run would have.
 import hashlib
 import json
 import os
-import zipfile
 
 import numpy as np
 
 from autoenc import initializers, layers as layers_module, losses, optimizers, regularizers, utils
+from autoenc.datasets._formats import read_npz
 from autoenc.layers.base import Input, InputLayer, Layer
-from autoenc.models.training import atomic_write
+from autoenc.utils import atomic_write
 
 FORMAT = "autoenc.model"
 VERSION = 1
@@ -182,9 +182,8 @@ def _read(filepath):
         raise ValueError(f"{filepath!r} is not an autoenc model file (it is not a .npz archive; "
                          f"it starts with {magic!r})")
     try:
-        with np.load(filepath, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+        arrays = read_npz(filepath)  # array headers checked against the bytes present, no unpickling
+    except ValueError as error:
         raise ValueError(f"{filepath!r} is truncated or damaged and cannot be read as an autoenc model "
                          f"file: {error}") from None
     if _HEADER not in arrays or _MODEL not in arrays:

@@ -100,3 +100,33 @@ def test_weights_file_fuzz(tmp_path_factory, edits, cut):
     except ValueError:
         for a, b in zip(model.get_weights(), before):  # a refused file changes nothing
             np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=60)
+@given(edits=edits, cut=st.integers(0, 400))
+def test_model_file_fuzz(tmp_path_factory, edits, cut):
+    from autoenc.models import load_model
+    autoenc.set_random_seed(0)
+    model = Sequential([Input(shape=(3,)), Dense(2)])
+    model.compile("adam", "mse")
+    folder = tmp_path_factory.mktemp("m")
+    model.save(folder / "m.autoenc")
+    data = mutate((folder / "m.autoenc").read_bytes(), edits)
+    (folder / "m.autoenc").write_bytes(data[: len(data) - cut] if cut < len(data) else data)
+    try:
+        loaded = load_model(folder / "m.autoenc")
+    except ValueError:
+        return
+    # an accepted file passed its checksum: it is the model that was saved
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_npz_with_an_unknown_compression_method_is_a_value_error(tmp_path):
+    data = bytearray(npz_bytes(a=np.zeros(3, np.float32)))
+    central = data.index(b"PK\x01\x02")  # the central directory entry of the first member
+    data[central + 10:central + 12] = (99).to_bytes(2, "little")  # its compression method: no such method
+    path = tmp_path / "f.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cannot be read|not a valid"):
+        read_npz(path)

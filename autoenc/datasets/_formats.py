@@ -131,9 +131,11 @@ def read_npz(path, keys=None, max_bytes=MAX_IDX_BYTES):
     or when keys are missing (the message lists the missing keys and the keys found).
     """
     _require_file(path, ".npz")
+    # NotImplementedError: zipfile's answer to an unknown compression method (a damaged header)
+    errors = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except errors as error:
         raise ValueError(f"{path} is not a valid .npz file: {error}") from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} holds a single array (a .npy file), not a .npz archive of named arrays.")
@@ -146,7 +148,7 @@ def read_npz(path, keys=None, max_bytes=MAX_IDX_BYTES):
             for key in keys:
                 _check_npy_member(archive.zip, key + ".npy", path, max_bytes)
             return {key: archive[key] for key in keys}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+        except errors as error:
             raise ValueError(f"{path} has an array that cannot be read: {error}") from error
 
 
