@@ -16,44 +16,12 @@ import numpy as np
 
 import autoenc
 from autoenc import plotting
-from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
-from autoenc.models import Model
-
-
-def load(use_mnist, limit):
-    """Train and test images, float32 of shape (n, 28, 28, 1) in [0, 1]: the first ``limit`` training
-    images (all if 0) and a sixth as many test images, MNIST's ratio."""
-    from autoenc.datasets import digits, mnist
-    if use_mnist:
-        (x_train, _), (x_test, _) = mnist.load_data()
-    else:   # draw only as many synthetic digits as needed
-        n = limit or 60000
-        (x_train, _), (x_test, _) = digits.load_data(n_train=n, n_test=max(1, n // 6), cache=not limit)
-    if limit:
-        x_train, x_test = x_train[:limit], x_test[:max(1, limit // 6)]
-    return (x_train.astype("float32") / 255)[..., None], (x_test.astype("float32") / 255)[..., None]
+from autoenc.datasets import load_images
 
 
 def add_noise(x, noise_factor, rng):
     """x + noise_factor * N(0, 1), clipped to [0, 1]; x of shape (n, 28, 28, 1)."""
     return np.clip(x + noise_factor * rng.standard_normal(x.shape).astype("float32"), 0.0, 1.0)
-
-
-def build():
-    """The seed post's autoencoder."""
-    input_img = Input(shape=(28, 28, 1))
-    x = Conv2D(16, (3, 3), activation="relu", padding="same")(input_img)
-    x = MaxPooling2D((2, 2), padding="same")(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = MaxPooling2D((2, 2), padding="same")(x)
-    encoded = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(encoded)
-    x = UpSampling2D((2, 2))(x)
-    x = Conv2D(8, (3, 3), activation="relu", padding="same")(x)
-    x = UpSampling2D((2, 2))(x)
-    x = Conv2D(16, (3, 3), activation="relu", padding="same")(x)
-    decoded = Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
-    return Model(input_img, decoded)
 
 
 def main():
@@ -68,10 +36,10 @@ def main():
 
     autoenc.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    x_train, x_test = load(args.mnist, args.limit)
+    x_train, x_test = load_images(args.mnist, args.limit)
     noisy_train, noisy_test = add_noise(x_train, args.noise, rng), add_noise(x_test, args.noise, rng)
 
-    model = build()
+    model = autoenc.models.seed_autoencoder()
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["mse"])
     history = model.fit(noisy_train, x_train, epochs=args.epochs, batch_size=128, shuffle=True,
                         validation_data=(noisy_test, x_test))

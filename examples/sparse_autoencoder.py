@@ -17,22 +17,9 @@ import numpy as np
 
 import autoenc
 from autoenc import plotting, regularizers
+from autoenc.datasets import load_images
 from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
 from autoenc.models import Model
-
-
-def load(use_mnist, limit):
-    """Train and test images, float32 of shape (n, 28, 28, 1) in [0, 1]: the first ``limit`` training
-    images (all if 0) and a sixth as many test images, MNIST's ratio."""
-    from autoenc.datasets import digits, mnist
-    if use_mnist:
-        (x_train, _), (x_test, _) = mnist.load_data()
-    else:   # draw only as many synthetic digits as needed
-        n = limit or 60000
-        (x_train, _), (x_test, _) = digits.load_data(n_train=n, n_test=max(1, n // 6), cache=not limit)
-    if limit:
-        x_train, x_test = x_train[:limit], x_test[:max(1, limit // 6)]
-    return (x_train.astype("float32") / 255)[..., None], (x_test.astype("float32") / 255)[..., None]
 
 
 def main():
@@ -46,7 +33,7 @@ def main():
     args = parser.parse_args()
 
     autoenc.set_random_seed(args.seed)
-    x_train, x_test = load(args.mnist, args.limit)
+    x_train, x_test = load_images(args.mnist, args.limit)
 
     input_img = Input(shape=(28, 28, 1))
     x = Conv2D(16, (3, 3), activation="relu", padding="same")(input_img)

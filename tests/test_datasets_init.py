@@ -94,3 +94,10 @@ def test_digits_when_the_mnist_file_is_damaged(small_digits, monkeypatch):
     monkeypatch.setattr(mnist, "SHA256", sha256_of(cache_dir() / "mnist.npz"))
     _, reason = datasets.load_mnist_or_digits()
     assert "not a valid .npz file" in reason and "\n" not in reason
+
+
+def test_load_images_scales_and_limits_the_synthetic_digits():
+    from autoenc.datasets import load_images
+    x_train, x_test = load_images(limit=60)
+    assert x_train.shape == (60, 28, 28, 1) and x_test.shape == (10, 28, 28, 1)
+    assert x_train.dtype == np.float32 and 0 <= x_train.min() and x_train.max() <= 1 and x_train.max() > 0.5

@@ -38,6 +38,25 @@ def load(name, **kwargs):
     return LOADERS[name](**kwargs)
 
 
+def load_images(use_mnist=False, limit=0):
+    """Images ready for an autoencoder: float32 of shape (n, 28, 28, 1) scaled to [0, 1].
+
+    use_mnist : real MNIST (cache, Keras' cache or download) instead of the synthetic digits.
+    limit : the first ``limit`` training images and a sixth as many test images (MNIST's ratio);
+        0 for all. Only as many synthetic digits as needed are drawn.
+
+    Returns ``(x_train, x_test)``.
+    """
+    if use_mnist:
+        (x_train, _), (x_test, _) = mnist.load_data()
+    else:
+        n = limit or 60000
+        (x_train, _), (x_test, _) = digits.load_data(n_train=n, n_test=max(1, n // 6), cache=not limit)
+    if limit:
+        x_train, x_test = x_train[:limit], x_test[:max(1, limit // 6)]
+    return (x_train.astype("float32") / 255)[..., None], (x_test.astype("float32") / 255)[..., None]
+
+
 def load_mnist_or_digits(timeout=None, seed=0):
     """Load MNIST if it can be had (cache, Keras cache, download), else the synthetic digits.
 
@@ -58,6 +77,7 @@ def load_mnist_or_digits(timeout=None, seed=0):
 
 
 __all__ = [
+    "load_images",
     "ChecksumError",
     "DownloadError",
     "cache_dir",
