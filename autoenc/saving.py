@@ -150,7 +150,10 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
         for name, p in layer.params.items():
             arrays[f"weights/{layer.name}/{name}"] = np.asarray(p)
     document = {"architecture": _architecture(model), "compile": None, "optimizer": None,
-                "random_state": utils.rng().bit_generator.state, "metadata": metadata or {}}
+                "random_state": utils.rng().bit_generator.state, "metadata": metadata or {},
+                # layers with a generator of their own (Dropout(seed=...)) continue where they were
+                "layer_random_states": {layer.name: layer._gen.bit_generator.state for layer in model.layers
+                                        if getattr(layer, "_gen", None) is not None}}
     if include_optimizer and model.compiled:
         document["compile"] = {"loss": model.loss.get_config(), "metrics": [name for name, _ in model.metrics]}
         opt = model.optimizer
@@ -226,6 +229,8 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
         _compile_from(model, document, arrays, custom_objects or {})
     if restore_random_state:
         utils.rng().bit_generator.state = document["random_state"]
+        for name, state in document.get("layer_random_states", {}).items():
+            model.get_layer(name)._gen.bit_generator.state = state
     return model
 
 

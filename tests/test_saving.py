@@ -84,6 +84,27 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, data):
         np.testing.assert_array_equal(a, b)
 
 
+def test_resume_is_exact_with_a_seeded_dropout(tmp_path):
+    """Dropout(seed=...) draws its masks from a generator of its own: the file keeps its state too."""
+    x = np.random.default_rng(1).random((32, 6)).astype("float32")
+
+    def fresh():
+        autoenc.set_random_seed(3)
+        model = Sequential([Input(shape=(6,)), Dense(8, activation="relu"), Dropout(0.3, seed=5), Dense(6)])
+        model.compile("adam", "mse")
+        return model
+
+    straight = fresh()
+    straight.fit(x, x, epochs=2, batch_size=8, verbose=0)
+    first = fresh()
+    first.fit(x, x, epochs=1, batch_size=8, verbose=0)
+    first.save(tmp_path / "d.autoenc")
+    resumed = load_model(tmp_path / "d.autoenc")
+    resumed.fit(x, x, epochs=2, initial_epoch=1, batch_size=8, verbose=0)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_metadata_round_trip(tmp_path):
     tiny_dag().save(tmp_path / "m.autoenc", metadata={"epochs_done": 3, "history": {"loss": [0.5, 0.25]}})
     assert saving.load_metadata(tmp_path / "m.autoenc") == {"epochs_done": 3, "history": {"loss": [0.5, 0.25]}}
