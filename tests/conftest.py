@@ -11,3 +11,26 @@ settings.load_profile("autoenc")
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def closed_url():
+    """A base URL on 127.0.0.1 where nothing listens: connecting is refused at once."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def private_dataset_homes(tmp_path, monkeypatch, closed_url):
+    """Never touch the real ~/.autoenc or ~/.keras, never reach a real server, no system dataset copy."""
+    from autoenc.datasets import fashion_mnist, mnist
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("AUTOENC_DATASETS_URL", raising=False)
+    monkeypatch.setattr(mnist, "BASE_URL", closed_url)
+    monkeypatch.setattr(fashion_mnist, "BASE_URL", closed_url)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", (str(tmp_path / "no-system-copy"),))

@@ -3,7 +3,6 @@
 import hashlib
 import http.server
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -18,12 +17,7 @@ PAYLOAD = b"pretend this is mnist.npz " * 1000
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def private_homes(tmp_path, monkeypatch):
-    """Never touch the real ~/.autoenc or ~/.keras."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+pytestmark = pytest.mark.usefixtures("private_dataset_homes")  # tests/conftest.py
 
 
 class QuietServer(http.server.ThreadingHTTPServer):
@@ -70,14 +64,6 @@ def server():
     release.set()
     httpd.shutdown()
     httpd.server_close()
-
-
-def closed_port_url():
-    """A URL on 127.0.0.1 where nothing listens: connecting is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mnist.npz"
 
 
 def leftovers(directory):
@@ -162,8 +148,8 @@ def test_download_connection_closed_early(server):
     assert leftovers(cache_dir()) == []
 
 
-def test_download_server_down_fails_fast():
-    url = closed_port_url()
+def test_download_server_down_fails_fast(closed_url):
+    url = closed_url + "mnist.npz"
     start = time.monotonic()
     with pytest.raises(DownloadError, match=f"Could not download {url}: .*refused"):
         download(url, cache_dir() / "mnist.npz", PAYLOAD_SHA256, timeout=5)

@@ -7,11 +7,7 @@ from autoenc.datasets import digits
 from autoenc.datasets._cache import cache_dir
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path, monkeypatch):
-    """Never touch the real ~/.autoenc."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
+pytestmark = pytest.mark.usefixtures("private_dataset_homes")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """fashion_mnist.load_data: system copy, download, caches, errors. No internet."""
 
 import gzip
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,7 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 AS_WRITTEN = (fashion_mnist.BASE_URL, fashion_mnist.SYSTEM_DIRS)
 
 
-@pytest.fixture(autouse=True)
-def private_homes(tmp_path, monkeypatch):
-    """Never touch the real ~/.autoenc or ~/.keras, never reach the real server, no system copy."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.delenv("AUTOENC_DATASETS_URL", raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        monkeypatch.setattr(fashion_mnist, "BASE_URL", f"http://127.0.0.1:{s.getsockname()[1]}/")
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", (str(tmp_path / "no-system-copy"),))
+pytestmark = pytest.mark.usefixtures("private_dataset_homes")  # tests/conftest.py
 
 
 def idx_bytes(array):

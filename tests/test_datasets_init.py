@@ -1,6 +1,5 @@
 """The autoenc.datasets package: Keras-style submodules, load(name), load_mnist_or_digits. No internet."""
 
-import socket
 
 import numpy as np
 import pytest
@@ -10,16 +9,7 @@ from autoenc.datasets import digits, mnist
 from autoenc.datasets._cache import cache_dir, sha256_of
 
 
-@pytest.fixture(autouse=True)
-def private_homes(tmp_path, monkeypatch):
-    """Never touch the real ~/.autoenc or ~/.keras, and never reach the real server."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.delenv("AUTOENC_DATASETS_URL", raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        monkeypatch.setattr(mnist, "BASE_URL", f"http://127.0.0.1:{s.getsockname()[1]}/")
+pytestmark = pytest.mark.usefixtures("private_dataset_homes")  # tests/conftest.py
 
 
 @pytest.fixture

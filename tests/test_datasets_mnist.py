@@ -1,6 +1,5 @@
 """mnist.load_data on a small stand-in mnist.npz: download, cache, Keras cache, errors. No internet."""
 
-import socket
 
 import numpy as np
 import pytest
@@ -11,20 +10,7 @@ from autoenc.datasets._cache import cache_dir, keras_cache_dir, sha256_of
 AS_WRITTEN = (mnist.BASE_URL, mnist.FILE_NAME, mnist.SHA256)
 
 
-@pytest.fixture(autouse=True)
-def private_homes(tmp_path, monkeypatch):
-    """Never touch the real ~/.autoenc or ~/.keras, and never reach the real server."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AUTOENC_HOME", str(tmp_path / "autoenc"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.delenv("AUTOENC_DATASETS_URL", raising=False)
-    monkeypatch.setattr(mnist, "BASE_URL", closed_port_url())
-
-
-def closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+pytestmark = pytest.mark.usefixtures("private_dataset_homes")  # tests/conftest.py
 
 
 def small_mnist():
