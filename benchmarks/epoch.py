@@ -34,14 +34,9 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_autoenc(epochs):
-    import numba
-    import numpy as np
-
-    import autoenc
-    x_train, x_val = data()
-    model = autoenc.models.seed_autoencoder()
-    model.compile(optimizer="adam", loss="mean_squared_error")
+def time_fit_and_predict(model, x_train, x_val, epochs):
+    """Seconds per fit epoch (a warm-up, then ``epochs`` more) and the best of 3 predicts, for a model
+    with Keras' fit/predict API (autoenc's or Keras')."""
     times = []
     for _ in range(epochs + 1):
         t = time.perf_counter()
@@ -52,9 +47,19 @@ def run_autoenc(epochs):
         t = time.perf_counter()
         model.predict(x_val, batch_size=BATCH, verbose=0)
         pred.append(time.perf_counter() - t)
+    return {"epochs": times[1:], "warmup": times[0], "predict_s": min(pred)}
+
+
+def run_autoenc(epochs):
+    import numba
+
+    import autoenc
+    x_train, x_val = data()
+    model = autoenc.models.seed_autoencoder()
+    model.compile(optimizer="adam", loss="mean_squared_error")
+    timings = time_fit_and_predict(model, x_train, x_val, epochs)  # first: it starts Numba's threads
     return {"version": f"autoenc {autoenc.__version__}, numba {numba.__version__} "
-                       f"({numba.threading_layer()}, {numba.get_num_threads()} threads)",
-            "epochs": times[1:], "warmup": times[0], "predict_s": min(pred)}
+                       f"({numba.threading_layer()}, {numba.get_num_threads()} threads)", **timings}
 
 
 def run_keras(epochs):
@@ -78,18 +83,8 @@ def run_keras(epochs):
     out = layers.Conv2D(1, 3, activation="sigmoid", padding="same")(h)
     model = keras.Model(inp, out)
     model.compile(optimizer="adam", loss="mean_squared_error")
-    times = []
-    for _ in range(epochs + 1):
-        t = time.perf_counter()
-        model.fit(x_train, x_train, batch_size=BATCH, epochs=1, verbose=0, validation_data=(x_val, x_val))
-        times.append(time.perf_counter() - t)
-    pred = []
-    for _ in range(3):
-        t = time.perf_counter()
-        model.predict(x_val, batch_size=BATCH, verbose=0)
-        pred.append(time.perf_counter() - t)
-    return {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}", "epochs": times[1:],
-            "warmup": times[0], "predict_s": min(pred)}
+    return {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}",
+            **time_fit_and_predict(model, x_train, x_val, epochs)}
 
 
 def run_torch(epochs):
