@@ -123,7 +123,7 @@ def gradcheck(target, x, y=None, eps=1e-6, max_checks=40, seed=0):
 
         def loss_value():
             out = forward()
-            return float(net._loss_and_gradient(y, out)[0]) + net._regularization_loss()
+            return float(net._loss_value(y, out)) + net._regularization_loss()
 
         out = forward()
         _, dy, from_logits = net._loss_and_gradient(y, out)

@@ -23,13 +23,17 @@ def _check(y_true, y_pred):
 
 
 class Loss:
-    """``loss(y_true, y_pred)`` is the scalar loss; ``value_and_gradient`` also gives dL/dy_pred."""
+    """``loss(y_true, y_pred)`` (or ``value``) is the scalar loss; ``value_and_gradient`` also gives
+    dL/dy_pred, for training."""
 
     name = None
     supports_logits = False
 
     def __call__(self, y_true, y_pred):
-        return self.value_and_gradient(np.asarray(y_true), np.asarray(y_pred))[0]
+        return self.value(np.asarray(y_true), np.asarray(y_pred))
+
+    def value(self, y_true, y_pred):
+        raise NotImplementedError
 
     def value_and_gradient(self, y_true, y_pred):
         raise NotImplementedError
@@ -41,6 +45,10 @@ class Loss:
 class MeanSquaredError(Loss):
     name = "mean_squared_error"
 
+    def value(self, y_true, y_pred):
+        _check(y_true, y_pred)
+        return np.mean(np.square(y_pred - y_true))
+
     def value_and_gradient(self, y_true, y_pred):
         _check(y_true, y_pred)
         d = y_pred - y_true
@@ -51,6 +59,10 @@ class MeanSquaredError(Loss):
 
 class MeanAbsoluteError(Loss):
     name = "mean_absolute_error"
+
+    def value(self, y_true, y_pred):
+        _check(y_true, y_pred)
+        return np.mean(np.abs(y_pred - y_true))
 
     def value_and_gradient(self, y_true, y_pred):
         _check(y_true, y_pred)
@@ -66,14 +78,25 @@ class BinaryCrossentropy(Loss):
     def __init__(self, from_logits=False):
         self.from_logits = from_logits
 
+    def value(self, y_true, y_pred):
+        if self.from_logits:
+            return self.value_from_logits(y_true, y_pred)
+        _check(y_true, y_pred)
+        return _bce(y_true, _clip(y_pred))
+
+    def value_from_logits(self, y_true, z):
+        """The loss of predictions sigmoid(z), computed from z without overflow."""
+        _check(y_true, z)
+        return _bce_from_logits(y_true, z)
+
     def value_and_gradient(self, y_true, y_pred):
         if self.from_logits:
             return self.value_and_gradient_from_logits(y_true, y_pred)
         _check(y_true, y_pred)
         one = y_pred.dtype.type(1)
         eps = y_pred.dtype.type(EPSILON)
-        p = np.clip(y_pred, eps, one - eps)
-        loss = -np.mean(y_true * np.log(p) + (one - y_true) * np.log(one - p))
+        p = _clip(y_pred)
+        loss = _bce(y_true, p)
         grad = ((one - y_true) / (one - p) - y_true / p) * y_pred.dtype.type(1 / p.size)
         grad[(y_pred < eps) | (y_pred > one - eps)] = 0
         return loss, grad
@@ -81,7 +104,7 @@ class BinaryCrossentropy(Loss):
     def value_and_gradient_from_logits(self, y_true, z):
         """Loss and dL/dz for predictions sigmoid(z), computed from z without overflow."""
         _check(y_true, z)
-        loss = np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))))
+        loss = _bce_from_logits(y_true, z)
         grad = np.empty_like(z)
         _sigmoid(z, grad)
         grad -= y_true
@@ -90,6 +113,23 @@ class BinaryCrossentropy(Loss):
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}
+
+
+def _clip(p):
+    """p clipped to [1e-7, 1 - 1e-7] in its own dtype, as Keras does before taking logs."""
+    eps = p.dtype.type(EPSILON)
+    return np.clip(p, eps, p.dtype.type(1) - eps)
+
+
+def _bce(t, p):
+    """-mean(t log p + (1 - t) log(1 - p)) of clipped probabilities p."""
+    one = p.dtype.type(1)
+    return -np.mean(t * np.log(p) + (one - t) * np.log(one - p))
+
+
+def _bce_from_logits(t, z):
+    """mean(max(z, 0) - z t + log(1 + e^-|z|)): the binary crossentropy of sigmoid(z)."""
+    return np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))))
 
 
 def mean_squared_error(y_true, y_pred):

@@ -134,11 +134,13 @@ class Layer:
         """Given dy = dL/dy for the last forward call, fill ``grads`` and return dL/dx."""
         raise NotImplementedError
 
-    def _buffer(self, key, shape, zeros=False):
-        """A work array of ``shape`` kept for reuse; reallocated only when the shape changes."""
+    def _buffer(self, key, shape, zeros=False, dtype=None):
+        """A work array of ``shape`` (and ``dtype``, the layer's by default) kept for reuse; reallocated
+        only when the shape changes."""
+        dtype = self.dtype if dtype is None else dtype
         buf = self._buffers.get(key)
         if buf is None or buf.shape != shape:
-            buf = np.zeros(shape, self.dtype) if zeros else np.empty(shape, self.dtype)
+            buf = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
             self._buffers[key] = buf
         return buf
 

@@ -38,9 +38,7 @@ class MaxPooling2D(Layer):
         pt, _, oh = conv_padding(h, ph, sh, self.padding)
         pl, _, ow = conv_padding(w, pw, sw, self.padding)
         y = self._buffer("y", (n, oh, ow, c))
-        argmax = self._buffers.get("argmax")
-        if argmax is None or argmax.shape != y.shape:
-            argmax = self._buffers["argmax"] = np.empty(y.shape, np.int32)
+        argmax = self._buffer("argmax", y.shape, dtype=np.int32)
         K.maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax)
         self._argmax, self._x_shape = argmax, x.shape
         return y

@@ -158,14 +158,23 @@ class Trainer:
         return (isinstance(self.loss, losses_module.BinaryCrossentropy) and not self.loss.from_logits
                 and getattr(getattr(out_layer, "activation", None), "name", None) == "sigmoid")
 
+    def _logits(self, y_pred):
+        """The output layer's pre-activation z of the last forward pass, shaped like y_pred."""
+        return self._nodes[-1].layer._z.reshape(y_pred.shape)
+
     def _loss_and_gradient(self, y, y_pred):
         """(data loss, dL/dy_pred or dL/dz, from_logits) for the last forward pass."""
         if self._uses_logits():
-            z = self._nodes[-1].layer._z.reshape(y_pred.shape)
-            loss, grad = self.loss.value_and_gradient_from_logits(y, z)
+            loss, grad = self.loss.value_and_gradient_from_logits(y, self._logits(y_pred))
             return loss, grad, True
         loss, grad = self.loss.value_and_gradient(y, y_pred)
         return loss, grad, False
+
+    def _loss_value(self, y, y_pred):
+        """The data loss of the last forward pass, without its gradient (evaluation)."""
+        if self._uses_logits():
+            return self.loss.value_from_logits(y, self._logits(y_pred))
+        return self.loss.value(y, y_pred)
 
     def _regularization_loss(self):
         return sum(layer.regularization_loss() for layer in self.layers)
@@ -182,7 +191,7 @@ class Trainer:
 
     def _test_step(self, xs, y):
         y_pred = self.forward(xs if len(xs) > 1 else xs[0], training=False)
-        loss = float(self._loss_and_gradient(y, y_pred)[0])
+        loss = float(self._loss_value(y, y_pred))
         return loss + self._regularization_loss(), {name: float(m(y, y_pred)) for name, m in self.metrics}
 
     def train_on_batch(self, x, y=None):
