@@ -7,7 +7,7 @@ several layers. Training (compile, fit, ...) lives in :mod:`autoenc.models.train
 """
 import numpy as np
 
-from autoenc.layers.base import InputLayer, KerasTensor, Layer, format_shape, unique_name
+from autoenc.layers.base import InputLayer, KerasTensor, format_shape, unique_name
 from autoenc.models.training import Trainer
 
 

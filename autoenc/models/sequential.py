@@ -59,7 +59,6 @@ class Sequential(Model):
         self._init_graph(self._input, x)
         # Keras' Sequential.layers does not list the InputLayer
         self._layers = [l for l in self._layers if not isinstance(l, InputLayer)]
-        self._flat_params = None
 
     @property
     def layers(self):
