@@ -18,6 +18,12 @@ from make_keras_fixtures import LAYER_CASES  # noqa: E402
 from parity_models import rel_err, seed_model  # noqa: E402
 
 TOL = 1e-5
+# Final weights and predictions after the 10 free-running steps. At step 2 one pre-activation of
+# conv2d_5 is 1.2e-8, inside float32 rounding, so its ReLU can go either way: Keras on PyTorch lands
+# on the other side from Keras on TensorFlow, as autoenc does, and both then differ from these
+# (TensorFlow) weights by up to 5.0e-4 (measured 2026-11-26: Keras 3.15.1, torch 2.13). The losses
+# agree to 4e-7 all the same, and the predictions from Keras' own weights to 1e-5 (next test).
+TOL_FREE_RUNNING = 1e-3
 
 
 def load(name):
@@ -46,9 +52,9 @@ def test_seed_model_10_adam_steps(seed_data):
     for step, (la, lk) in enumerate(zip(losses, seed_data["losses"])):
         assert rel_err(la, lk) <= TOL, f"step {step}: loss {la} vs Keras {lk}"
     for k, (wa, wk) in enumerate(zip(model.get_weights(), weights(seed_data, "final_"))):
-        assert rel_err(wa, wk) <= TOL, f"final weight {k} {wk.shape}: error {rel_err(wa, wk):.3g}"
+        assert rel_err(wa, wk) <= TOL_FREE_RUNNING, f"final weight {k} {wk.shape}: error {rel_err(wa, wk):.3g}"
     prediction = model.predict(seed_data["batches"][0])
-    assert rel_err(prediction, seed_data["predictions"]) <= TOL
+    assert rel_err(prediction, seed_data["predictions"]) <= TOL_FREE_RUNNING
 
 
 def test_seed_model_predictions_from_keras_weights(seed_data):

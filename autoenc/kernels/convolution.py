@@ -109,11 +109,12 @@ def conv2d_backward_bias_naive(dy):
 # patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
 #     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
 # with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
-# The products are register-blocked: 4 output pixels x 8 channels (or 8 pixels x 1 channel for
-# channels left over) are summed in tuples of 8 scalars, which LLVM keeps in registers and its SLP
-# vectoriser turns into 8-wide vector multiply-adds. Each output is summed in a fixed order, so the
-# result does not depend on the number of threads. A block at the right edge overlaps the previous
-# one instead of running past it (the overlapped outputs are computed twice, identically).
+# The products are register-blocked: 8 output pixels x 8 channels are summed in tuples of 8 scalars,
+# which LLVM keeps in registers and its SLP vectoriser turns into 8-wide vector multiply-adds.
+# Channels left over (cout % 8, e.g. a single-channel output) are dot products of each pixel's patch
+# with w[..., f], 8 patch elements per vector. Each output is summed in a fixed order, so the result
+# does not depend on the number of threads. A block at the right edge overlaps the previous one
+# instead of running past it (the overlapped outputs are computed twice, identically).
 
 
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(q) for q in range(1, 8))
@@ -134,15 +135,20 @@ def _at(a, k):
 
 
 @numba.njit(cache=True)
-def _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx):
-    """Step (sample s, row r, column c) to the next output pixel, x0 to the start of its patch."""
+def _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump):
+    """Step (row r, column c) to the next output pixel in raster order, across samples, and x0 to
+    the start of its patch in flat xp. rjump = sh*rstride - ow*dx and sjump = (hp - oh*sh)*rstride
+    are the extra moves at the end of a row and of a sample. Branch-free (selects only), so that
+    a loop calling it stays one basic block and its accumulators stay in vector registers."""
     c += 1
-    if c < ow:
-        return s, r, c, x0 + dx
-    r += 1
-    if r == oh:
-        s, r = s + 1, 0
-    return s, r, 0, (s * hp + r * sh) * rstride
+    row_end = c == ow
+    x0 += dx + (rjump if row_end else 0)
+    c = 0 if row_end else c
+    r += 1 if row_end else 0
+    sample_end = r == oh
+    x0 += sjump if sample_end else 0
+    r = 0 if sample_end else r
+    return r, c, x0
 
 
 @numba.njit(cache=True)
@@ -157,6 +163,19 @@ def _fma8(acc, a, v):
     """acc + a * v over 8-tuples (a scalar): one vector multiply-add once vectorised."""
     return (acc[0] + a * v[0], acc[1] + a * v[1], acc[2] + a * v[2], acc[3] + a * v[3],
             acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7])
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _fma8v(acc, a, v):
+    """acc + a * v over 8-tuples, element by element."""
+    return (acc[0] + a[0] * v[0], acc[1] + a[1] * v[1], acc[2] + a[2] * v[2], acc[3] + a[3] * v[3],
+            acc[4] + a[4] * v[4], acc[5] + a[5] * v[5], acc[6] + a[6] * v[6], acc[7] + a[7] * v[7])
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _hsum8(a):
+    """a[0] + ... + a[7] of an 8-tuple, summed pairwise in a fixed order."""
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
 @numba.njit(cache=True)
@@ -229,7 +248,8 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
 
     xp: (n, hp, wp, cin) padded input; w: (kh, kw, cin, cout); b: (cout,); act: ACT_LINEAR or
     ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous. Samples run in parallel; in a
-    sample, blocks of 8 output pixels (raster order) x 8 channels are summed in registers.
+    sample, blocks of 8 output pixels (raster order) x 8 channels are summed in registers, and
+    channels left over as 8 dot products along the patch.
     """
     n, oh, ow, cout = y.shape
     kh, kw, cin, _ = w.shape
@@ -243,6 +263,12 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     yf = y.reshape(n * npix * cout)
     relu = act == ACT_RELU
     f8 = cout - cout % 8    # channels done 8 at a time; the rest one at a time
+    row8 = row - row % 8
+    wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
+    for e in range(kh * row):
+        for f in range(f8, cout):
+            wl[f - f8, e] = wm[e, f]
+    zeros8 = np.zeros(8, dtype=y.dtype)
     for s in numba.prange(n):
         xs, ys = s * hp * rstride, s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
@@ -289,17 +315,39 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
                 _store8(yf, o + 5 * cout, a5, relu)
                 _store8(yf, o + 6 * cout, a6, relu)
                 _store8(yf, o + 7 * cout, a7, relu)
-            for f in range(f8, cout):  # 8 pixels x 1 channel, for the channels left over
-                bf = b[f]
-                acc = (bf, bf, bf, bf, bf, bf, bf, bf)
+            # channels left over, one at a time: 8 pixels, each a dot product of its patch with
+            # w[..., f], taken 8 patch elements at a time (elements beyond the last multiple of 8
+            # in a kernel row are gathered, 8 pixels at a time)
+            for f in range(f8, cout):
+                wf = wl[f - f8]
+                a0 = _load8(zeros8, 0)
+                a1 = a0
+                a2 = a0
+                a3 = a0
+                a4 = a0
+                a5 = a0
+                a6 = a0
+                a7 = a0
+                tail = a0
                 for i in range(kh):
                     o = i * rstride
-                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
-                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
-                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
-                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
-                    for k in range(row):
-                        acc = _fma8(acc, wm[i * row + k, f], (p0[k], p1[k], p2[k], p3[k], p4[k], p5[k], p6[k], p7[k]))
+                    for m in range(0, row8, 8):
+                        v = _load8(wf, i * row + m)
+                        a0 = _fma8v(a0, _load8(xf, b0 + o + m), v)
+                        a1 = _fma8v(a1, _load8(xf, b1 + o + m), v)
+                        a2 = _fma8v(a2, _load8(xf, b2 + o + m), v)
+                        a3 = _fma8v(a3, _load8(xf, b3 + o + m), v)
+                        a4 = _fma8v(a4, _load8(xf, b4 + o + m), v)
+                        a5 = _fma8v(a5, _load8(xf, b5 + o + m), v)
+                        a6 = _fma8v(a6, _load8(xf, b6 + o + m), v)
+                        a7 = _fma8v(a7, _load8(xf, b7 + o + m), v)
+                    for k in range(o + row8, o + row):
+                        tail = _fma8(tail, wf[i * row + k - o], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
+                                                                 xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
+                bf = b[f]
+                acc = (bf + (_hsum8(a0) + tail[0]), bf + (_hsum8(a1) + tail[1]), bf + (_hsum8(a2) + tail[2]),
+                       bf + (_hsum8(a3) + tail[3]), bf + (_hsum8(a4) + tail[4]), bf + (_hsum8(a5) + tail[5]),
+                       bf + (_hsum8(a6) + tail[6]), bf + (_hsum8(a7) + tail[7]))
                 _scatter8(yf, ys + q * cout + f, cout, acc, relu)
         # fewer than 8 output pixels: one output at a time
         for q in range(npix if npix < 8 else 0):
@@ -342,7 +390,14 @@ def conv2d_backward_input_into(dy, w, sh, sw, pt, pl, dyp, wt, zero_bias, dx):
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
-    sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten."""
+    sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten.
+
+    Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
+    least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
+    (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
+    channels left over (cout % 8) take 8 element vectors x 1 channel. Narrower rows gather 8 patch
+    elements x 8 channels, or x 1 channel for the channels left over.
+    """
     n, oh, ow, cout = dy.shape
     kh, kw, cin, _ = dw.shape
     _, hp, wp, _ = xp.shape
@@ -351,6 +406,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     ke = kh * row           # patch elements e = i*row + k, at offset i*rstride + k in xp
     rstride = wp * cin
     dx = sw * cin
+    rjump = sh * rstride - ow * dx
+    sjump = (hp - oh * sh) * rstride
     xf = xp.reshape(n * hp * rstride)
     dyf = dy.reshape(n * oh * ow * cout)
     pf = part.reshape(nc * ke * cout)
@@ -361,11 +418,135 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     offsets = np.empty(ke, np.int64)
     for e in range(ke):
         offsets[e] = (e // row) * rstride + e % row
+    # element vectors: 8 neighbouring elements of one kernel row; the last in a row overlaps the
+    # one before instead of running past the row. vstart[v] is the first element of vector v.
+    nvr = (row + 7) // 8 if row >= 8 else 0
+    nv = kh * nvr
+    vstart = np.empty(max(nv, 1), np.int64)
+    for v in range(nv):
+        vstart[v] = (v // nvr) * row + min(8 * (v % nvr), row - 8)
+    # units (element vector, first of 8 channels), taken in pairs; an odd last unit pairs with itself
+    nu = nv * (cout // 8)
+    ue = np.empty(nu + 1, np.int64)
+    uf = np.empty(nu + 1, np.int64)
+    for u in range(nu):
+        ue[u], uf[u] = vstart[u // (cout // 8)], 8 * (u % (cout // 8))
+    if nu > 0:
+        ue[nu], uf[nu] = ue[nu - 1], uf[nu - 1]
     for kc in numba.prange(nc):
         s0, s1 = kc * n // nc, (kc + 1) * n // nc
+        m = (s1 - s0) * npix        # output pixels in this chunk
         pk = kc * ke * cout
-        # blocks of 8 patch elements x 8 channels, summed over every pixel of the chunk
-        for blk in range((ke + 7) // 8 if ke >= 8 else 0):
+        xs, ts = s0 * hp * rstride, s0 * npix * cout
+        for pair in range((nu + 1) // 2 if row >= 8 else 0):
+            eA, fA, eB, fB = ue[2 * pair], uf[2 * pair], ue[2 * pair + 1], uf[2 * pair + 1]
+            oA, oB = offsets[eA], offsets[eB]
+            a0 = _load8(zeros8, 0)
+            a1 = a0
+            a2 = a0
+            a3 = a0
+            a4 = a0
+            a5 = a0
+            a6 = a0
+            a7 = a0
+            b0 = a0
+            b1 = a0
+            b2 = a0
+            b3 = a0
+            b4 = a0
+            b5 = a0
+            b6 = a0
+            b7 = a0
+            r, c, x0, t = 0, 0, xs, ts
+            for _ in range(m // 2):     # pixels t and t + 1 (x0 and x1)
+                r, c, x1 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+                xa, xb, ya, yb = _load8(xf, x0 + oA), _load8(xf, x0 + oB), _load8(xf, x1 + oA), _load8(xf, x1 + oB)
+                d, e, g, h = _load8(dyf, t + fA), _load8(dyf, t + fB), _load8(dyf, t + cout + fA), \
+                    _load8(dyf, t + cout + fB)
+                a0 = _fma8(_fma8(a0, d[0], xa), g[0], ya)
+                a1 = _fma8(_fma8(a1, d[1], xa), g[1], ya)
+                a2 = _fma8(_fma8(a2, d[2], xa), g[2], ya)
+                a3 = _fma8(_fma8(a3, d[3], xa), g[3], ya)
+                a4 = _fma8(_fma8(a4, d[4], xa), g[4], ya)
+                a5 = _fma8(_fma8(a5, d[5], xa), g[5], ya)
+                a6 = _fma8(_fma8(a6, d[6], xa), g[6], ya)
+                a7 = _fma8(_fma8(a7, d[7], xa), g[7], ya)
+                b0 = _fma8(_fma8(b0, e[0], xb), h[0], yb)
+                b1 = _fma8(_fma8(b1, e[1], xb), h[1], yb)
+                b2 = _fma8(_fma8(b2, e[2], xb), h[2], yb)
+                b3 = _fma8(_fma8(b3, e[3], xb), h[3], yb)
+                b4 = _fma8(_fma8(b4, e[4], xb), h[4], yb)
+                b5 = _fma8(_fma8(b5, e[5], xb), h[5], yb)
+                b6 = _fma8(_fma8(b6, e[6], xb), h[6], yb)
+                b7 = _fma8(_fma8(b7, e[7], xb), h[7], yb)
+                r, c, x0 = _next_pixel(r, c, x1, oh, ow, dx, rjump, sjump)
+                t += 2 * cout
+            if m % 2:                   # the chunk's last pixel
+                xa, xb = _load8(xf, x0 + oA), _load8(xf, x0 + oB)
+                d, e = _load8(dyf, t + fA), _load8(dyf, t + fB)
+                a0, a1, a2, a3 = _fma8(a0, d[0], xa), _fma8(a1, d[1], xa), _fma8(a2, d[2], xa), _fma8(a3, d[3], xa)
+                a4, a5, a6, a7 = _fma8(a4, d[4], xa), _fma8(a5, d[5], xa), _fma8(a6, d[6], xa), _fma8(a7, d[7], xa)
+                b0, b1, b2, b3 = _fma8(b0, e[0], xb), _fma8(b1, e[1], xb), _fma8(b2, e[2], xb), _fma8(b3, e[3], xb)
+                b4, b5, b6, b7 = _fma8(b4, e[4], xb), _fma8(b5, e[5], xb), _fma8(b6, e[6], xb), _fma8(b7, e[7], xb)
+            pA, pB = pk + eA * cout + fA, pk + eB * cout + fB   # a_j, b_j: channel f + j, 8 elements
+            _scatter8(pf, pA, cout, a0, False)
+            _scatter8(pf, pA + 1, cout, a1, False)
+            _scatter8(pf, pA + 2, cout, a2, False)
+            _scatter8(pf, pA + 3, cout, a3, False)
+            _scatter8(pf, pA + 4, cout, a4, False)
+            _scatter8(pf, pA + 5, cout, a5, False)
+            _scatter8(pf, pA + 6, cout, a6, False)
+            _scatter8(pf, pA + 7, cout, a7, False)
+            _scatter8(pf, pB, cout, b0, False)
+            _scatter8(pf, pB + 1, cout, b1, False)
+            _scatter8(pf, pB + 2, cout, b2, False)
+            _scatter8(pf, pB + 3, cout, b3, False)
+            _scatter8(pf, pB + 4, cout, b4, False)
+            _scatter8(pf, pB + 5, cout, b5, False)
+            _scatter8(pf, pB + 6, cout, b6, False)
+            _scatter8(pf, pB + 7, cout, b7, False)
+        # channels left over, with kernel rows of 8 or more: 8 element vectors x 1 channel (the
+        # last group repeats its last vector where fewer than 8 are left)
+        for grp in range((nv + 7) // 8 if cout > f8 else 0):
+            v0 = 8 * grp
+            e0, e1, e2, e3 = vstart[v0], vstart[min(v0 + 1, nv - 1)], vstart[min(v0 + 2, nv - 1)], \
+                vstart[min(v0 + 3, nv - 1)]
+            e4, e5, e6, e7 = vstart[min(v0 + 4, nv - 1)], vstart[min(v0 + 5, nv - 1)], \
+                vstart[min(v0 + 6, nv - 1)], vstart[min(v0 + 7, nv - 1)]
+            o0, o1, o2, o3 = offsets[e0], offsets[e1], offsets[e2], offsets[e3]
+            o4, o5, o6, o7 = offsets[e4], offsets[e5], offsets[e6], offsets[e7]
+            for f in range(f8, cout):
+                a0 = _load8(zeros8, 0)
+                a1 = a0
+                a2 = a0
+                a3 = a0
+                a4 = a0
+                a5 = a0
+                a6 = a0
+                a7 = a0
+                r, c, x0 = 0, 0, xs
+                for t in range(ts + f, ts + m * cout + f, cout):
+                    d = dyf[t]
+                    a0 = _fma8(a0, d, _load8(xf, x0 + o0))
+                    a1 = _fma8(a1, d, _load8(xf, x0 + o1))
+                    a2 = _fma8(a2, d, _load8(xf, x0 + o2))
+                    a3 = _fma8(a3, d, _load8(xf, x0 + o3))
+                    a4 = _fma8(a4, d, _load8(xf, x0 + o4))
+                    a5 = _fma8(a5, d, _load8(xf, x0 + o5))
+                    a6 = _fma8(a6, d, _load8(xf, x0 + o6))
+                    a7 = _fma8(a7, d, _load8(xf, x0 + o7))
+                    r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+                _scatter8(pf, pk + e0 * cout + f, cout, a0, False)
+                _scatter8(pf, pk + e1 * cout + f, cout, a1, False)
+                _scatter8(pf, pk + e2 * cout + f, cout, a2, False)
+                _scatter8(pf, pk + e3 * cout + f, cout, a3, False)
+                _scatter8(pf, pk + e4 * cout + f, cout, a4, False)
+                _scatter8(pf, pk + e5 * cout + f, cout, a5, False)
+                _scatter8(pf, pk + e6 * cout + f, cout, a6, False)
+                _scatter8(pf, pk + e7 * cout + f, cout, a7, False)
+        # kernel rows narrower than 8 (cin of 1 or 2): blocks of 8 patch elements (gathered) x 8
+        # channels, summed over every pixel of the chunk
+        for blk in range((ke + 7) // 8 if row < 8 and ke >= 8 else 0):
             e = min(8 * blk, ke - 8)
             o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
             o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
@@ -378,10 +559,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                 a5 = a0
                 a6 = a0
                 a7 = a0
-                # one loop over the chunk's output pixels t (samples, rows, columns), so that the
-                # accumulators stay in vector registers; x0 follows the pixel's patch in xp
-                s, r, c, x0 = s0, 0, 0, s0 * hp * rstride
-                for t in range(s0 * npix * cout + f0, s1 * npix * cout + f0, cout):
+                r, c, x0 = 0, 0, xs
+                for t in range(ts + f0, ts + m * cout + f0, cout):
                     v = _load8(dyf, t)
                     a0 = _fma8(a0, _at(xf, x0 + o0), v)
                     a1 = _fma8(a1, _at(xf, x0 + o1), v)
@@ -391,7 +570,7 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                     a5 = _fma8(a5, _at(xf, x0 + o5), v)
                     a6 = _fma8(a6, _at(xf, x0 + o6), v)
                     a7 = _fma8(a7, _at(xf, x0 + o7), v)
-                    s, r, c, x0 = _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx)
+                    r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
                 p = pk + e * cout + f0
                 _store8(pf, p, a0, False)
                 _store8(pf, p + cout, a1, False)
@@ -401,20 +580,14 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                 _store8(pf, p + 5 * cout, a5, False)
                 _store8(pf, p + 6 * cout, a6, False)
                 _store8(pf, p + 7 * cout, a7, False)
-            contiguous = o7 - o0 == 7  # the 8 patch elements lie side by side in one kernel row
-            for f in range(f8, cout):  # 8 patch elements x 1 channel, for the channels left over
+            for f in range(f8, cout):
                 acc = _load8(zeros8, 0)
-                s, r, c, x0 = s0, 0, 0, s0 * hp * rstride
-                if contiguous:
-                    for t in range(s0 * npix * cout + f, s1 * npix * cout + f, cout):
-                        acc = _fma8(acc, dyf[t], _load8(xf, x0 + o0))
-                        s, r, c, x0 = _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx)
-                else:
-                    for t in range(s0 * npix * cout + f, s1 * npix * cout + f, cout):
-                        acc = _fma8(acc, dyf[t], (
-                            _at(xf, x0 + o0), _at(xf, x0 + o1), _at(xf, x0 + o2), _at(xf, x0 + o3),
-                            _at(xf, x0 + o4), _at(xf, x0 + o5), _at(xf, x0 + o6), _at(xf, x0 + o7)))
-                        s, r, c, x0 = _next_pixel(s, r, c, x0, oh, ow, hp, sh, rstride, dx)
+                r, c, x0 = 0, 0, xs
+                for t in range(ts + f, ts + m * cout + f, cout):
+                    acc = _fma8(acc, dyf[t], (
+                        _at(xf, x0 + o0), _at(xf, x0 + o1), _at(xf, x0 + o2), _at(xf, x0 + o3),
+                        _at(xf, x0 + o4), _at(xf, x0 + o5), _at(xf, x0 + o6), _at(xf, x0 + o7)))
+                    r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
                 _scatter8(pf, pk + e * cout + f, cout, acc, False)
         # fewer than 8 patch elements (tiny kernels): one weight at a time
         for e in range(ke if ke < 8 else 0):
