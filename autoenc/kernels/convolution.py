@@ -193,6 +193,13 @@ def _scatter8(out, k, step, v, relu):
         out[k + q * step] = max(v[q], 0) if relu else v[q]
 
 
+@numba.njit(cache=True)
+def _copy(a, out):
+    """out[:] = a, for 1-D arrays (a loop from 0: LLVM sees non-negative indices and vectorises)."""
+    for k in range(out.size):
+        out[k] = a[k]
+
+
 @numba.njit(parallel=True, cache=True)
 def pad_into(x, pt, pl, xp):
     """Copy x (n, h, w, c) into the interior of xp (n, hp, wp, c): xp[n, pt+r, pl+c] = x[n, r, c].
@@ -200,11 +207,14 @@ def pad_into(x, pt, pl, xp):
     The halo of xp is left as it is: the caller allocates xp zeroed once and reuses it.
     """
     n, h, w, c = x.shape
+    _, hp, wp, _ = xp.shape
+    xf, xpf = x.reshape(n * h * w * c), xp.reshape(n * hp * wp * c)
+    row = w * c             # one row of x, contiguous in both arrays
     for s in numba.prange(n):
         for r in range(h):
-            for q in range(w):
-                for ch in range(c):
-                    xp[s, pt + r, pl + q, ch] = x[s, r, q, ch]
+            src = (s * h + r) * row
+            dst = ((s * hp + pt + r) * wp + pl) * c
+            _copy(xf[src:src + row], xpf[dst:dst + row])
 
 
 @numba.njit(parallel=True, cache=True)

@@ -83,11 +83,11 @@ def maxpool2d_backward(dy, argmax, dx):
     dy, argmax: (n, oh, ow, c); dx: (n, h, w, c), overwritten.
     """
     n, oh, ow, c = dy.shape
-    w = dx.shape[2]
+    _, h, w, _ = dx.shape
     for s in numba.prange(n):
-        dx[s] = 0
-        for r in range(oh):
-            for q in range(ow):
-                for ch in range(c):
-                    k = argmax[s, r, q, ch]
-                    dx[s, k // w, k % w, ch] += dy[s, r, q, ch]
+        dxs, dys, args = dx[s].reshape(h * w * c), dy[s].reshape(oh * ow * c), argmax[s].reshape(oh * ow * c)
+        dxs[:] = 0
+        for o in range(oh * ow):
+            for ch in range(c):
+                # k = rr*w + qq, so dx[s, rr, qq, ch] is dxs[k*c + ch]: no division needed
+                dxs[args[o * c + ch] * c + ch] += dys[o * c + ch]
