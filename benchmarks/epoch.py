@@ -19,6 +19,9 @@ import subprocess
 import sys
 import time
 
+# Measure the checkout this file sits in, not a copy of autoenc installed elsewhere.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 N_TRAIN, N_VAL, BATCH = 60000, 10000, 256
 
 

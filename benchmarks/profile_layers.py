@@ -2,9 +2,14 @@
 
     python benchmarks/profile_layers.py
 """
+import os
+import sys
 import time
 
 import numpy as np
+
+# Measure the checkout this file sits in, not a copy of autoenc installed elsewhere.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def seed_model(autoenc):

@@ -25,7 +25,10 @@ print(f"RESULT {t_import:.2f} {time.perf_counter() - t0:.2f}")
 
 
 def run(cache_dir):
-    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir, "NUMBA_NUM_THREADS": "2"}
+    # the checkout this file sits in, not a copy of autoenc installed elsewhere
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir, "NUMBA_NUM_THREADS": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][0].split()
     return float(line[1]), float(line[2])
