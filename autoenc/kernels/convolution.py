@@ -252,6 +252,42 @@ def _patch_start(q, ow, sh, rstride, dx):
     return (q // ow) * sh * rstride + (q % ow) * dx
 
 
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
+    """8 output pixels x one channel of conv2d_forward: each pixel's patch (starting at ``starts``
+    in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time; the elements past the
+    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout]."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = _load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    tail = a0
+    for i in range(kh):
+        o_i = i * rstride
+        for m in range(0, row8, 8):
+            v = _load8(wf, i * row + m)
+            a0 = _fma8v(a0, _load8(xf, b0 + o_i + m), v)
+            a1 = _fma8v(a1, _load8(xf, b1 + o_i + m), v)
+            a2 = _fma8v(a2, _load8(xf, b2 + o_i + m), v)
+            a3 = _fma8v(a3, _load8(xf, b3 + o_i + m), v)
+            a4 = _fma8v(a4, _load8(xf, b4 + o_i + m), v)
+            a5 = _fma8v(a5, _load8(xf, b5 + o_i + m), v)
+            a6 = _fma8v(a6, _load8(xf, b6 + o_i + m), v)
+            a7 = _fma8v(a7, _load8(xf, b7 + o_i + m), v)
+        for k in range(o_i + row8, o_i + row):
+            tail = _fma8(tail, wf[i * row + k - o_i], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
+                                                       xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
+    acc = (bf + (_hsum8(a0) + tail[0]), bf + (_hsum8(a1) + tail[1]), bf + (_hsum8(a2) + tail[2]),
+           bf + (_hsum8(a3) + tail[3]), bf + (_hsum8(a4) + tail[4]), bf + (_hsum8(a5) + tail[5]),
+           bf + (_hsum8(a6) + tail[6]), bf + (_hsum8(a7) + tail[7]))
+    _scatter8(yf, o, cout, acc, relu)
+
+
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_forward(xp, w, b, sh, sw, act, y):
     """y[n, r, c, f] = act(b[f] + sum_{i,j,ch} xp[n, r*sh+i, c*sw+j, ch] * w[i, j, ch, f]).
@@ -325,40 +361,10 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
                 _store8(yf, o + 5 * cout, a5, relu)
                 _store8(yf, o + 6 * cout, a6, relu)
                 _store8(yf, o + 7 * cout, a7, relu)
-            # channels left over, one at a time: 8 pixels, each a dot product of its patch with
-            # w[..., f], taken 8 patch elements at a time (elements beyond the last multiple of 8
-            # in a kernel row are gathered, 8 pixels at a time)
-            for f in range(f8, cout):
-                wf = wl[f - f8]
-                a0 = _load8(zeros8, 0)
-                a1 = a0
-                a2 = a0
-                a3 = a0
-                a4 = a0
-                a5 = a0
-                a6 = a0
-                a7 = a0
-                tail = a0
-                for i in range(kh):
-                    o = i * rstride
-                    for m in range(0, row8, 8):
-                        v = _load8(wf, i * row + m)
-                        a0 = _fma8v(a0, _load8(xf, b0 + o + m), v)
-                        a1 = _fma8v(a1, _load8(xf, b1 + o + m), v)
-                        a2 = _fma8v(a2, _load8(xf, b2 + o + m), v)
-                        a3 = _fma8v(a3, _load8(xf, b3 + o + m), v)
-                        a4 = _fma8v(a4, _load8(xf, b4 + o + m), v)
-                        a5 = _fma8v(a5, _load8(xf, b5 + o + m), v)
-                        a6 = _fma8v(a6, _load8(xf, b6 + o + m), v)
-                        a7 = _fma8v(a7, _load8(xf, b7 + o + m), v)
-                    for k in range(o + row8, o + row):
-                        tail = _fma8(tail, wf[i * row + k - o], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
-                                                                 xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
-                bf = b[f]
-                acc = (bf + (_hsum8(a0) + tail[0]), bf + (_hsum8(a1) + tail[1]), bf + (_hsum8(a2) + tail[2]),
-                       bf + (_hsum8(a3) + tail[3]), bf + (_hsum8(a4) + tail[4]), bf + (_hsum8(a5) + tail[5]),
-                       bf + (_hsum8(a6) + tail[6]), bf + (_hsum8(a7) + tail[7]))
-                _scatter8(yf, ys + q * cout + f, cout, acc, relu)
+            starts = (b0, b1, b2, b3, b4, b5, b6, b7)
+            for f in range(f8, cout):   # channels left over, one at a time
+                _forward_dot(xf, wl[f - f8], b[f], yf, starts, ys + q * cout + f, kh, row, row8, rstride, cout,
+                             relu, zeros8)
         # fewer than 8 output pixels: one output at a time
         for q in range(npix if npix < 8 else 0):
             bq = xs + _patch_start(q, ow, sh, rstride, dx)
@@ -395,6 +401,162 @@ def conv2d_backward_input_into(dy, w, sh, sw, pt, pl, dyp, wt, zero_bias, dx):
     dilate_pad_into(dy, sh, sw, kh - 1 - pt, kw - 1 - pl, dyp)
     flip_kernel_into(w, wt)
     conv2d_forward(dyp, wt, zero_bias, 1, 1, ACT_LINEAR, dx)
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, oA, oB, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of two (8 patch elements x 8 channels) blocks over m output pixels: element
+    vectors at offsets oA, oB of each patch (first elements eA, eB), channels from fA, fB; pixels
+    from xs in flat xp and ts in flat dy. Two pixels per step; written into pf at chunk offset pk."""
+    a0 = _load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    b0 = a0
+    b1 = a0
+    b2 = a0
+    b3 = a0
+    b4 = a0
+    b5 = a0
+    b6 = a0
+    b7 = a0
+    r, c, x0, t = 0, 0, xs, ts
+    for _ in range(m // 2):     # pixels t and t + 1 (x0 and x1)
+        r, c, x1 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        xa, xb, ya, yb = _load8(xf, x0 + oA), _load8(xf, x0 + oB), _load8(xf, x1 + oA), _load8(xf, x1 + oB)
+        d, e, g, h = _load8(dyf, t + fA), _load8(dyf, t + fB), _load8(dyf, t + cout + fA), \
+            _load8(dyf, t + cout + fB)
+        a0 = _fma8(_fma8(a0, d[0], xa), g[0], ya)
+        a1 = _fma8(_fma8(a1, d[1], xa), g[1], ya)
+        a2 = _fma8(_fma8(a2, d[2], xa), g[2], ya)
+        a3 = _fma8(_fma8(a3, d[3], xa), g[3], ya)
+        a4 = _fma8(_fma8(a4, d[4], xa), g[4], ya)
+        a5 = _fma8(_fma8(a5, d[5], xa), g[5], ya)
+        a6 = _fma8(_fma8(a6, d[6], xa), g[6], ya)
+        a7 = _fma8(_fma8(a7, d[7], xa), g[7], ya)
+        b0 = _fma8(_fma8(b0, e[0], xb), h[0], yb)
+        b1 = _fma8(_fma8(b1, e[1], xb), h[1], yb)
+        b2 = _fma8(_fma8(b2, e[2], xb), h[2], yb)
+        b3 = _fma8(_fma8(b3, e[3], xb), h[3], yb)
+        b4 = _fma8(_fma8(b4, e[4], xb), h[4], yb)
+        b5 = _fma8(_fma8(b5, e[5], xb), h[5], yb)
+        b6 = _fma8(_fma8(b6, e[6], xb), h[6], yb)
+        b7 = _fma8(_fma8(b7, e[7], xb), h[7], yb)
+        r, c, x0 = _next_pixel(r, c, x1, oh, ow, dx, rjump, sjump)
+        t += 2 * cout
+    if m % 2:                   # the chunk's last pixel
+        xa, xb = _load8(xf, x0 + oA), _load8(xf, x0 + oB)
+        d, e = _load8(dyf, t + fA), _load8(dyf, t + fB)
+        a0, a1, a2, a3 = _fma8(a0, d[0], xa), _fma8(a1, d[1], xa), _fma8(a2, d[2], xa), _fma8(a3, d[3], xa)
+        a4, a5, a6, a7 = _fma8(a4, d[4], xa), _fma8(a5, d[5], xa), _fma8(a6, d[6], xa), _fma8(a7, d[7], xa)
+        b0, b1, b2, b3 = _fma8(b0, e[0], xb), _fma8(b1, e[1], xb), _fma8(b2, e[2], xb), _fma8(b3, e[3], xb)
+        b4, b5, b6, b7 = _fma8(b4, e[4], xb), _fma8(b5, e[5], xb), _fma8(b6, e[6], xb), _fma8(b7, e[7], xb)
+    pA, pB = pk + eA * cout + fA, pk + eB * cout + fB   # a_j, b_j: channel f + j, 8 elements
+    _scatter8(pf, pA, cout, a0, False)
+    _scatter8(pf, pA + 1, cout, a1, False)
+    _scatter8(pf, pA + 2, cout, a2, False)
+    _scatter8(pf, pA + 3, cout, a3, False)
+    _scatter8(pf, pA + 4, cout, a4, False)
+    _scatter8(pf, pA + 5, cout, a5, False)
+    _scatter8(pf, pA + 6, cout, a6, False)
+    _scatter8(pf, pA + 7, cout, a7, False)
+    _scatter8(pf, pB, cout, b0, False)
+    _scatter8(pf, pB + 1, cout, b1, False)
+    _scatter8(pf, pB + 2, cout, b2, False)
+    _scatter8(pf, pB + 3, cout, b3, False)
+    _scatter8(pf, pB + 4, cout, b4, False)
+    _scatter8(pf, pB + 5, cout, b5, False)
+    _scatter8(pf, pB + 6, cout, b6, False)
+    _scatter8(pf, pB + 7, cout, b7, False)
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, es, offs, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of 8 element vectors (first elements es, at offsets offs of each patch) x
+    channel f, over m output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+    o0, o1, o2, o3, o4, o5, o6, o7 = offs
+    a0 = _load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    r, c, x0 = 0, 0, xs
+    for t in range(ts + f, ts + m * cout + f, cout):
+        d = dyf[t]
+        a0 = _fma8(a0, d, _load8(xf, x0 + o0))
+        a1 = _fma8(a1, d, _load8(xf, x0 + o1))
+        a2 = _fma8(a2, d, _load8(xf, x0 + o2))
+        a3 = _fma8(a3, d, _load8(xf, x0 + o3))
+        a4 = _fma8(a4, d, _load8(xf, x0 + o4))
+        a5 = _fma8(a5, d, _load8(xf, x0 + o5))
+        a6 = _fma8(a6, d, _load8(xf, x0 + o6))
+        a7 = _fma8(a7, d, _load8(xf, x0 + o7))
+        r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+    _scatter8(pf, pk + es[0] * cout + f, cout, a0, False)
+    _scatter8(pf, pk + es[1] * cout + f, cout, a1, False)
+    _scatter8(pf, pk + es[2] * cout + f, cout, a2, False)
+    _scatter8(pf, pk + es[3] * cout + f, cout, a3, False)
+    _scatter8(pf, pk + es[4] * cout + f, cout, a4, False)
+    _scatter8(pf, pk + es[5] * cout + f, cout, a5, False)
+    _scatter8(pf, pk + es[6] * cout + f, cout, a6, False)
+    _scatter8(pf, pk + es[7] * cout + f, cout, a7, False)
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of patch elements e..e+7 (gathered from offsets offs) x channels f0..f0+7,
+    over m output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+    o0, o1, o2, o3, o4, o5, o6, o7 = offs
+    a0 = _load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    r, c, x0 = 0, 0, xs
+    for t in range(ts + f0, ts + m * cout + f0, cout):
+        v = _load8(dyf, t)
+        a0 = _fma8(a0, _at(xf, x0 + o0), v)
+        a1 = _fma8(a1, _at(xf, x0 + o1), v)
+        a2 = _fma8(a2, _at(xf, x0 + o2), v)
+        a3 = _fma8(a3, _at(xf, x0 + o3), v)
+        a4 = _fma8(a4, _at(xf, x0 + o4), v)
+        a5 = _fma8(a5, _at(xf, x0 + o5), v)
+        a6 = _fma8(a6, _at(xf, x0 + o6), v)
+        a7 = _fma8(a7, _at(xf, x0 + o7), v)
+        r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+    p = pk + e * cout + f0
+    _store8(pf, p, a0, False)
+    _store8(pf, p + cout, a1, False)
+    _store8(pf, p + 2 * cout, a2, False)
+    _store8(pf, p + 3 * cout, a3, False)
+    _store8(pf, p + 4 * cout, a4, False)
+    _store8(pf, p + 5 * cout, a5, False)
+    _store8(pf, p + 6 * cout, a6, False)
+    _store8(pf, p + 7 * cout, a7, False)
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of patch elements e..e+7 (gathered from offsets offs) x channel f, over m
+    output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+    o0, o1, o2, o3, o4, o5, o6, o7 = offs
+    acc = _load8(zeros8, 0)
+    r, c, x0 = 0, 0, xs
+    for t in range(ts + f, ts + m * cout + f, cout):
+        acc = _fma8(acc, dyf[t], (_at(xf, x0 + o0), _at(xf, x0 + o1), _at(xf, x0 + o2), _at(xf, x0 + o3),
+                                  _at(xf, x0 + o4), _at(xf, x0 + o5), _at(xf, x0 + o6), _at(xf, x0 + o7)))
+        r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+    _scatter8(pf, pk + e * cout + f, cout, acc, False)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -450,71 +612,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
         xs, ts = s0 * hp * rstride, s0 * npix * cout
         for pair in range((nu + 1) // 2 if row >= 8 else 0):
             eA, fA, eB, fB = ue[2 * pair], uf[2 * pair], ue[2 * pair + 1], uf[2 * pair + 1]
-            oA, oB = offsets[eA], offsets[eB]
-            a0 = _load8(zeros8, 0)
-            a1 = a0
-            a2 = a0
-            a3 = a0
-            a4 = a0
-            a5 = a0
-            a6 = a0
-            a7 = a0
-            b0 = a0
-            b1 = a0
-            b2 = a0
-            b3 = a0
-            b4 = a0
-            b5 = a0
-            b6 = a0
-            b7 = a0
-            r, c, x0, t = 0, 0, xs, ts
-            for _ in range(m // 2):     # pixels t and t + 1 (x0 and x1)
-                r, c, x1 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-                xa, xb, ya, yb = _load8(xf, x0 + oA), _load8(xf, x0 + oB), _load8(xf, x1 + oA), _load8(xf, x1 + oB)
-                d, e, g, h = _load8(dyf, t + fA), _load8(dyf, t + fB), _load8(dyf, t + cout + fA), \
-                    _load8(dyf, t + cout + fB)
-                a0 = _fma8(_fma8(a0, d[0], xa), g[0], ya)
-                a1 = _fma8(_fma8(a1, d[1], xa), g[1], ya)
-                a2 = _fma8(_fma8(a2, d[2], xa), g[2], ya)
-                a3 = _fma8(_fma8(a3, d[3], xa), g[3], ya)
-                a4 = _fma8(_fma8(a4, d[4], xa), g[4], ya)
-                a5 = _fma8(_fma8(a5, d[5], xa), g[5], ya)
-                a6 = _fma8(_fma8(a6, d[6], xa), g[6], ya)
-                a7 = _fma8(_fma8(a7, d[7], xa), g[7], ya)
-                b0 = _fma8(_fma8(b0, e[0], xb), h[0], yb)
-                b1 = _fma8(_fma8(b1, e[1], xb), h[1], yb)
-                b2 = _fma8(_fma8(b2, e[2], xb), h[2], yb)
-                b3 = _fma8(_fma8(b3, e[3], xb), h[3], yb)
-                b4 = _fma8(_fma8(b4, e[4], xb), h[4], yb)
-                b5 = _fma8(_fma8(b5, e[5], xb), h[5], yb)
-                b6 = _fma8(_fma8(b6, e[6], xb), h[6], yb)
-                b7 = _fma8(_fma8(b7, e[7], xb), h[7], yb)
-                r, c, x0 = _next_pixel(r, c, x1, oh, ow, dx, rjump, sjump)
-                t += 2 * cout
-            if m % 2:                   # the chunk's last pixel
-                xa, xb = _load8(xf, x0 + oA), _load8(xf, x0 + oB)
-                d, e = _load8(dyf, t + fA), _load8(dyf, t + fB)
-                a0, a1, a2, a3 = _fma8(a0, d[0], xa), _fma8(a1, d[1], xa), _fma8(a2, d[2], xa), _fma8(a3, d[3], xa)
-                a4, a5, a6, a7 = _fma8(a4, d[4], xa), _fma8(a5, d[5], xa), _fma8(a6, d[6], xa), _fma8(a7, d[7], xa)
-                b0, b1, b2, b3 = _fma8(b0, e[0], xb), _fma8(b1, e[1], xb), _fma8(b2, e[2], xb), _fma8(b3, e[3], xb)
-                b4, b5, b6, b7 = _fma8(b4, e[4], xb), _fma8(b5, e[5], xb), _fma8(b6, e[6], xb), _fma8(b7, e[7], xb)
-            pA, pB = pk + eA * cout + fA, pk + eB * cout + fB   # a_j, b_j: channel f + j, 8 elements
-            _scatter8(pf, pA, cout, a0, False)
-            _scatter8(pf, pA + 1, cout, a1, False)
-            _scatter8(pf, pA + 2, cout, a2, False)
-            _scatter8(pf, pA + 3, cout, a3, False)
-            _scatter8(pf, pA + 4, cout, a4, False)
-            _scatter8(pf, pA + 5, cout, a5, False)
-            _scatter8(pf, pA + 6, cout, a6, False)
-            _scatter8(pf, pA + 7, cout, a7, False)
-            _scatter8(pf, pB, cout, b0, False)
-            _scatter8(pf, pB + 1, cout, b1, False)
-            _scatter8(pf, pB + 2, cout, b2, False)
-            _scatter8(pf, pB + 3, cout, b3, False)
-            _scatter8(pf, pB + 4, cout, b4, False)
-            _scatter8(pf, pB + 5, cout, b5, False)
-            _scatter8(pf, pB + 6, cout, b6, False)
-            _scatter8(pf, pB + 7, cout, b7, False)
+            _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, offsets[eA], offsets[eB], cout, oh, ow, dx,
+                     rjump, sjump, zeros8)
         # channels left over, with kernel rows of 8 or more: 8 element vectors x 1 channel (the
         # last group repeats its last vector where fewer than 8 are left)
         for grp in range((nv + 7) // 8 if cout > f8 else 0):
@@ -526,79 +625,19 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
             o0, o1, o2, o3 = offsets[e0], offsets[e1], offsets[e2], offsets[e3]
             o4, o5, o6, o7 = offsets[e4], offsets[e5], offsets[e6], offsets[e7]
             for f in range(f8, cout):
-                a0 = _load8(zeros8, 0)
-                a1 = a0
-                a2 = a0
-                a3 = a0
-                a4 = a0
-                a5 = a0
-                a6 = a0
-                a7 = a0
-                r, c, x0 = 0, 0, xs
-                for t in range(ts + f, ts + m * cout + f, cout):
-                    d = dyf[t]
-                    a0 = _fma8(a0, d, _load8(xf, x0 + o0))
-                    a1 = _fma8(a1, d, _load8(xf, x0 + o1))
-                    a2 = _fma8(a2, d, _load8(xf, x0 + o2))
-                    a3 = _fma8(a3, d, _load8(xf, x0 + o3))
-                    a4 = _fma8(a4, d, _load8(xf, x0 + o4))
-                    a5 = _fma8(a5, d, _load8(xf, x0 + o5))
-                    a6 = _fma8(a6, d, _load8(xf, x0 + o6))
-                    a7 = _fma8(a7, d, _load8(xf, x0 + o7))
-                    r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-                _scatter8(pf, pk + e0 * cout + f, cout, a0, False)
-                _scatter8(pf, pk + e1 * cout + f, cout, a1, False)
-                _scatter8(pf, pk + e2 * cout + f, cout, a2, False)
-                _scatter8(pf, pk + e3 * cout + f, cout, a3, False)
-                _scatter8(pf, pk + e4 * cout + f, cout, a4, False)
-                _scatter8(pf, pk + e5 * cout + f, cout, a5, False)
-                _scatter8(pf, pk + e6 * cout + f, cout, a6, False)
-                _scatter8(pf, pk + e7 * cout + f, cout, a7, False)
+                _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, (e0, e1, e2, e3, e4, e5, e6, e7),
+                                (o0, o1, o2, o3, o4, o5, o6, o7), cout, oh, ow, dx, rjump, sjump, zeros8)
         # kernel rows narrower than 8 (cin of 1 or 2): blocks of 8 patch elements (gathered) x 8
         # channels, summed over every pixel of the chunk
         for blk in range((ke + 7) // 8 if row < 8 and ke >= 8 else 0):
             e = min(8 * blk, ke - 8)
             o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
             o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
+            offs = (o0, o1, o2, o3, o4, o5, o6, o7)
             for f0 in range(0, f8, 8):
-                a0 = _load8(zeros8, 0)
-                a1 = a0
-                a2 = a0
-                a3 = a0
-                a4 = a0
-                a5 = a0
-                a6 = a0
-                a7 = a0
-                r, c, x0 = 0, 0, xs
-                for t in range(ts + f0, ts + m * cout + f0, cout):
-                    v = _load8(dyf, t)
-                    a0 = _fma8(a0, _at(xf, x0 + o0), v)
-                    a1 = _fma8(a1, _at(xf, x0 + o1), v)
-                    a2 = _fma8(a2, _at(xf, x0 + o2), v)
-                    a3 = _fma8(a3, _at(xf, x0 + o3), v)
-                    a4 = _fma8(a4, _at(xf, x0 + o4), v)
-                    a5 = _fma8(a5, _at(xf, x0 + o5), v)
-                    a6 = _fma8(a6, _at(xf, x0 + o6), v)
-                    a7 = _fma8(a7, _at(xf, x0 + o7), v)
-                    r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-                p = pk + e * cout + f0
-                _store8(pf, p, a0, False)
-                _store8(pf, p + cout, a1, False)
-                _store8(pf, p + 2 * cout, a2, False)
-                _store8(pf, p + 3 * cout, a3, False)
-                _store8(pf, p + 4 * cout, a4, False)
-                _store8(pf, p + 5 * cout, a5, False)
-                _store8(pf, p + 6 * cout, a6, False)
-                _store8(pf, p + 7 * cout, a7, False)
+                _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump, sjump, zeros8)
             for f in range(f8, cout):
-                acc = _load8(zeros8, 0)
-                r, c, x0 = 0, 0, xs
-                for t in range(ts + f, ts + m * cout + f, cout):
-                    acc = _fma8(acc, dyf[t], (
-                        _at(xf, x0 + o0), _at(xf, x0 + o1), _at(xf, x0 + o2), _at(xf, x0 + o3),
-                        _at(xf, x0 + o4), _at(xf, x0 + o5), _at(xf, x0 + o6), _at(xf, x0 + o7)))
-                    r, c, x0 = _next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-                _scatter8(pf, pk + e * cout + f, cout, acc, False)
+                _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rjump, sjump, zeros8)
         # fewer than 8 patch elements (tiny kernels): one weight at a time
         for e in range(ke if ke < 8 else 0):
             for f in range(cout):
