@@ -21,6 +21,7 @@ ODD_CASES = [
     (3, 2, 17, 1, 3, 3, 1, 1, "same"),    # fewer than 8 output pixels
     (10, 10, 1, 3, 1, 2, 3, 1, "valid"),  # fewer than 8 patch elements
     (8, 9, 3, 8, 3, 3, 2, 2, "valid"),
+    (7, 7, 8, 9, 3, 3, 1, 1, "same"),     # odd pixel count, an odd number of weight-gradient blocks, 1 channel left
 ]
 
 
