@@ -73,4 +73,4 @@ def test_debugging_session_in_pdb(tmp_path):
     assert out.count("Breakpoint ") >= 3, out
     for line in expected:
         assert line in out, f"pdb did not print {line!r}:\n{out}"
-    assert "backward()" in out and "conv2d_backward_bias()" in out and "conv2d_backward_kernel_naive()" in out
+    assert "backward()" in out and "conv2d_backward_dz()" in out and "conv2d_backward_kernel_naive()" in out

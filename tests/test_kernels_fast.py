@@ -79,6 +79,38 @@ def test_float64_matches_oracle(case):
     check(*case, dtype=np.float64, n=2)
 
 
+@pytest.mark.parametrize("shape, strides, relu, pad", [
+    ((4, 28, 28, 16), (1, 1), True, True),     # the seed model's decoder
+    ((4, 28, 28, 1), (1, 1), False, True),     # its output layer (sigmoid: the mask is applied before)
+    ((3, 5, 7, 11), (2, 3), True, True),       # strides spread dz out; 8 + 3 channels
+    ((3, 6, 5, 9), (1, 1), True, False),       # a first layer: no input gradient, so no dzp
+])
+def test_backward_dz_matches_the_kernels_it_fuses(shape, strides, relu, pad):
+    """conv2d_backward_dz = relu mask, then conv2d_backward_bias and dilate_pad_into, bit for bit."""
+    rng = np.random.default_rng(3)
+    n, oh, ow, c = shape
+    sh, sw = strides
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)   # a ReLU's output: many exact zeros
+    hp, wp = (oh - 1) * sh + 3, (ow - 1) * sw + 3
+    dz, db = np.full(shape, np.nan, np.float32), np.full(c, np.nan, np.float32)
+    dzp = np.zeros((n if pad else 0, hp, wp, c), np.float32)
+    K.conv2d_backward_dz(dy, y, relu, sh, sw, 1, 1, dz, dzp, np.empty((K.n_chunks(n), c), np.float32), db)
+
+    want_dz = np.where(y > 0, dy, 0).astype(np.float32) if relu else dy
+    want_db = np.empty(c, np.float32)
+    K.conv2d_backward_bias(want_dz, want_db)
+    np.testing.assert_array_equal(dz, want_dz)
+    np.testing.assert_array_equal(db, want_db)
+    np.testing.assert_allclose(db, K.conv2d_backward_bias_naive(want_dz), rtol=0,
+                               atol=1e-6 * np.abs(want_dz).sum(axis=(0, 1, 2)).max())  # float32 sums
+    if pad:
+        want_dzp = np.zeros_like(dzp)
+        K.dilate_pad_into(want_dz, sh, sw, 1, 1, want_dzp)
+        np.testing.assert_array_equal(dzp, want_dzp)
+        assert want_dzp[:, 1:1 + (oh - 1) * sh + 1:sh, 1:1 + (ow - 1) * sw + 1:sw].tolist() == want_dz.tolist()
+
+
 _DETERMINISM_SCRIPT = r"""
 import hashlib, sys
 import numpy as np

@@ -233,6 +233,75 @@ def dilate_pad_into(dy, sh, sw, top, left, dyp):
 
 
 @numba.njit(cache=True)
+def _add8(a, b):
+    """a + b over 8-tuples."""
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6], a[7] + b[7])
+
+
+@numba.njit(cache=True)
+def _where_positive8(v, y, zero):
+    """v[q] where y[q] > 0, else zero, over 8-tuples."""
+    return (v[0] if y[0] > 0 else zero, v[1] if y[1] > 0 else zero, v[2] if y[2] > 0 else zero,
+            v[3] if y[3] > 0 else zero, v[4] if y[4] > 0 else zero, v[5] if y[5] > 0 else zero,
+            v[6] if y[6] > 0 else zero, v[7] if y[7] > 0 else zero)
+
+
+@numba.njit(parallel=True, cache=True)
+def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
+    """The one pass over the output gradient that the three gradient kernels need:
+
+        dz = dy where y > 0, else 0     (relu; otherwise dz = dy)
+        db[f] = sum_{n,r,c} dz[n, r, c, f]
+        dzp[n, top + r*sh, left + c*sw] = dz[n, r, c]   (as dilate_pad_into; skipped if dzp has no samples)
+
+    dy, y, dz: (n, oh, ow, c); dzp: (n, hp, wp, c), zero elsewhere, or (0, hp, wp, c) to skip;
+    part: (nc, c) work array (nc = n_chunks(n)); db: (c,). dz, dzp, part and db are overwritten.
+    db is summed like conv2d_backward_bias (fixed chunks of the batch, then the chunks in order),
+    so the two agree bit for bit. Fusing the three saves two passes over dz.
+    """
+    n, oh, ow, c = dy.shape
+    nc = part.shape[0]
+    pad = dzp.shape[0] > 0
+    _, hp, wp, _ = dzp.shape
+    dyf, yf, dzf = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
+    dzpf = dzp.reshape(dzp.size)
+    c8 = c - c % 8
+    zero = dz.dtype.type(0)
+    for k in numba.prange(nc):
+        pk = part[k]
+        pk[:] = 0
+        for s in range(k * n // nc, (k + 1) * n // nc):
+            for r in range(oh):
+                i0 = (s * oh + r) * ow * c                      # row r of sample s in dy, y, dz
+                p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
+                for f0 in range(0, c8, 8):  # 8 channels at a time
+                    acc = _load8(pk, f0)
+                    for q in range(ow):
+                        i = i0 + q * c + f0
+                        v = _load8(dyf, i)
+                        if relu:
+                            v = _where_positive8(v, _load8(yf, i), zero)
+                        _store8(dzf, i, v, False)
+                        if pad:
+                            _store8(dzpf, p0 + q * sw * c + f0, v, False)
+                        acc = _add8(acc, v)
+                    _store8(pk, f0, acc, False)
+                for f in range(c8, c):      # channels left over
+                    a = pk[f]
+                    for q in range(ow):
+                        i = i0 + q * c + f
+                        v = dyf[i] if not relu or yf[i] > 0 else zero
+                        dzf[i] = v
+                        if pad:
+                            dzpf[p0 + q * sw * c + f] = v
+                        a += v
+                    pk[f] = a
+    db[:] = part[0]
+    for k in range(1, nc):
+        db += part[k]
+
+
+@numba.njit(cache=True)
 def flip_kernel_into(w, wt):
     """wt[i, j, f, ch] = w[kh-1-i, kw-1-j, ch, f]: the kernel of the transposed convolution.
 

@@ -98,34 +98,34 @@ class Conv2D(Layer):
         """dz = dy * activation'(z) (or dy itself when ``from_logits``, the loss having given dL/dz);
         then kernel, bias and input gradients (formulas in autoenc.kernels.convolution). Returns dx,
         or None when ``need_dx`` is False (a first layer: nothing upstream needs it)."""
-        if from_logits or self.activation.name == "linear":
-            dz = dy
-        else:
-            dz = self._buffer("dz", dy.shape)
-            dy = np.ascontiguousarray(dy, dtype=self._y.dtype)
-            if self.activation.name == "relu":
-                E.relu_backward(dy, self._y, dz)
-            elif self.activation.name == "sigmoid":
-                E.sigmoid_backward(dy, self._y, dz)
+        dy = np.ascontiguousarray(dy, dtype=self._y.dtype)  # the kernels walk flat views
+        relu = self.activation.name == "relu" and not from_logits
+        if not (relu or from_logits or self.activation.name == "linear"):
+            act = self._buffer("dact", dy.shape)
+            if self.activation.name == "sigmoid":
+                E.sigmoid_backward(dy, self._y, act)
             else:
-                self.activation.backward(dy, self._y, dz)
-        dz = np.ascontiguousarray(dz)  # the kernels walk flat views (no copy when already contiguous)
+                self.activation.backward(dy, self._y, act)
+            dy = act
         sh, sw = self.strides
-        n = dz.shape[0]
+        n = dy.shape[0]
         kh, kw, cin, cout = self.params["kernel"].shape
+        h, w = self._x_shape[1], self._x_shape[2]
+        # one pass: dz (relu mask), the bias gradient, and dz spread into the halo of the
+        # input-gradient convolution (dzp; see conv2d_backward_input)
+        dz = self._buffer("dz", dy.shape)
+        dzp = self._buffer("dzp", (n if need_dx else 0, h + kh - 1, w + kw - 1, cout), zeros=True)
+        db = self.grads["bias"] if self.use_bias else self._buffer("db_unused", (cout,))
+        K.conv2d_backward_dz(dy, self._y, relu, sh, sw, kh - 1 - self._pads[0], kw - 1 - self._pads[1], dz, dzp,
+                             self._buffer("db_chunks", (K.n_chunks(n), cout)), db)
         part = self._buffer("dw_chunks", (K.n_chunks(n), kh, kw, cin, cout))
         K.conv2d_backward_kernel_chunks(self._xp, dz, sh, sw, part, self.grads["kernel"])
-        if self.use_bias:
-            K.conv2d_backward_bias(dz, self.grads["bias"])
         if not need_dx:
             return None
         dx = self._buffer("dx", self._x_shape)
-        h, w = self._x_shape[1], self._x_shape[2]
-        dzp = self._buffer("dzp", (n, h + kh - 1, w + kw - 1, cout), zeros=True)
         wt = self._buffer("kernel_t", (kh, kw, cout, cin))
-        zero = self._buffer("zero_bias_t", (cin,), zeros=True)
-        K.conv2d_backward_input_into(dz, self.params["kernel"], sh, sw, self._pads[0], self._pads[1], dzp, wt,
-                                     zero, dx)
+        K.flip_kernel_into(self.params["kernel"], wt)
+        K.conv2d_forward(dzp, wt, self._buffer("zero_bias_t", (cin,), zeros=True), 1, 1, K.ACT_LINEAR, dx)
         return dx
 
     def get_config(self):
