@@ -80,7 +80,7 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
 def maxpool2d_backward(dy, argmax, dx):
     """dx[n, k // w, k % w, ch] += dy[n, r, q, ch] with k = argmax[n, r, q, ch].
 
-    dy, argmax: (n, oh, ow, c); dx: (n, h, w, c), overwritten.
+    dy, argmax: (n, oh, ow, c); dx: (n, h, w, c), overwritten; all C-contiguous.
     """
     n, oh, ow, c = dy.shape
     _, h, w, _ = dx.shape

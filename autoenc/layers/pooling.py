@@ -39,7 +39,6 @@ class MaxPooling2D(Layer):
         pl, _, ow = conv_padding(w, pw, sw, self.padding)
         y = self._buffer("y", (n, oh, ow, c))
         argmax = self._buffer("argmax", y.shape, dtype=np.int32)
-        x = np.ascontiguousarray(x)  # the kernels walk flat views (no copy when already contiguous)
         K.maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax)
         self._argmax, self._x_shape = argmax, x.shape
         return y
@@ -47,7 +46,7 @@ class MaxPooling2D(Layer):
     def backward(self, dy):
         """dx gets dy at the first maximum of each window, zero elsewhere (summed where windows overlap)."""
         dx = self._buffer("dx", self._x_shape)
-        K.maxpool2d_backward(np.ascontiguousarray(dy), self._argmax, dx)
+        K.maxpool2d_backward(np.ascontiguousarray(dy), self._argmax, dx)  # it walks flat views of dy
         return dx
 
     def get_config(self):
