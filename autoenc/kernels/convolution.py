@@ -453,21 +453,22 @@ def conv2d_backward_input(dy, w, sh, sw, pt, pl, dx):
 
     This is a convolution too: spread dy out by the strides inside a halo of kh-1-pt rows on top and
     kw-1-pl columns on the left (dyp), and correlate it, stride 1 and 'valid', with the kernel
-    rotated by 180 degrees and its channel axes swapped (wt). Layers keep dyp and wt between calls
-    (:func:`conv2d_backward_input_into`); this function allocates them.
+    rotated by 180 degrees and its channel axes swapped (wt). Layers keep dyp and wt between calls,
+    fill dyp in the same pass as the bias gradient (:func:`conv2d_backward_dz`) and call
+    :func:`conv2d_backward_input_padded`; this function allocates them.
     """
     kh, kw, cin, cout = w.shape
     n, h, wd, _ = dx.shape
     dyp = np.zeros((n, h + kh - 1, wd + kw - 1, cout), dtype=dy.dtype)
-    wt = np.empty((kh, kw, cout, cin), dtype=w.dtype)
-    conv2d_backward_input_into(dy, w, sh, sw, pt, pl, dyp, wt, np.zeros(cin, dtype=w.dtype), dx)
-
-
-def conv2d_backward_input_into(dy, w, sh, sw, pt, pl, dyp, wt, zero_bias, dx):
-    """:func:`conv2d_backward_input` with its work arrays given: dyp (n, h+kh-1, w+kw-1, cout),
-    zero outside the entries this call writes; wt (kh, kw, cout, cin); zero_bias (cin,) of zeros."""
-    kh, kw = w.shape[0], w.shape[1]
     dilate_pad_into(dy, sh, sw, kh - 1 - pt, kw - 1 - pl, dyp)
+    conv2d_backward_input_padded(dyp, w, np.empty((kh, kw, cout, cin), dtype=w.dtype),
+                                 np.zeros(cin, dtype=w.dtype), dx)
+
+
+def conv2d_backward_input_padded(dyp, w, wt, zero_bias, dx):
+    """:func:`conv2d_backward_input` from dy already spread into its halo (dyp: (n, h+kh-1,
+    w+kw-1, cout)): correlate dyp with the flipped kernel. wt (kh, kw, cout, cin) is overwritten;
+    zero_bias (cin,) holds zeros."""
     flip_kernel_into(w, wt)
     conv2d_forward(dyp, wt, zero_bias, 1, 1, ACT_LINEAR, dx)
 

@@ -123,9 +123,8 @@ class Conv2D(Layer):
         if not need_dx:
             return None
         dx = self._buffer("dx", self._x_shape)
-        wt = self._buffer("kernel_t", (kh, kw, cout, cin))
-        K.flip_kernel_into(self.params["kernel"], wt)
-        K.conv2d_forward(dzp, wt, self._buffer("zero_bias_t", (cin,), zeros=True), 1, 1, K.ACT_LINEAR, dx)
+        K.conv2d_backward_input_padded(dzp, self.params["kernel"], self._buffer("kernel_t", (kh, kw, cout, cin)),
+                                       self._buffer("zero_bias_t", (cin,), zeros=True), dx)
         return dx
 
     def get_config(self):
