@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from autoenc import initializers, regularizers
+from autoenc import activations, initializers, regularizers
 
 _name_counts = {}
 
@@ -114,6 +114,26 @@ class Layer:
     def compute_output_shape(self, input_shape):
         """The output shape for ``input_shape`` (both with the batch entry, None for symbolic)."""
         return tuple(input_shape)
+
+    def _set_kernel_bias_options(self, activation, use_bias, kernel_initializer, bias_initializer,
+                                 kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint):
+        """The arguments Conv2D and Dense share with Keras: kept as objects (constraints refused)."""
+        if kernel_constraint is not None or bias_constraint is not None:
+            raise ValueError(f"{type(self).__name__} does not support kernel or bias constraints")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def _kernel_bias_config(self):
+        """The config entries of :meth:`_set_kernel_bias_options`, serialized as Keras does."""
+        return {"activation": self.activation.name, "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
 
     def add_weight(self, name, shape, initializer, regularizer=None):
         """Create a parameter and its gradient buffer. Returns the parameter array."""

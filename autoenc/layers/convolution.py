@@ -1,7 +1,6 @@
 """Conv2D: a 2-D convolution over NHWC inputs, with bias and activation."""
 import numpy as np
 
-from autoenc import activations, initializers, regularizers
 from autoenc.kernels import convolution as K
 from autoenc.kernels import elementwise as E
 from autoenc.layers.base import Layer, format_shape
@@ -34,14 +33,8 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D supports dilation_rate=(1, 1) only, got {dilation_rate!r}")
         if groups != 1:
             raise ValueError(f"Conv2D supports groups=1 only, got {groups!r}")
-        if kernel_constraint is not None or bias_constraint is not None:
-            raise ValueError("Conv2D does not support kernel or bias constraints")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._set_kernel_bias_options(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                                      bias_regularizer, kernel_constraint, bias_constraint)
 
     def check_input_shape(self, shape):
         if not isinstance(shape, tuple) or len(shape) != 4:
@@ -129,9 +122,4 @@ class Conv2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "padding": self.padding, "activation": self.activation.name,
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+                "strides": self.strides, "padding": self.padding, **self._kernel_bias_config()}

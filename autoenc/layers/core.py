@@ -1,7 +1,7 @@
 """Dense and Activation layers."""
 import numpy as np
 
-from autoenc import activations, initializers, regularizers
+from autoenc import activations
 from autoenc.layers.base import Layer, format_shape
 
 
@@ -17,15 +17,9 @@ class Dense(Layer):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense units must be a positive int, got {units!r}")
-        if kernel_constraint is not None or bias_constraint is not None:
-            raise ValueError("Dense does not support kernel or bias constraints")
         self.units = int(units)
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._set_kernel_bias_options(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                                      bias_regularizer, kernel_constraint, bias_constraint)
 
     def check_input_shape(self, shape):
         if not isinstance(shape, tuple) or len(shape) < 2:
@@ -72,12 +66,7 @@ class Dense(Layer):
         return dx.reshape(self._x_shape)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+        return {**super().get_config(), "units": self.units, **self._kernel_bias_config()}
 
 
 class Activation(Layer):
