@@ -64,6 +64,21 @@ def test_uncompiled_model_loads_uncompiled(tmp_path):
     assert not load_model(tmp_path / "u.autoenc").compiled
 
 
+def assert_resume_is_exact(fresh, x, epochs, batch_size, path, between=None):
+    """Training ``epochs`` straight equals one epoch, save, load (after ``between()``), and the rest."""
+    straight = fresh()
+    straight.fit(x, x, epochs=epochs, batch_size=batch_size, verbose=0)
+    first = fresh()
+    first.fit(x, x, epochs=1, batch_size=batch_size, verbose=0)
+    first.save(path)
+    if between is not None:
+        between()
+    resumed = load_model(path)
+    resumed.fit(x, x, epochs=epochs, initial_epoch=1, batch_size=batch_size, verbose=0)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_resumed_training_equals_uninterrupted_training(tmp_path, data):
     def fresh():
         autoenc.set_random_seed(7)
@@ -71,17 +86,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, data):
         model.compile("adam", "binary_crossentropy")
         return model
 
-    straight = fresh()
-    straight.fit(data, data, epochs=3, batch_size=16, verbose=0)
-
-    first = fresh()
-    first.fit(data, data, epochs=1, batch_size=16, verbose=0)
-    first.save(tmp_path / "ckpt.autoenc")
-    autoenc.set_random_seed(999)   # whatever happens in between, loading restores the shuffling state
-    resumed = load_model(tmp_path / "ckpt.autoenc")
-    resumed.fit(data, data, epochs=3, initial_epoch=1, batch_size=16, verbose=0)
-    for a, b in zip(resumed.get_weights(), straight.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    # whatever happens in between, loading restores the shuffling state
+    assert_resume_is_exact(fresh, data, 3, 16, tmp_path / "ckpt.autoenc", between=lambda: autoenc.set_random_seed(999))
 
 
 def test_resume_is_exact_with_a_seeded_dropout(tmp_path):
@@ -94,15 +100,7 @@ def test_resume_is_exact_with_a_seeded_dropout(tmp_path):
         model.compile("adam", "mse")
         return model
 
-    straight = fresh()
-    straight.fit(x, x, epochs=2, batch_size=8, verbose=0)
-    first = fresh()
-    first.fit(x, x, epochs=1, batch_size=8, verbose=0)
-    first.save(tmp_path / "d.autoenc")
-    resumed = load_model(tmp_path / "d.autoenc")
-    resumed.fit(x, x, epochs=2, initial_epoch=1, batch_size=8, verbose=0)
-    for a, b in zip(resumed.get_weights(), straight.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    assert_resume_is_exact(fresh, x, 2, 8, tmp_path / "d.autoenc")
 
 
 def test_metadata_round_trip(tmp_path):
