@@ -1,10 +1,10 @@
 """Elementwise activation kernels, fused so that no temporary array is made.
 
-    relu:    dz = dy * (y > 0)
     sigmoid: y = 1 / (1 + e^-z) (as e^z / (1 + e^z) for z < 0, so neither form overflows);
              dz = dy * y * (1 - y)
 
-Arrays of one shape, any layout NumPy iterates with ``.flat``; the kernels walk them as 1-D views.
+(ReLU's backward, dz = dy * (y > 0), is part of conv2d_backward_dz, in the same pass as the bias
+gradient.) Arrays of one shape, C-contiguous; the kernels walk them as 1-D views.
 """
 import numba
 import numpy as np
@@ -14,12 +14,6 @@ import numpy as np
 # depend on how the blocks are shared out). Each block is a 1-D slice that a plain loop walks from
 # 0, so that LLVM sees non-negative indices and vectorises it.
 _BLOCKS = 64
-
-
-@numba.njit(cache=True)
-def _relu_backward_1d(a, b, out):
-    for k in range(out.size):
-        out[k] = a[k] if b[k] > 0 else 0
 
 
 @numba.njit(cache=True)
@@ -34,16 +28,6 @@ def _sigmoid_forward_1d(a, out):
 def _sigmoid_backward_1d(a, b, out):
     for k in range(out.size):
         out[k] = a[k] * (b[k] * (1 - b[k]))
-
-
-@numba.njit(parallel=True, cache=True)
-def relu_backward(dy, y, dz):
-    """dz = dy where y > 0, else 0. dy, y, dz: C-contiguous, one shape; dz overwritten."""
-    a, b, out = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
-    n = out.size
-    for blk in numba.prange(_BLOCKS):
-        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
-        _relu_backward_1d(a[lo:hi], b[lo:hi], out[lo:hi])
 
 
 @numba.njit(parallel=True, cache=True)
