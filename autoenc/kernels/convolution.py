@@ -373,6 +373,7 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     rstride = wp * cin      # from one xp row to the next
     dx = sw * cin           # from one output pixel's patch to the next along a row
     npix = oh * ow
+    rjump = sh * rstride - ow * dx  # extra move at the end of an output row
     xf = xp.reshape(n * hp * rstride)
     wm = w.reshape(kh * row, cout)    # wm[i*row + k] = row k of W_i
     yf = y.reshape(n * npix * cout)
@@ -388,14 +389,15 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
         xs, ys = s * hp * rstride, s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
             q = min(8 * blk, npix - 8)
-            b0 = xs + _patch_start(q, ow, sh, rstride, dx)
-            b1 = xs + _patch_start(q + 1, ow, sh, rstride, dx)
-            b2 = xs + _patch_start(q + 2, ow, sh, rstride, dx)
-            b3 = xs + _patch_start(q + 3, ow, sh, rstride, dx)
-            b4 = xs + _patch_start(q + 4, ow, sh, rstride, dx)
-            b5 = xs + _patch_start(q + 5, ow, sh, rstride, dx)
-            b6 = xs + _patch_start(q + 6, ow, sh, rstride, dx)
-            b7 = xs + _patch_start(q + 7, ow, sh, rstride, dx)
+            r, c = q // ow, q % ow   # then step along the raster, without dividing
+            b0 = xs + r * sh * rstride + c * dx
+            r, c, b1 = _next_pixel(r, c, b0, oh, ow, dx, rjump, 0)
+            r, c, b2 = _next_pixel(r, c, b1, oh, ow, dx, rjump, 0)
+            r, c, b3 = _next_pixel(r, c, b2, oh, ow, dx, rjump, 0)
+            r, c, b4 = _next_pixel(r, c, b3, oh, ow, dx, rjump, 0)
+            r, c, b5 = _next_pixel(r, c, b4, oh, ow, dx, rjump, 0)
+            r, c, b6 = _next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
+            r, c, b7 = _next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
             for f0 in range(0, f8, 8):  # 8 pixels x 8 channels
                 a0 = _load8(b, f0)
                 a1 = a0
