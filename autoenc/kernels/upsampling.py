@@ -25,25 +25,41 @@ def upsample2d_backward_naive(dy, size):
 @numba.njit(parallel=True, cache=True)
 def upsample2d_forward(x, sh, sw, y):
     """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c)."""
-    n, oh, ow, c = y.shape
+    n, h, w, c = x.shape
+    _, oh, ow, _ = y.shape
     for s in numba.prange(n):
-        for r in range(oh):
-            for q in range(ow):
-                for ch in range(c):
-                    y[s, r, q, ch] = x[s, r // sh, q // sw, ch]
+        for r in range(h):
+            src = x[s, r].reshape(w * c)
+            first = y[s, r * sh].reshape(ow * c)
+            for q in range(w):              # the first output row: each pixel sw times
+                for b in range(sw):
+                    o = (q * sw + b) * c
+                    for ch in range(c):
+                        first[o + ch] = src[q * c + ch]
+            for a in range(1, sh):          # then that row sh - 1 more times
+                out = y[s, r * sh + a].reshape(ow * c)
+                for k in range(ow * c):
+                    out[k] = first[k]
 
 
 @numba.njit(parallel=True, cache=True)
 def upsample2d_backward(dy, sh, sw, dx):
-    """dx[n, r, q, ch] = sum_{a<sh, b<sw} dy[n, r*sh+a, q*sw+b, ch]. dx: (n, h, w, c), overwritten."""
+    """dx[n, r, q, ch] = sum_{a<sh, b<sw} dy[n, r*sh+a, q*sw+b, ch]. dx: (n, h, w, c), overwritten.
+
+    Each dx is summed in the order (a, b) = (0, 0), (0, 1), ..., (sh-1, sw-1)."""
     n, h, w, c = dx.shape
+    _, oh, ow, _ = dy.shape
     for s in numba.prange(n):
         for r in range(h):
-            for q in range(w):
-                for ch in range(c):
-                    acc = dy[s, r * sh, q * sw, ch]
-                    for a in range(sh):
-                        for b in range(sw):
-                            if a > 0 or b > 0:
-                                acc += dy[s, r * sh + a, q * sw + b, ch]
-                    dx[s, r, q, ch] = acc
+            out = dx[s, r].reshape(w * c)
+            for a in range(sh):
+                src = dy[s, r * sh + a].reshape(ow * c)
+                for q in range(w):
+                    for b in range(sw):
+                        o = (q * sw + b) * c
+                        if a == 0 and b == 0:
+                            for ch in range(c):
+                                out[q * c + ch] = src[o + ch]
+                        else:
+                            for ch in range(c):
+                                out[q * c + ch] += src[o + ch]
