@@ -35,7 +35,9 @@ class Loss:
     def value(self, y_true, y_pred):
         raise NotImplementedError
 
-    def value_and_gradient(self, y_true, y_pred):
+    def value_and_gradient(self, y_true, y_pred, out=None):
+        """(loss, dL/dy_pred). The gradient is written into ``out`` (an array shaped like y_pred,
+        which the training loop reuses between steps) or a new array when it is None."""
         raise NotImplementedError
 
     def get_config(self):
@@ -49,10 +51,11 @@ class MeanSquaredError(Loss):
         _check(y_true, y_pred)
         return np.mean(np.square(y_pred - y_true))
 
-    def value_and_gradient(self, y_true, y_pred):
+    def value_and_gradient(self, y_true, y_pred, out=None):
         _check(y_true, y_pred)
-        d = y_pred - y_true
-        loss = np.mean(np.square(d))
+        sq = np.square(np.subtract(y_pred, y_true, out=out), out=out)  # (p - t)^2, in out
+        loss = np.mean(sq)
+        d = np.subtract(y_pred, y_true, out=sq)
         d *= d.dtype.type(2 / d.size)
         return loss, d
 
@@ -64,11 +67,13 @@ class MeanAbsoluteError(Loss):
         _check(y_true, y_pred)
         return np.mean(np.abs(y_pred - y_true))
 
-    def value_and_gradient(self, y_true, y_pred):
+    def value_and_gradient(self, y_true, y_pred, out=None):
         _check(y_true, y_pred)
-        d = y_pred - y_true
-        loss = np.mean(np.abs(d))
-        return loss, np.sign(d) * d.dtype.type(1 / d.size)
+        a = np.abs(np.subtract(y_pred, y_true, out=out), out=out)  # |p - t|, in out
+        loss = np.mean(a)
+        d = np.sign(np.subtract(y_pred, y_true, out=a), out=a)
+        d *= d.dtype.type(1 / d.size)
+        return loss, d
 
 
 class BinaryCrossentropy(Loss):
@@ -89,23 +94,24 @@ class BinaryCrossentropy(Loss):
         _check(y_true, z)
         return _bce_from_logits(y_true, z)
 
-    def value_and_gradient(self, y_true, y_pred):
+    def value_and_gradient(self, y_true, y_pred, out=None):
         if self.from_logits:
-            return self.value_and_gradient_from_logits(y_true, y_pred)
+            return self.value_and_gradient_from_logits(y_true, y_pred, out)
         _check(y_true, y_pred)
         one = y_pred.dtype.type(1)
         eps = y_pred.dtype.type(EPSILON)
         p = _clip(y_pred)
         loss = _bce(y_true, p)
-        grad = ((one - y_true) / (one - p) - y_true / p) * y_pred.dtype.type(1 / p.size)
+        grad = np.multiply((one - y_true) / (one - p) - y_true / p, y_pred.dtype.type(1 / p.size), out=out)
         grad[(y_pred < eps) | (y_pred > one - eps)] = 0
         return loss, grad
 
-    def value_and_gradient_from_logits(self, y_true, z):
-        """Loss and dL/dz for predictions sigmoid(z), computed from z without overflow."""
+    def value_and_gradient_from_logits(self, y_true, z, out=None):
+        """Loss and dL/dz for predictions sigmoid(z), computed from z without overflow; dL/dz goes
+        into ``out`` when given."""
         _check(y_true, z)
         loss = _bce_from_logits(y_true, z)
-        grad = np.empty_like(z)
+        grad = np.empty_like(z) if out is None else out
         _sigmoid(z, grad)
         grad -= y_true
         grad *= z.dtype.type(1 / z.size)

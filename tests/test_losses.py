@@ -30,6 +30,20 @@ def test_loss_gradients(rng, name):
     assert _relative_error(grad, num) < 1e-7
 
 
+@pytest.mark.parametrize("loss", [losses.MeanSquaredError(), losses.MeanAbsoluteError(), losses.BinaryCrossentropy(),
+                                  losses.BinaryCrossentropy(from_logits=True)], ids=lambda l: repr(l.get_config()))
+def test_gradient_into_out_is_the_same_as_a_new_array(rng, loss):
+    t = rng.random((3, 4, 5)).astype(np.float32)
+    p = rng.uniform(-0.1, 1.1, (3, 4, 5)).astype(np.float32)  # below and above BCE's clip range too
+    p_before = p.copy()
+    value, grad = loss.value_and_gradient(t, p)
+    out = np.full_like(p, np.nan)
+    value_out, grad_out = loss.value_and_gradient(t, p, out=out)
+    assert grad_out is out and value_out == value
+    np.testing.assert_array_equal(out, grad)
+    np.testing.assert_array_equal(p, p_before)  # y_pred is read, never written
+
+
 def test_loss_values_follow_keras_formulas(rng):
     t, p = rng.random((4, 6)), rng.uniform(0.01, 0.99, (4, 6))
     assert losses.get("mse")(t, p) == pytest.approx(np.mean((p - t) ** 2))

@@ -62,6 +62,26 @@ def test_keyboard_interrupt_returns_history_and_a_usable_model():
     model.fit(x, x, epochs=1, batch_size=8, verbose=0)  # and it trains on
 
 
+def test_a_training_step_allocates_no_batch_sized_array():
+    import tracemalloc
+    model = small_model()
+    model.compile(optimizer="adam", loss="mse")
+    x = data(256)
+    model.train_on_batch(x, x)  # layers, loss and optimizer build their buffers
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(3):
+            model.train_on_batch(x, x)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    # train_on_batch checks x and y for NaN (a bool per number: x.nbytes / 4); a float32 temporary
+    # of the batch's size (the loss's difference, a layer output) would add x.nbytes
+    assert peak < x.nbytes / 2, f"{peak} bytes allocated during a step (one batch is {x.nbytes})"
+
+
 def test_fit_before_compile_is_a_clear_value_error():
     with pytest.raises(NotCompiledError, match=r"compile\(optimizer, loss\) before fit"):
         small_model().fit(data(), data(), verbose=0)

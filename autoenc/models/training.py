@@ -163,11 +163,15 @@ class Trainer:
         return self._nodes[-1].layer._z.reshape(y_pred.shape)
 
     def _loss_and_gradient(self, y, y_pred):
-        """(data loss, dL/dy_pred or dL/dz, from_logits) for the last forward pass."""
+        """(data loss, dL/dy_pred or dL/dz, from_logits) for the last forward pass. The gradient
+        goes into a buffer kept between steps."""
+        grad = getattr(self, "_loss_grad", None)
+        if grad is None or grad.shape != y_pred.shape or grad.dtype != y_pred.dtype:
+            grad = self._loss_grad = np.empty_like(y_pred)
         if self._uses_logits():
-            loss, grad = self.loss.value_and_gradient_from_logits(y, self._logits(y_pred))
+            loss, grad = self.loss.value_and_gradient_from_logits(y, self._logits(y_pred), out=grad)
             return loss, grad, True
-        loss, grad = self.loss.value_and_gradient(y, y_pred)
+        loss, grad = self.loss.value_and_gradient(y, y_pred, out=grad)
         return loss, grad, False
 
     def _loss_value(self, y, y_pred):
