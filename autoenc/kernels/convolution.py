@@ -18,7 +18,7 @@ See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks
+from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, prange_only
 
 # Activation fused into the forward epilogue.
 ACT_LINEAR = 0
@@ -200,7 +200,7 @@ def _copy(a, out):
         out[k] = a[k]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def pad_into(x, pt, pl, xp):
     """Copy x (n, h, w, c) into the interior of xp (n, hp, wp, c): xp[n, pt+r, pl+c] = x[n, r, c].
 
@@ -217,7 +217,7 @@ def pad_into(x, pt, pl, xp):
             _copy(xf[src:src + row], xpf[dst:dst + row])
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def dilate_pad_into(dy, sh, sw, top, left, dyp):
     """dyp[n, top + r*sh, left + c*sw] = dy[n, r, c]: dy spread out by the strides, inside a halo.
 
@@ -246,7 +246,17 @@ def _where_positive8(v, y, zero):
             v[6] if y[6] > 0 else zero, v[7] if y[7] > 0 else zero)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
+def _sum_chunks(part, out):
+    """out[f] = part[0, f] + part[1, f] + ..., added in order. part: (nc, c); out: (c,)."""
+    for f in range(out.size):
+        acc = part[0, f]
+        for k in range(1, part.shape[0]):
+            acc += part[k, f]
+        out[f] = acc
+
+
+@numba.njit(parallel=prange_only(), cache=True)
 def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     """The one pass over the output gradient that the three gradient kernels need:
 
@@ -269,7 +279,8 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     zero = dz.dtype.type(0)
     for k in numba.prange(nc):
         pk = part[k]
-        pk[:] = 0
+        for f in range(c):
+            pk[f] = 0
         for s in range(k * n // nc, (k + 1) * n // nc):
             for r in range(oh):
                 i0 = (s * oh + r) * ow * c                      # row r of sample s in dy, y, dz
@@ -296,9 +307,7 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
                             dzpf[p0 + q * sw * c + f] = v
                         a += v
                     pk[f] = a
-    db[:] = part[0]
-    for k in range(1, nc):
-        db += part[k]
+    _sum_chunks(part, db)
 
 
 @numba.njit(cache=True)
@@ -357,7 +366,7 @@ def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, 
     _scatter8(yf, o, cout, acc, relu)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
 def conv2d_forward(xp, w, b, sh, sw, act, y):
     """y[n, r, c, f] = act(b[f] + sum_{i,j,ch} xp[n, r*sh+i, c*sw+j, ch] * w[i, j, ch, f]).
 
@@ -631,7 +640,7 @@ def _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rju
     _scatter8(pf, pk + e * cout + f, cout, acc, False)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
 def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
     sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten.
@@ -722,9 +731,14 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                             acc1 += xf[xrow + c * dx + offsets[e]] * dyf[drow + c * cout]
                 pf[pk + e * cout + f] = acc1
     # the chunks, added in order
-    dw[...] = part[0]
-    for kc in range(1, nc):
-        dw += part[kc]
+    for i in range(kh):
+        for j in range(kw):
+            for ch in range(cin):
+                for f in range(cout):
+                    acc = part[0, i, j, ch, f]
+                    for kc in range(1, nc):
+                        acc += part[kc, i, j, ch, f]
+                    dw[i, j, ch, f] = acc
 
 
 def conv2d_backward_kernel(xp, dy, sh, sw, dw):
@@ -738,7 +752,7 @@ def conv2d_backward_kernel(xp, dy, sh, sw, dw):
     conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
 def conv2d_backward_bias(dy, db):
     """db[f] = sum_{n,r,c} dy[n, r, c, f]. dy: (n, oh, ow, cout); db: (cout,), overwritten."""
     n, oh, ow, cout = dy.shape
@@ -750,6 +764,4 @@ def conv2d_backward_bias(dy, db):
                 for c in range(ow):
                     for f in range(cout):
                         part[k, f] += dy[s, r, c, f]
-    db[:] = part[0]
-    for k in range(1, nc):
-        db += part[k]
+    _sum_chunks(part, db)

@@ -9,6 +9,8 @@ gradient.) Arrays of one shape, C-contiguous; the kernels walk them as 1-D views
 import numba
 import numpy as np
 
+from autoenc.kernels.config import prange_only
+
 
 # Arrays are cut into this many fixed blocks, run in parallel (elementwise: the result does not
 # depend on how the blocks are shared out). Each block is a 1-D slice that a plain loop walks from
@@ -30,7 +32,7 @@ def _sigmoid_backward_1d(a, b, out):
         out[k] = a[k] * (b[k] * (1 - b[k]))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def sigmoid_forward(z, y):
     """y = 1 / (1 + e^-z). z, y: C-contiguous, one shape; y overwritten."""
     a, out = z.reshape(z.size), y.reshape(y.size)
@@ -40,7 +42,7 @@ def sigmoid_forward(z, y):
         _sigmoid_forward_1d(a[lo:hi], out[lo:hi])
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def sigmoid_backward(dy, y, dz):
     """dz = dy * y * (1 - y). dy, y, dz: C-contiguous, one shape; dz overwritten."""
     a, b, out = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)

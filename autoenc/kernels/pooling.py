@@ -11,6 +11,7 @@ See docs/maxpooling2d.md.
 import numba
 import numpy as np
 
+from autoenc.kernels.config import prange_only
 from autoenc.kernels.convolution import conv_padding
 
 
@@ -46,7 +47,7 @@ def maxpool2d_backward_naive(dy, argmax, x_shape):
     return dx
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
     """Max pooling. x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
 
@@ -76,7 +77,7 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
                                 where[ch] = rr * w + qq
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def maxpool2d_backward(dy, argmax, dx):
     """dx[n, k // w, k % w, ch] += dy[n, r, q, ch] with k = argmax[n, r, q, ch].
 
@@ -86,7 +87,8 @@ def maxpool2d_backward(dy, argmax, dx):
     _, h, w, _ = dx.shape
     for s in numba.prange(n):
         dxs, dys, args = dx[s].reshape(h * w * c), dy[s].reshape(oh * ow * c), argmax[s].reshape(oh * ow * c)
-        dxs[:] = 0
+        for k in range(h * w * c):
+            dxs[k] = 0
         for o in range(oh * ow):
             for ch in range(c):
                 # k = rr*w + qq, so dx[s, rr, qq, ch] is dxs[k*c + ch]: no division needed

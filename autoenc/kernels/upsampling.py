@@ -8,6 +8,8 @@ See docs/upsampling2d.md.
 import numba
 import numpy as np
 
+from autoenc.kernels.config import prange_only
+
 
 def upsample2d_forward_naive(x, size):
     """Repeat every pixel sh times down and sw times across. Returns y."""
@@ -22,7 +24,7 @@ def upsample2d_backward_naive(dy, size):
     return dy.astype(np.float64).reshape(n, oh // sh, sh, ow // sw, sw, c).sum(axis=(2, 4))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def upsample2d_forward(x, sh, sw, y):
     """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c)."""
     n, h, w, c = x.shape
@@ -42,7 +44,7 @@ def upsample2d_forward(x, sh, sw, y):
                     out[k] = first[k]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=prange_only(), cache=True)
 def upsample2d_backward(dy, sh, sw, dx):
     """dx[n, r, q, ch] = sum_{a<sh, b<sw} dy[n, r*sh+a, q*sw+b, ch]. dx: (n, h, w, c), overwritten.
 
