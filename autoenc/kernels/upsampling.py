@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from autoenc.kernels.config import prange_only
+from autoenc.kernels.convolution import _copy
 
 
 def upsample2d_forward_naive(x, size):
@@ -39,9 +40,7 @@ def upsample2d_forward(x, sh, sw, y):
                     for ch in range(c):
                         first[o + ch] = src[q * c + ch]
             for a in range(1, sh):          # then that row sh - 1 more times
-                out = y[s, r * sh + a].reshape(ow * c)
-                for k in range(ow * c):
-                    out[k] = first[k]
+                _copy(first, y[s, r * sh + a].reshape(ow * c))
 
 
 @numba.njit(parallel=prange_only(), cache=True)
