@@ -28,9 +28,9 @@ import time
 import numpy as np
 
 import autoenc
-from autoenc import datasets, losses, plotting, saving
+from autoenc import datasets, losses, models, plotting, saving
 from autoenc.callbacks import Callback
-from autoenc.models.training import atomic_write
+from autoenc.utils import atomic_write
 from autoenc.monitors import CollapseMonitor
 
 RECIPES = {
@@ -68,6 +68,9 @@ def load_dataset(name, limit=None, say=print):
     ``auto`` is MNIST when it can be had, else the synthetic digits (saying why in one line).
     ``limit`` keeps the first ``limit`` training images and a sixth as many test images (MNIST's ratio).
     """
+    if name in ("mnist", "digits"):
+        # datasets.load_images draws only as many synthetic digits as a limit needs
+        return (*datasets.load_images(use_mnist=name == "mnist", limit=limit or 0), name)
     used = name
     if name == "auto":
         quiet = io.StringIO()
@@ -78,15 +81,12 @@ def load_dataset(name, limit=None, say=print):
             say(reason)
         elif quiet.getvalue().strip():
             print(quiet.getvalue().strip(), file=sys.stderr)
-    elif name == "digits" and limit:
-        # only as many as needed: drawing digits takes time, the full set is cached on first use
-        data = datasets.digits.load_data(n_train=limit, n_test=_test_count(limit, 10000), cache=False)
     else:
         data = datasets.load(name)
     (x_train, _), (x_test, _) = data
     if limit:
         x_train, x_test = x_train[:limit], x_test[:_test_count(limit, len(x_test))]
-    # the post: scale by the largest value, add the channel axis
+    # as datasets.load_images: scale by the largest value, add the channel axis
     scale = np.float32(255.0)
     return ((x_train.astype("float32") / scale)[..., None], (x_test.astype("float32") / scale)[..., None], used)
 
@@ -113,10 +113,8 @@ def resolve_model_path(run_or_model):
 
 def layer_output(model, x, layer_name):
     """The output of the layer ``layer_name`` for inputs x (one forward pass), a new array."""
-    layer = model.get_layer(layer_name)
-    node = next(node for node in model._nodes if node.layer is layer)
     model.predict(x, batch_size=len(x), verbose=0)
-    return np.array(model._values[id(node.output)], copy=True)
+    return np.array(model.layer_output(layer_name), copy=True)
 
 
 def bottleneck_name(model):
@@ -209,7 +207,7 @@ def train(args):
     os.makedirs(run_dir, exist_ok=True)
 
     if state is not None:
-        model = saving.load_model(model_path)   # weights, Adam's moments and the shuffling RNG, as saved
+        model = models.load_model(model_path)   # weights, Adam's moments and the shuffling RNG, as saved
         print(f"Resuming {run_dir} after epoch {state['epochs_done']} of {args.epochs}")
     else:
         model = compile_recipe(build_seed_model(), args.recipe, args.learning_rate)
@@ -265,7 +263,7 @@ def train(args):
 
 def _load_for_data(args):
     path = resolve_model_path(args.model)
-    model = saving.load_model(path, restore_random_state=False)
+    model = models.load_model(path, restore_random_state=False)
     meta = saving.load_metadata(path)
     dataset = args.dataset or meta.get("dataset") or "auto"
     limit = args.limit if args.limit is not None else meta.get("limit")
@@ -300,7 +298,7 @@ def reconstruct(args):
 def summary(args):
     if args.model:
         path = resolve_model_path(args.model)
-        model = saving.load_model(path, restore_random_state=False)
+        model = models.load_model(path, restore_random_state=False)
         meta = saving.load_metadata(path)
     else:
         model, meta = build_seed_model(), {}

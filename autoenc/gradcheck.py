@@ -14,10 +14,11 @@ import copy
 import numpy as np
 
 from autoenc.layers.base import Layer
+from autoenc.models.model import Model
 
 
 def _layers_of(obj):
-    return obj.layers if hasattr(obj, "_nodes") else [obj]
+    return obj.layers if isinstance(obj, Model) else [obj]
 
 
 def _check_parameter_attributes(layer):
@@ -47,10 +48,8 @@ def _to_float64(obj):
         layer.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
         layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
         layer._buffers = {}
-    if hasattr(obj, "_nodes"):
-        obj.dtype = np.dtype(np.float64)
-        obj._flat_params = obj._flat_grads = None
-        obj._param_refs = []
+    if isinstance(obj, Model):
+        obj.dtype = np.dtype(np.float64)   # fit would gather the float64 parameters into a new flat buffer
     return obj
 
 
@@ -104,7 +103,7 @@ def gradcheck(target, x, y=None, eps=1e-6, max_checks=40, seed=0):
     kept in an attribute besides ``params``, and ``grads`` arrays replaced rather than filled.
     """
     gen = np.random.default_rng(seed)
-    is_model = hasattr(target, "_nodes") or hasattr(target, "_stack")
+    is_model = isinstance(target, Model)
     _build(target, x)
     net = _to_float64(target)
     xs = [np.array(a, dtype=np.float64) for a in (x if isinstance(x, list) else [x])]
@@ -123,10 +122,10 @@ def gradcheck(target, x, y=None, eps=1e-6, max_checks=40, seed=0):
 
         def loss_value():
             out = forward()
-            return float(net._loss_value(y, out)) + net._regularization_loss()
+            return net.compute_loss(xs, y, out)
 
         out = forward()
-        _, dy, from_logits = net._loss_and_gradient(y, out)
+        _, dy, from_logits = net.compute_loss_and_gradient(y, out)
         dx = net.backward(dy, from_logits=from_logits)
     else:
         r = gen.standard_normal(forward().shape)

@@ -100,8 +100,8 @@ class GradientStats(Callback):
         steps                                           the global step numbers recorded (0, 1, ...)
 
     A ReLU layer whose 'zeros' approaches 1 is dying; gradient norms that shrink layer after layer
-    towards the input are vanishing. Reads the outputs that Model.forward keeps in ``model._values``
-    and the gradients that backward left in each layer's ``grads`` (before the next step overwrites them).
+    towards the input are vanishing. Reads the outputs of the last forward pass
+    (``model.layer_output``) and the gradients that backward left in each layer's ``grads`` (before the next step overwrites them).
     """
 
     def __init__(self, every=1):
@@ -122,10 +122,9 @@ class GradientStats(Callback):
         if step % self.every:
             return
         self.steps.append(step)
-        values = self.model._values
-        for node in self.model._nodes:
+        for node in self.model.nodes:
             layer = node.layer
-            out = values[id(node.output)]
+            out = self.model.layer_output(layer)
             stats = self.activations.setdefault(layer.name, {"mean": [], "std": [], "zeros": []})
             stats["mean"].append(float(np.mean(out)))
             stats["std"].append(float(np.std(out)))

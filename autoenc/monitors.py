@@ -7,8 +7,8 @@ sigmoid of a bias, whatever the input, and the validation MSE sticks at about me
 fails: the loss just stops improving. This callback notices and prints one line with the cause and
 the remedy.
 
-How it looks. After every training batch it scans the activations the forward pass left in
-``model._values`` (one array per layer output, the batch just trained on) for layers whose outputs
+How it looks. After every training batch it scans the activations the forward pass left
+(``model.layer_output(layer)``, the outputs for the batch just trained on) for layers whose outputs
 are all exactly zero. At the end of each epoch it confirms on a fixed probe batch (the first
 training samples, or ``probe`` if given) in inference mode: a layer all zeros there too, or a model
 output that is the same number for every pixel of every probe image, is a collapse.
@@ -75,16 +75,15 @@ class CollapseMonitor(Callback):
         self._flush()
 
     def on_train_batch_end(self, batch, logs=None):
-        values = getattr(self.model, "_values", None)
-        if not values:
+        model = self.model
+        x = model.layer_output(model.inputs[0].node.layer)
+        if x is None:   # no forward pass yet
             return
         if self.probe is None:
-            x = values.get(id(self.model.inputs[0]))
-            if x is not None:
-                # a copy: fit refills its batch buffers in place
-                self.probe = np.array(x[:self.probe_size], copy=True)
-        for node in self.model._nodes:
-            y = values.get(id(node.output))
+            # a copy: fit refills its batch buffers in place
+            self.probe = np.array(x[:self.probe_size], copy=True)
+        for node in model.nodes:
+            y = model.layer_output(node.layer)
             if y is None:
                 continue
             if y.any():
@@ -108,12 +107,12 @@ class CollapseMonitor(Callback):
         no layer is all zeros and the output is neither constant nor (for long enough) blank."""
         model = self.model
         out = model.predict(x, batch_size=len(x), verbose=0)
-        values = model._values   # predict ran one forward pass over the whole probe
+        # predict ran one forward pass over the whole probe
         dead = None
-        for node in model._nodes:
+        for node in model.nodes:
             if isinstance(node.layer, InputLayer):
                 continue
-            if not values[id(node.output)].any():
+            if not model.layer_output(node.layer).any():
                 dead = node.layer
                 break
         spread = float(out.max() - out.min())

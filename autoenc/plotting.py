@@ -16,7 +16,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
 from autoenc.layers.base import InputLayer, format_shape
-from autoenc.models.training import atomic_write
+from autoenc.utils import atomic_write
 
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
 
@@ -205,14 +205,15 @@ def _graph(model):
         raise ValueError(f"Model {model.name!r} is not built yet: give it an Input first")
     index = {id(layer): k for k, layer in enumerate(layers)}
     edges = []
-    for node in model._nodes:
+    nodes = model.nodes
+    for node in nodes:
         for t in node.inputs:
             if id(t.node.layer) in index:   # Sequential.layers leaves out its InputLayer
                 edges.append((index[id(t.node.layer)], index[id(node.layer)]))
     inputs = [t.node.layer for t in model.inputs if id(t.node.layer) not in index]
     return inputs + layers, [(a + len(inputs), b + len(inputs)) for a, b in edges] + [
         (k, len(inputs) + index[id(node.layer)]) for k, inp in enumerate(inputs)
-        for node in model._nodes for t in node.inputs if t.node.layer is inp]
+        for node in nodes for t in node.inputs if t.node.layer is inp]
 
 
 def plot_model(model, path, show_shapes=True, title=None):

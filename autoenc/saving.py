@@ -1,7 +1,13 @@
-"""Saving and loading whole models: architecture, weights, optimizer state and compile settings, one file.
+"""Model files: whole models (architecture, weights, optimizer state, compile settings, one file) and
+weights files. The methods of the model delegate here, as Keras' do to its saving module:
 
-    model.save("model.autoenc")
-    model = autoenc.models.load_model("model.autoenc")   # ready to predict, or to fit on
+    model.save("model.autoenc")                           # save_model
+    model = autoenc.models.load_model("model.autoenc")   # read_model_file, then restore_model
+    model.save_weights("w.npz"); model.load_weights("w.npz")
+
+This module knows a model only through its public face (``layers``, ``get_config``, ``set_weights``,
+``compiled``, ``optimizer``...) and never imports autoenc.models: rebuilding a model from its
+architecture is the models' own job (``Model.from_config``, ``autoenc.models.load_model``).
 
 The file is an uncompressed .npz (a zip of .npy arrays), so ``np.load(path)`` opens it too:
 
@@ -14,10 +20,10 @@ JSON documents are stored as uint8 arrays of their UTF-8 bytes. The SHA-256 in f
 over every other member in name order (its name, dtype, shape, then its bytes), so any change to the
 content is caught, not only what the zip's own CRC-32s catch.
 
-The architecture lists each layer as ``{"class_name", "config", "inbound"}``: the layer's class, its
-``get_config()`` and the names of the layers whose outputs feed it (autoenc layers are called once per
-model, so a layer's name also names its output tensor). That is enough to rebuild any functional DAG;
-a Sequential model is rebuilt with ``Sequential``.
+The architecture is the model's ``get_config()``: it lists each layer as ``{"class_name", "config",
+"inbound"}``: the layer's class, its ``get_config()`` and the names of the layers whose outputs feed it
+(autoenc layers are called once per model, so a layer's name also names its output tensor). That is
+enough to rebuild any functional DAG; a Sequential model is rebuilt with ``Sequential``.
 
 The file also keeps the state of autoenc's random generator (``autoenc.utils.rng()``, used to shuffle
 batches, drop out units and initialise new layers): loading it back makes training resumed from the
@@ -29,9 +35,8 @@ import os
 
 import numpy as np
 
-from autoenc import initializers, layers as layers_module, losses, optimizers, regularizers, utils
+from autoenc import losses, optimizers, utils
 from autoenc.datasets._formats import read_npz
-from autoenc.layers.base import Input, InputLayer, Layer
 from autoenc.utils import atomic_write
 
 FORMAT = "autoenc.model"
@@ -71,65 +76,6 @@ def _digest(arrays):
     return h.hexdigest()
 
 
-# --- architecture ---------------------------------------------------------------------------------
-
-def _layer_entry(layer, inbound):
-    if isinstance(layer, InputLayer):
-        config = {"name": layer.name, "shape": list(layer.batch_shape[1:]), "dtype": layer.dtype.name}
-    else:
-        config = layer.get_config()
-    return {"class_name": type(layer).__name__, "config": config, "inbound": inbound}
-
-
-def _architecture(model):
-    from autoenc.models.sequential import Sequential
-    if isinstance(model, Sequential):
-        first = model._input.node.layer if model._input is not None else None
-        return {"class_name": "Sequential", "name": model.name,
-                "input": None if first is None else _layer_entry(first, [])["config"],
-                "layers": [_layer_entry(layer, []) for layer in model.layers]}
-    model._require_built("save")
-    node_of = {id(node.layer): node for node in model._nodes}
-    entries = []
-    for layer in model.layers:   # graph order: every layer after the layers that feed it
-        node = node_of.get(id(layer))
-        entries.append(_layer_entry(layer, [] if node is None else [t.node.layer.name for t in node.inputs]))
-    return {"class_name": "Model", "name": model.name, "layers": entries,
-            "inputs": [t.node.layer.name for t in model.inputs], "output": model.outputs[0].node.layer.name}
-
-
-def _layer_from_entry(entry, custom_objects):
-    class_name, config = entry["class_name"], dict(entry["config"])
-    cls = custom_objects.get(class_name) or getattr(layers_module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Layer)):
-        raise ValueError(f"Unknown layer class {class_name!r} in the model file; pass it in "
-                         f"custom_objects={{{class_name!r}: ...}}")
-    for key, value in config.items():
-        if key.endswith("_regularizer") and isinstance(value, dict):
-            config[key] = regularizers.deserialize(value)
-        elif key.endswith("_initializer") and isinstance(value, dict):
-            config[key] = initializers.deserialize(value)
-    return cls(**config)
-
-
-def _model_from_architecture(arch, custom_objects):
-    from autoenc.models.model import Model
-    from autoenc.models.sequential import Sequential
-    if arch["class_name"] == "Sequential":
-        stack = [] if arch["input"] is None else [Input(**arch["input"])]
-        stack += [_layer_from_entry(entry, custom_objects) for entry in arch["layers"]]
-        return Sequential(stack, name=arch["name"])
-    tensors = {}   # layer name -> its output tensor
-    for entry in arch["layers"]:
-        if entry["class_name"] == "InputLayer":
-            tensors[entry["config"]["name"]] = Input(**entry["config"])
-            continue
-        layer = _layer_from_entry(entry, custom_objects)
-        inbound = [tensors[name] for name in entry["inbound"]]
-        tensors[layer.name] = layer(inbound[0] if len(inbound) == 1 else inbound)
-    return Model([tensors[name] for name in arch["inputs"]], tensors[arch["output"]], name=arch["name"])
-
-
 # --- save -----------------------------------------------------------------------------------------
 
 def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata=None):
@@ -145,11 +91,12 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
         raise ValueError(f"{filepath!r} is a directory; give a file name such as 'model.autoenc'")
     if not overwrite and os.path.exists(filepath):
         raise FileExistsError(f"{filepath} exists and overwrite=False")
+    architecture = model.get_config()   # first: it refuses a model that is not built
     arrays = {}
     for layer in model.layers:
         for name, p in layer.params.items():
             arrays[f"weights/{layer.name}/{name}"] = np.asarray(p)
-    document = {"architecture": _architecture(model), "compile": None, "optimizer": None,
+    document = {"architecture": architecture, "compile": None, "optimizer": None,
                 "random_state": utils.rng().bit_generator.state, "metadata": metadata or {},
                 # layers with a generator of their own (Dropout(seed=...)) continue where they were
                 "layer_random_states": {layer.name: layer._gen.bit_generator.state for layer in model.layers
@@ -172,8 +119,10 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
 
 # --- load -----------------------------------------------------------------------------------------
 
-def _read(filepath):
-    """Every member of a model file, checked: format, version and checksum. Returns (document, arrays)."""
+def read_model_file(filepath):
+    """Every member of a model file, checked: format, version and checksum. Returns (document, arrays):
+    the model.json document (its "architecture" is what ``Model.from_config`` rebuilds) and
+    {member name: array}."""
     filepath = os.fspath(filepath)
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"No model file at {filepath!r}")
@@ -208,23 +157,20 @@ def _read(filepath):
     return _from_array(arrays[_MODEL]), arrays
 
 
-def load_model(filepath, custom_objects=None, compile=True, restore_random_state=True):
-    """The model saved at ``filepath`` by ``model.save``: same layers, names and weights, and (if saved
-    and ``compile``) compiled with the same loss and an optimizer in the same state.
-
-    restore_random_state : also restore autoenc's random generator as it was when the file was written,
-        so that fitting on continues exactly as the uninterrupted run would have.
-
-    Raises FileNotFoundError when there is no file, ValueError when it is not an autoenc model file,
-    has another format version, is truncated, or fails its checksum.
-    """
-    document, arrays = _read(filepath)
-    model = _model_from_architecture(document["architecture"], dict(custom_objects or {}))
+def restore_model(model, document, arrays, filepath, custom_objects=None, compile=True,
+                  restore_random_state=True):
+    """Put what a model file holds into ``model``, freshly built from its architecture: the weights,
+    (if saved and ``compile``) the compile settings and the optimizer state, and (with
+    ``restore_random_state``) autoenc's random generator as it was when the file was written, so that
+    fitting on continues exactly as the uninterrupted run would have. ``document``, ``arrays``: as
+    ``read_model_file(filepath)`` returns them."""
+    weights = []
     for layer in model.layers:
         missing = [f"weights/{layer.name}/{n}" for n in layer.params if f"weights/{layer.name}/{n}" not in arrays]
         if missing:
             raise ValueError(f"{os.fspath(filepath)!r} lacks the weights {missing}")
-        layer.set_weights([arrays[f"weights/{layer.name}/{n}"] for n in layer.params])
+        weights += [arrays[f"weights/{layer.name}/{n}"] for n in layer.params]
+    model.set_weights(weights)
     if compile and document["compile"] is not None:
         _compile_from(model, document, arrays, custom_objects or {})
     if restore_random_state:
@@ -253,4 +199,40 @@ def _compile_from(model, document, arrays, custom_objects):
 
 def load_metadata(filepath):
     """The ``metadata`` dict given to ``save_model`` (checked like ``load_model``, without building)."""
-    return _read(filepath)[0]["metadata"]
+    return read_model_file(filepath)[0]["metadata"]
+
+
+# --- weights files --------------------------------------------------------------------------------
+
+def save_weights(model, filepath, overwrite=True):
+    """Write every parameter of ``model`` to an .npz file at ``filepath`` (keys 'layer/param', and
+    '__order__' listing them in get_weights order), atomically."""
+    filepath = os.fspath(filepath)
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(f"{filepath} exists and overwrite=False")
+    arrays = {f"{layer.name}/{n}": p for layer in model.layers for n, p in layer.params.items()}
+    arrays["__order__"] = np.array(list(arrays))
+    atomic_write(filepath, lambda f: np.savez(f, **arrays))
+
+
+def load_weights(model, filepath):
+    """Read parameters written by ``save_weights`` into ``model`` (matched by position, shapes checked),
+    or from a Keras ``.weights.h5`` / ``.keras`` file of the same architecture (needs h5py). All or
+    nothing: every array is checked (see ``model.set_weights``) before any is written."""
+    filepath = os.fspath(filepath)
+    if not os.path.exists(filepath):
+        raise FileNotFoundError(f"No weights file at {filepath}")
+    if filepath.endswith((".h5", ".keras")):
+        from autoenc.keras_files import load_keras_weights
+        return load_keras_weights(model, filepath)
+    try:
+        arrays = read_npz(filepath)
+    except ValueError as e:
+        raise ValueError(f"{filepath} is not a readable autoenc weights file: {e}") from None
+    if "__order__" not in arrays or arrays["__order__"].dtype.kind != "U":
+        raise ValueError(f"{filepath} is not an autoenc weights file (it has no '__order__' entry; "
+                         f"it holds {sorted(arrays)})")
+    order = [str(k) for k in arrays["__order__"]]
+    if set(order) - set(arrays):
+        raise ValueError(f"{filepath} lists weights {sorted(set(order) - set(arrays))} that it does not hold")
+    model.set_weights([arrays[k] for k in order])

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from autoenc import cli, datasets, saving
+from autoenc import cli, datasets, models, saving
 from autoenc.monitors import CollapseMonitor
 
 QUICK = ["--dataset", "digits", "--limit", "32", "--batch-size", "16", "--verbose", "0"]
@@ -45,8 +45,8 @@ def test_resume_continues_exactly(tmp_path):
     assert train(tmp_path / "straight", "--epochs", "2") == 0
     assert train(tmp_path / "resumed", "--epochs", "1") == 0
     assert cli.main(["train", "--resume", "--out", str(tmp_path / "resumed"), "--epochs", "2", "--verbose", "0"]) == 0
-    a = saving.load_model(tmp_path / "straight" / "model.autoenc").get_weights()
-    b = saving.load_model(tmp_path / "resumed" / "model.autoenc").get_weights()
+    a = models.load_model(tmp_path / "straight" / "model.autoenc").get_weights()
+    b = models.load_model(tmp_path / "resumed" / "model.autoenc").get_weights()
     for wa, wb in zip(a, b):
         np.testing.assert_array_equal(wa, wb)
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
@@ -61,7 +61,7 @@ def test_interrupt_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     assert train(tmp_path / "run", "--epochs", "3") == 130
     assert "--resume" in capsys.readouterr().out
     assert saving.load_metadata(tmp_path / "run" / "model.autoenc")["epochs_done"] == 1
-    saving.load_model(tmp_path / "run" / "model.autoenc")   # intact and loadable
+    models.load_model(tmp_path / "run" / "model.autoenc")   # intact and loadable
     monkeypatch.undo()
     assert cli.main(["train", "--resume", "--out", str(tmp_path / "run"), "--epochs", "2", "--verbose", "0"]) == 0
 

@@ -249,3 +249,78 @@ def test_get_layer_and_errors():
         model.fit(bad, bad, verbose=0)
     with pytest.raises(ValueError, match="Unknown loss"):
         model.compile("adam", "msee")
+
+
+# --- issue 17: all-or-nothing set_weights, deep graphs ---------------------------------------------
+
+def _two_layer_model():
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(4,))
+    return Model(inp, Dense(2)(Dense(3)(inp)))
+
+
+def test_set_weights_refuses_values_that_overflow_the_layer_dtype():
+    # 1e39 is finite in float64 but inf in float32: the check must look at the cast value
+    model = _two_layer_model()
+    weights = [w.astype(np.float64) for w in model.get_weights()]
+    weights[0][0, 0] = 1e39
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.set_weights(weights)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.layers[1].set_weights(weights[:2])
+
+
+def test_set_weights_is_all_or_nothing():
+    model = _two_layer_model()
+    before = model.get_weights()
+    new = [w + 1 for w in before]
+    new[-1][0] = np.nan   # the last array is bad: nothing may be written
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.set_weights(new)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    layer = model.layers[1]
+    layer_before = layer.get_weights()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        layer.set_weights([layer_before[0] + 1, np.full_like(layer_before[1], np.inf)])
+    np.testing.assert_array_equal(layer.get_weights()[0], layer_before[0])
+
+
+def test_load_weights_is_all_or_nothing(tmp_path):
+    model = _two_layer_model()
+    before = model.get_weights()
+    other = _two_layer_model()
+    other.set_weights([w + 1 for w in before])
+    other.layers[-1].params["bias"][0] = np.inf   # written behind set_weights' back
+    other.save_weights(tmp_path / "w.npz")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.load_weights(tmp_path / "w.npz")
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def _deep_sequential(depth):
+    from autoenc.layers import Activation
+    return Sequential([Input(shape=(3,))] + [Activation("linear") for _ in range(depth)])
+
+
+def test_a_model_of_1500_layers_builds_runs_and_saves_without_recursion(tmp_path):
+    import sys
+    depth = 1500
+    assert sys.getrecursionlimit() < 2 * depth   # else the test could not catch a recursive walk
+    from autoenc.layers import Activation
+    inp = Input(shape=(3,))
+    x = inp
+    for _ in range(depth):
+        x = Activation("linear")(x)
+    model = Model(inp, x)
+    assert len(model.layers) == depth + 1
+    seq = _deep_sequential(depth)
+    assert len(seq.layers) == depth
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(model.predict(data, verbose=0), data)
+    for m, name in ((model, "f.autoenc"), (seq, "s.autoenc")):
+        m.save(tmp_path / name)
+        loaded = autoenc.models.load_model(tmp_path / name)
+        assert len(loaded.layers) == len(m.layers)
+        np.testing.assert_array_equal(loaded.predict(data, verbose=0), data)

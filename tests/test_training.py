@@ -11,7 +11,8 @@ import autoenc
 from autoenc import callbacks, optimizers
 from autoenc.layers import Conv2D, Dense, Input
 from autoenc.models import Model, Sequential
-from autoenc.models.training import NotCompiledError, atomic_write
+from autoenc.models.training import NotCompiledError
+from autoenc.utils import atomic_write
 
 
 def small_model():
@@ -165,3 +166,71 @@ def test_training_is_bit_identical_with_one_and_two_threads():
         assert out.returncode == 0, out.stderr
         digests.append(out.stdout.strip().splitlines()[-1])
     assert digests[0] == digests[1]
+
+
+# --- issue 17: a NaN stop keeps weights whose outputs are finite; shuffle='batch' ----------------
+
+@pytest.mark.filterwarnings("ignore:overflow")
+@pytest.mark.filterwarnings("ignore:invalid value")
+def test_nan_stop_keeps_weights_that_predict_finite_numbers():
+    # SGD at 1e10 leaves finite weights of ~1e36 after step 2 that predict NaN at step 3: the model must
+    # go back to the weights before step 2, whose loss was finite
+    autoenc.set_random_seed(0)
+    model = Sequential([Input(shape=(4,)), Dense(8, activation="relu"), Dense(4)])
+    model.compile(optimizers.SGD(learning_rate=1e10), "mse")
+    x = np.random.default_rng(0).random((64, 4)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="the model keeps the last finite weights"):
+        history = model.fit(x, x, epochs=2, batch_size=8, verbose=0)
+    assert history.nan_stop == (0, 2)
+    assert np.isfinite(model.predict(x, verbose=0)).all()
+    assert np.isfinite(model.evaluate(x, x, verbose=0))
+
+
+@pytest.mark.filterwarnings("ignore:overflow")
+@pytest.mark.filterwarnings("ignore:invalid value")
+def test_nan_stop_says_plainly_when_no_weights_gave_a_finite_loss():
+    autoenc.set_random_seed(0)
+    model = Sequential([Input(shape=(4,)), Dense(4)])
+    model.set_weights([np.full((4, 4), 1e30, np.float32), np.zeros(4, np.float32)])
+    model.compile(optimizers.SGD(learning_rate=0.1), "mse")
+    x = np.full((8, 4), 1e8, np.float32)   # outputs 4e38 overflow float32: the very first loss is inf
+    with pytest.warns(RuntimeWarning, match="no weights with a finite loss were found"):
+        history = model.fit(x, x, epochs=1, batch_size=8, verbose=0)
+    assert history.nan_stop == (0, 0)
+    np.testing.assert_array_equal(model.get_weights()[0], np.full((4, 4), 1e30, np.float32))
+
+
+def _recorded_batches(model, x, **fit_kwargs):
+    """The input rows of every training batch of fit, as read from the model after each step."""
+    seen = []
+    record = callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(np.array(_input_batch(model), copy=True)))
+    model.fit(x, x, verbose=0, callbacks=[record], **fit_kwargs)
+    return seen
+
+
+def _input_batch(model):
+    inp = model.inputs[0].node.layer
+    return model.layer_output(inp)
+
+
+def test_shuffle_batch_shuffles_within_consecutive_batches_as_keras():
+    # Keras 3 (trainers/data_adapters/array_data_adapter.py): shuffle="batch" keeps the batches
+    # x[0:b], x[b:2b], ... in order and permutes the samples inside each batch
+    autoenc.set_random_seed(0)
+    model = Sequential([Input(shape=(1,)), Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.arange(100, dtype=np.float32)[:, None]
+    batches = _recorded_batches(model, x, batch_size=32, epochs=1, shuffle="batch")
+    assert [len(b) for b in batches] == [32, 32, 32, 4]
+    for k, b in enumerate(batches):
+        np.testing.assert_array_equal(np.sort(b[:, 0]), np.arange(32 * k, min(32 * (k + 1), 100)))
+    assert any((b[:, 0] != np.sort(b[:, 0])).any() for b in batches)   # and shuffled inside
+
+
+@pytest.mark.parametrize("shuffle", ["full", "True", "", "epoch"])
+def test_other_shuffle_strings_are_refused(shuffle):
+    model = Sequential([Input(shape=(1,)), Dense(1)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="shuffle"):
+        model.fit(np.zeros((4, 1), np.float32), np.zeros((4, 1), np.float32), verbose=0, shuffle=shuffle)

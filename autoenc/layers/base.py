@@ -66,7 +66,9 @@ class Layer:
     """Base class of every layer.
 
     Subclasses implement ``build(input_shape)`` (creating weights with ``add_weight``),
-    ``compute_output_shape(input_shape)``, ``forward(x, training)`` and ``backward(dy)``.
+    ``compute_output_shape(input_shape)``, ``forward(x, training)`` and ``backward(dy)``; a layer
+    ending in an activation may also expose its pre-activation as ``logits`` and accept
+    ``backward(dz, from_logits=True)`` (see both).
     """
 
     # True for layers whose backward accepts need_dx=False (skip dL/dx when nothing upstream needs it)
@@ -150,9 +152,24 @@ class Layer:
         """Compute the output for input x. Subclasses override."""
         raise NotImplementedError
 
-    def backward(self, dy):
-        """Given dy = dL/dy for the last forward call, fill ``grads`` and return dL/dx."""
+    def backward(self, dy, from_logits=False):
+        """Given dy = dL/dy for the last forward call, fill ``grads`` and return dL/dx.
+
+        dy : array shaped like the last forward's output. With ``from_logits=True`` dy is instead
+        dL/dz for the pre-activation z that ``logits`` returned (the loss having been taken from the
+        logits, e.g. binary crossentropy after a sigmoid): the layer skips its activation's derivative.
+        Only layers whose ``logits`` is not None are ever asked for it, and only as a model's output
+        layer. Subclasses override (a layer without an activation may leave ``from_logits`` out).
+        """
         raise NotImplementedError
+
+    @property
+    def logits(self):
+        """The pre-activation z of the last forward call, shaped like its output y = activation(z), for
+        layers that end in an activation (Conv2D, Dense, Activation); None for the others and before
+        any forward call. Training reads it to take binary crossentropy from the logits when the
+        output layer is a sigmoid, and then calls ``backward(dz, from_logits=True)``."""
+        return None
 
     def _buffer(self, key, shape, zeros=False, dtype=None):
         """A work array of ``shape`` (and ``dtype``, the layer's by default) kept for reuse; reallocated
@@ -238,17 +255,30 @@ class Layer:
         """Copies of the parameters, in Keras' order (kernel, then bias)."""
         return [np.array(w, copy=True) for w in self.params.values()]
 
-    def set_weights(self, weights):
-        """Copy values into the parameters, checking count and shapes."""
+    def check_weights(self, weights):
+        """The arrays ``set_weights(weights)`` would write, each cast to its parameter's dtype, without
+        writing them. Raises ValueError for a wrong count or shape, or a value that is NaN or Inf once
+        cast (float64 1e39 becomes inf in float32)."""
         weights = list(weights)
         if len(weights) != len(self.params):
             raise ValueError(f"Layer {self.name!r} expects {len(self.params)} weight arrays, got {len(weights)}")
+        cast = []
         for (name, p), w in zip(self.params.items(), weights):
             w = np.asarray(w)
             if w.shape != p.shape:
                 raise ValueError(f"Layer {self.name!r} weight {name!r} has shape {p.shape}, got {w.shape}")
-            if not np.all(np.isfinite(w)):
-                raise ValueError(f"Layer {self.name!r} weight {name!r} contains NaN or Inf")
+            with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below
+                value = w.astype(p.dtype, copy=False)
+            if not np.all(np.isfinite(value)):
+                cast_note = "" if w.dtype == p.dtype else f" once cast from {w.dtype} to the layer's {p.dtype}"
+                raise ValueError(f"Layer {self.name!r} weight {name!r} contains NaN or Inf{cast_note}")
+            cast.append(value)
+        return cast
+
+    def set_weights(self, weights):
+        """Copy values into the parameters, all or nothing: every array is checked (count, shape,
+        finite in the layer's dtype; see ``check_weights``) before any is written."""
+        for p, w in zip(self.params.values(), self.check_weights(weights)):
             p[...] = w
 
     def count_params(self):

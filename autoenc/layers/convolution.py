@@ -123,3 +123,8 @@ class Conv2D(Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding, **self._kernel_bias_config()}
+
+    @property
+    def logits(self):
+        # relu is fused into the convolution: z then holds relu(z), not the pre-activation
+        return None if self.activation.name == "relu" else getattr(self, "_z", None)

@@ -68,6 +68,11 @@ class Dense(Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units, **self._kernel_bias_config()}
 
+    @property
+    def logits(self):
+        z = getattr(self, "_z", None)
+        return None if z is None else z.reshape(self._x_shape[:-1] + (self.units,))
+
 
 class Activation(Layer):
     """y = activation(x), elementwise (softmax: over the last axis)."""
@@ -91,3 +96,7 @@ class Activation(Layer):
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name}
+
+    @property
+    def logits(self):
+        return getattr(self, "_z", None)

@@ -1,14 +1,27 @@
 """Models: the functional ``Model`` and ``Sequential``, and ``load_model`` for files written by ``model.save``."""
+from autoenc import saving
 from autoenc.models.model import Model
 from autoenc.models.seed import seed_autoencoder
 from autoenc.models.sequential import Sequential
 
 
 def load_model(filepath, custom_objects=None, compile=True, restore_random_state=True):
-    """The model saved by ``model.save(filepath)``; see :func:`autoenc.saving.load_model`."""
-    from autoenc import saving  # saving imports this package
-    return saving.load_model(filepath, custom_objects=custom_objects, compile=compile,
-                             restore_random_state=restore_random_state)
+    """The model saved at ``filepath`` by ``model.save``: same layers, names and weights, and (if saved
+    and ``compile``) compiled with the same loss and an optimizer in the same state.
+
+    custom_objects : {class name: class} for layers (or losses, optimizers) that are not autoenc's own.
+    restore_random_state : also restore autoenc's random generator as it was when the file was written,
+        so that fitting on continues exactly as the uninterrupted run would have.
+
+    Raises FileNotFoundError when there is no file, ValueError when it is not an autoenc model file,
+    has another format version, is truncated, or fails its checksum (see autoenc.saving).
+    """
+    document, arrays = saving.read_model_file(filepath)
+    architecture = document["architecture"]
+    cls = Sequential if architecture["class_name"] == "Sequential" else Model
+    model = cls.from_config(architecture, custom_objects)
+    return saving.restore_model(model, document, arrays, filepath, custom_objects=custom_objects, compile=compile,
+                                restore_random_state=restore_random_state)
 
 
 __all__ = ["Model", "Sequential", "load_model", "seed_autoencoder"]

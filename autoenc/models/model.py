@@ -3,11 +3,20 @@
 ``Model(inputs, outputs)`` walks back from ``outputs`` through the nodes that the layer calls
 recorded, orders them so every node comes after its inputs, and from then on runs ``forward`` in
 that order and ``backward`` in the reverse order, adding up gradients where a tensor feeds
-several layers. Training (compile, fit, ...) lives in :mod:`autoenc.models.training`.
+several layers. Training (compile, fit, ...) lives in :mod:`autoenc.models.training`; files
+(save, save_weights, load_weights) are written and read by :mod:`autoenc.saving`, which knows the
+model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
+
+The graph is public: ``model.nodes`` lists the layer calls in the order ``forward`` runs them, and
+``model.layer_output(layer)`` is what a layer returned in the last forward pass (what callbacks such
+as autoenc.monitors.CollapseMonitor read after each training step).
 """
+import warnings
+
 import numpy as np
 
-from autoenc.layers.base import InputLayer, KerasTensor, format_shape, unique_name
+from autoenc import initializers, layers as layers_module, regularizers, saving
+from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer, format_shape, unique_name
 from autoenc.models.training import Trainer
 
 
@@ -16,23 +25,32 @@ def _as_list(x):
 
 
 def _topological_nodes(outputs):
-    """Every node the outputs depend on, each after the nodes that produce its inputs."""
+    """Every node the outputs depend on, each after the nodes that produce its inputs.
+
+    A depth-first walk back from the outputs with an explicit stack (no recursion, so a chain of
+    thousands of layers is fine): a node is emitted once all the nodes feeding it have been."""
     order, done, active = [], set(), set()
-
-    def visit(node):
-        if id(node) in done:
-            return
-        if id(node) in active:
-            raise ValueError("The layer graph has a cycle")
-        active.add(id(node))
-        for t in node.inputs:
-            visit(t.node)
-        active.discard(id(node))
-        done.add(id(node))
-        order.append(node)
-
     for t in outputs:
-        visit(t.node)
+        stack = [(t.node, iter(t.node.inputs))]
+        if id(t.node) in done:
+            continue
+        active.add(id(t.node))
+        while stack:
+            node, pending = stack[-1]
+            for t_in in pending:
+                child = t_in.node
+                if id(child) in done:
+                    continue
+                if id(child) in active:
+                    raise ValueError("The layer graph has a cycle")
+                active.add(id(child))
+                stack.append((child, iter(child.inputs)))
+                break
+            else:   # every input of node is done
+                stack.pop()
+                active.discard(id(node))
+                done.add(id(node))
+                order.append(node)
     return order
 
 
@@ -43,15 +61,14 @@ def _keras_order(nodes, outputs):
     ``nodes`` must be in topological order (producers first), as ``_topological_nodes`` returns them.
     """
     first_seen = {}
-
-    def visit(node):
-        if id(node) not in first_seen:
+    for t in outputs:   # pre-order depth-first walk, inputs in order, with an explicit stack
+        stack = [t.node]
+        while stack:
+            node = stack.pop()
+            if id(node) in first_seen:
+                continue
             first_seen[id(node)] = len(first_seen)
-            for t in node.inputs:
-                visit(t.node)
-
-    for t in outputs:
-        visit(t.node)
+            stack.extend(t_in.node for t_in in reversed(node.inputs))
     depth = {}
     for node in reversed(nodes):  # every consumer before its producers
         d = depth.setdefault(id(node), 0)
@@ -70,6 +87,9 @@ class Model(Trainer):
         self.name = name or unique_name(self._default_name)
         self.built = False
         self.stop_training = False
+        self._nodes = []      # the layer calls in forward order (InputLayers left out)
+        self._values = None   # id(tensor) -> its array in the last forward pass
+        self._node_of = {}    # id(layer) -> the node calling it
         if inputs is not None or outputs is not None:
             self._init_graph(inputs, outputs)
 
@@ -100,6 +120,8 @@ class Model(Trainer):
             layers.append(node.layer)
         self.inputs, self.outputs = inputs, outputs
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
+        self._node_of = {id(n.layer): n for n in nodes}
+        self._values = None   # the arrays of a previous graph (Sequential.add / pop) are stale
         # ``layers`` (and so get_weights) in Keras' order, which differs from ``nodes`` for branching graphs
         self._layers = [node.layer for node in _keras_order(nodes, outputs)]
         self.built = True
@@ -110,6 +132,30 @@ class Model(Trainer):
     @property
     def layers(self):
         return list(self._layers) if self.built else []
+
+    @property
+    def nodes(self):
+        """The layer calls (``autoenc.layers.base.Node``: ``layer``, ``inputs``, ``output``) in the order
+        ``forward`` runs them, every node after the nodes feeding it; InputLayers are left out. A new
+        list; empty before the model is built."""
+        return list(self._nodes) if self.built else []
+
+    def layer_output(self, layer):
+        """The array ``layer`` (a layer of this model, or its name) returned in the last forward pass
+        (fit's last training step, predict's last batch, ...); for an InputLayer, the input batch.
+        None before any forward pass. The array is the layer's own buffer, overwritten by the next
+        pass: copy it to keep it."""
+        if isinstance(layer, str):
+            layer = self.get_layer(layer)
+        node = self._node_of.get(id(layer))
+        if node is None or node.layer is not layer:
+            raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {self.name!r}")
+        return None if self._values is None else self._values.get(id(node.output))
+
+    @property
+    def output_layer(self):
+        """The layer whose output is the model's output (None before the model is built)."""
+        return self._nodes[-1].layer if self.built and self._nodes else None
 
     def get_layer(self, name=None, index=None):
         """The layer called ``name``, or at position ``index`` in ``layers``."""
@@ -147,19 +193,24 @@ class Model(Trainer):
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights):
-        """Copy ``weights`` (as get_weights returns them) into the model's parameters."""
+        """Copy ``weights`` (as get_weights returns them) into the model's parameters.
+
+        All or nothing: every array is checked (count, shape, and finite once cast to the layer's
+        dtype: float64 1e39 is inf in float32) before any parameter is written."""
         weights = list(weights)
-        expected = [w.shape for w in self.weights]
+        expected = [(layer, name, p) for layer in self.layers for name, p in layer.params.items()]
         if len(weights) != len(expected):
             raise ValueError(f"set_weights expects {len(expected)} arrays, got {len(weights)}")
-        for k, (w, shape) in enumerate(zip(weights, expected)):
-            if np.shape(w) != shape:
-                raise ValueError(f"set_weights: array {k} has shape {np.shape(w)}, expected {shape}")
-        k = 0
+        for k, (w, (layer, name, p)) in enumerate(zip(weights, expected)):
+            if np.shape(w) != p.shape:
+                raise ValueError(f"set_weights: array {k} has shape {np.shape(w)}, expected {p.shape}")
+        cast, k = [], 0
         for layer in self.layers:
             n = len(layer.params)
-            layer.set_weights(weights[k:k + n])
+            cast.append(layer.check_weights(weights[k:k + n]))   # raises before anything is written
             k += n
+        for layer, arrays in zip(self.layers, cast):
+            layer.set_weights(arrays)
 
     def summary(self, line_length=None, positions=None, print_fn=None, show_flops=False, batch_size=1, **kwargs):
         """Print the layers with output shapes and parameter counts, as Keras does; with ``show_flops``,
@@ -247,5 +298,80 @@ class Model(Trainer):
         xs = self._prepare_x(x, "x")
         return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=training), copy=True)
 
+    # --- files (written and read by autoenc.saving) ---------------------------------------------
+
+    def save(self, filepath, overwrite=True, save_format=None, **kwargs):
+        """Write the whole model (architecture, weights, optimizer state) to one file; see
+        :func:`autoenc.saving.save_model`. ``save_format`` (Keras 2's 'tf' / 'h5') is accepted for
+        pasted code and ignored with a warning: the file is always autoenc's own format."""
+        if save_format is not None:
+            warnings.warn(f"save_format={save_format!r} is ignored: autoenc writes its own format (an .npz "
+                          "archive, see autoenc.saving) whatever the name", UserWarning, stacklevel=2)
+        saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write every parameter to an .npz file (keys 'layer/param'), atomically; see
+        :func:`autoenc.saving.save_weights`."""
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath):
+        """Read parameters written by save_weights (matched by position, shapes checked), or from a
+        Keras ``.weights.h5`` / ``.keras`` file of the same architecture (needs h5py). All or nothing:
+        on any error the model keeps its weights. See :func:`autoenc.saving.load_weights`."""
+        return saving.load_weights(self, filepath)
+
+    # --- architecture ----------------------------------------------------------------------------
+
     def get_config(self):
-        return {"name": self.name, "layers": [(type(l).__name__, l.get_config()) for l in self.layers]}
+        """The architecture as a JSON-able dict: ``{"class_name": "Model", "name", "layers", "inputs",
+        "output"}``, each layer as ``{"class_name", "config", "inbound"}`` (the names of the layers
+        feeding it; autoenc layers are called once per model, so a layer's name names its output).
+        ``Model.from_config`` rebuilds the model from it (untrained weights)."""
+        self._require_built("get_config")
+        node_of = {id(node.layer): node for node in self._nodes}
+        entries = []
+        for layer in self.layers:   # Keras' order: every layer after the layers that feed it
+            node = node_of.get(id(layer))
+            entries.append(_layer_entry(layer, [] if node is None else [t.node.layer.name for t in node.inputs]))
+        return {"class_name": "Model", "name": self.name, "layers": entries,
+                "inputs": [t.node.layer.name for t in self.inputs], "output": self.outputs[0].node.layer.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """The model described by ``get_config()``'s dict (layers built, weights freshly initialised).
+        ``custom_objects``: {class name: class} for layers that are not autoenc's own."""
+        custom_objects = dict(custom_objects or {})
+        tensors = {}   # layer name -> its output tensor
+        for entry in config["layers"]:
+            if entry["class_name"] == "InputLayer":
+                tensors[entry["config"]["name"]] = Input(**entry["config"])
+                continue
+            layer = layer_from_entry(entry, custom_objects)
+            inbound = [tensors[name] for name in entry["inbound"]]
+            tensors[layer.name] = layer(inbound[0] if len(inbound) == 1 else inbound)
+        return cls([tensors[name] for name in config["inputs"]], tensors[config["output"]], name=config["name"])
+
+
+def _layer_entry(layer, inbound):
+    """One layer of an architecture: {"class_name", "config", "inbound"}."""
+    if isinstance(layer, InputLayer):
+        config = {"name": layer.name, "shape": list(layer.batch_shape[1:]), "dtype": layer.dtype.name}
+    else:
+        config = layer.get_config()
+    return {"class_name": type(layer).__name__, "config": config, "inbound": inbound}
+
+
+def layer_from_entry(entry, custom_objects):
+    """The layer an architecture entry describes: its class (autoenc's, or from ``custom_objects``),
+    called with its config (regularizers and initializers deserialized). Names never import code."""
+    class_name, config = entry["class_name"], dict(entry["config"])
+    cls = custom_objects.get(class_name) or getattr(layers_module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise ValueError(f"Unknown layer class {class_name!r} in the model file; pass it in "
+                         f"custom_objects={{{class_name!r}: ...}}")
+    for key, value in config.items():
+        if key.endswith("_regularizer") and isinstance(value, dict):
+            config[key] = regularizers.deserialize(value)
+        elif key.endswith("_initializer") and isinstance(value, dict):
+            config[key] = initializers.deserialize(value)
+    return cls(**config)

@@ -1,6 +1,6 @@
 """Sequential: a stack of layers, each feeding the next."""
 from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer
-from autoenc.models.model import Model
+from autoenc.models.model import Model, _layer_entry, layer_from_entry
 
 
 class Sequential(Model):
@@ -63,3 +63,19 @@ class Sequential(Model):
     @property
     def layers(self):
         return list(self._layers) if self.built else list(self._stack)
+
+    def get_config(self):
+        """The architecture as a JSON-able dict: ``{"class_name": "Sequential", "name", "input",
+        "layers"}`` (``input``: the Input's config, or None when the input shape is not known yet)."""
+        first = self._input.node.layer if self._input is not None else None
+        return {"class_name": "Sequential", "name": self.name,
+                "input": None if first is None else _layer_entry(first, [])["config"],
+                "layers": [_layer_entry(layer, []) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """The model ``get_config()`` describes (weights freshly initialised)."""
+        custom_objects = dict(custom_objects or {})
+        stack = [] if config["input"] is None else [Input(**config["input"])]
+        stack += [layer_from_entry(entry, custom_objects) for entry in config["layers"]]
+        return cls(stack, name=config["name"])

@@ -1,18 +1,17 @@
 """Training: compile, fit, evaluate, predict and the single-batch methods, as Keras spells them.
 
-One training step is
+One training step (``train_step``, which a subclass may override, as in Keras) is
     y_pred = forward(x)              every layer, in graph order
     L      = loss(y, y_pred) + sum of regularization penalties
     dy     = dL/dy_pred               (or dL/dz from the logits, see below)
     backward(dy)                      every layer fills its grads, in reverse order
-    optimizer.apply(grads, params)    one update of the flat parameter buffer
+    apply_gradients()                 one optimizer update of the flat parameter buffer
 
 When the loss is binary crossentropy and the output layer ends in a sigmoid, the loss and its
-gradient are computed from the pre-activation z, as Keras' TensorFlow backend does: stable when
-the sigmoid saturates.
+gradient are computed from the pre-activation z (the output layer's ``logits``), as Keras'
+TensorFlow backend does: stable when the sigmoid saturates. See docs/training_step.md.
 """
 import math
-import os
 import warnings
 
 import numpy as np
@@ -21,7 +20,6 @@ from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
 from autoenc import optimizers as optimizers_module
 from autoenc import utils
-from autoenc.utils import atomic_write
 
 
 class NotCompiledError(ValueError, RuntimeError):
@@ -33,16 +31,21 @@ def _metric_name(identifier):
 
 
 class Trainer:
-    """The training half of Model (mixed in): needs ``forward``, ``backward``, ``layers``, ``inputs``."""
+    """The training half of Model (mixed in): needs ``forward``, ``backward``, ``layers``, ``inputs``,
+    ``outputs`` and ``output_layer``."""
 
     def __init__(self):
         self.optimizer = None
         self.loss = None
+        self.metrics = []             # (name, loss function) pairs, from compile
         self.compiled = False
-        self._flat_params = None
+        self.history = None
+        self._flat_params = None      # every trainable parameter, one buffer (see _ensure_flat_parameters)
         self._flat_grads = None
         self._param_refs = []
-        self.history = None
+        self._loss_grad = None        # dL/dy_pred, reused between steps
+        self._batch_buffers = None    # shuffled batches are gathered here
+        self._epoch, self._step = 0, 0   # where fit is, for the interrupt message
 
     # --- compile -------------------------------------------------------------------------------
 
@@ -114,7 +117,7 @@ class Trainer:
             raise ValueError(f"{what} should have shape (batch, {', '.join(map(str, expected))}), got {a.shape}")
         if a.shape[0] == 0:
             raise ValueError(f"{what} is empty (shape {a.shape})")
-        if a.dtype.kind in "iub" and a.size and a.max() > 1 and self._output_is_bounded():
+        if a.dtype.kind in "iub" and a.size and a.max() > 1 and self._output_is_sigmoid():
             warnings.warn(f"{what} holds integers up to {a.max()} (dtype {a.dtype}) but the model's output is a "
                           "sigmoid in [0, 1]: scale the data first, e.g. x.astype('float32') / 255", stacklevel=4)
         # converted once here (uint8 and float64 alike), never per step
@@ -124,9 +127,9 @@ class Trainer:
             raise ValueError(f"{what} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
         return a
 
-    def _output_is_bounded(self):
-        out_layer = self._nodes[-1].layer if getattr(self, "_nodes", None) else None
-        return getattr(getattr(out_layer, "activation", None), "name", None) == "sigmoid"
+    def _output_is_sigmoid(self):
+        """Whether the output layer ends in a sigmoid (outputs in [0, 1])."""
+        return getattr(getattr(self.output_layer, "activation", None), "name", None) == "sigmoid"
 
     def _require_built_for_data(self, x):
         if not self.built:
@@ -152,66 +155,90 @@ class Trainer:
 
     # --- single steps --------------------------------------------------------------------------
 
-    def _uses_logits(self):
-        """Whether to take the loss from the output layer's pre-activation (BCE after a sigmoid)."""
-        out_layer = self._nodes[-1].layer if self._nodes else None
-        return (isinstance(self.loss, losses_module.BinaryCrossentropy) and not self.loss.from_logits
-                and getattr(getattr(out_layer, "activation", None), "name", None) == "sigmoid")
+    def _loss_logits(self):
+        """The output layer's pre-activation z of the last forward pass when the loss is to be taken
+        from it (binary crossentropy after a sigmoid), else None."""
+        if not (isinstance(self.loss, losses_module.BinaryCrossentropy) and not self.loss.from_logits
+                and self._output_is_sigmoid()):
+            return None
+        return self.output_layer.logits
 
-    def _logits(self, y_pred):
-        """The output layer's pre-activation z of the last forward pass, shaped like y_pred."""
-        return self._nodes[-1].layer._z.reshape(y_pred.shape)
+    def compute_loss(self, x=None, y=None, y_pred=None):
+        """The loss of the last forward pass, whose output was ``y_pred``, against targets ``y``: the
+        compiled loss plus every regularization penalty, a float (Keras' Model.compute_loss; ``x`` is
+        not used). y, y_pred: arrays of the output's shape (batch, ...)."""
+        z = self._loss_logits()
+        loss = self.loss.value(y, y_pred) if z is None else self.loss.value_from_logits(y, z)
+        return float(loss) + self._regularization_loss()
 
-    def _loss_and_gradient(self, y, y_pred):
-        """(data loss, dL/dy_pred or dL/dz, from_logits) for the last forward pass. The gradient
-        goes into a buffer kept between steps."""
-        grad = getattr(self, "_loss_grad", None)
+    def compute_loss_and_gradient(self, y, y_pred):
+        """(loss, dy, from_logits) for the last forward pass, whose output was ``y_pred``: the loss as
+        ``compute_loss`` gives it, and dy = dL/dy_pred, or dL/dz for the output layer's logits z when
+        ``from_logits`` (pass it on to ``backward``). dy is a buffer kept between steps."""
+        grad = self._loss_grad
         if grad is None or grad.shape != y_pred.shape or grad.dtype != y_pred.dtype:
             grad = self._loss_grad = np.empty_like(y_pred)
-        if self._uses_logits():
-            loss, grad = self.loss.value_and_gradient_from_logits(y, self._logits(y_pred), out=grad)
-            return loss, grad, True
-        loss, grad = self.loss.value_and_gradient(y, y_pred, out=grad)
-        return loss, grad, False
-
-    def _loss_value(self, y, y_pred):
-        """The data loss of the last forward pass, without its gradient (evaluation)."""
-        if self._uses_logits():
-            return self.loss.value_from_logits(y, self._logits(y_pred))
-        return self.loss.value(y, y_pred)
+        z = self._loss_logits()
+        if z is None:
+            loss, grad = self.loss.value_and_gradient(y, y_pred, out=grad)
+        else:
+            loss, grad = self.loss.value_and_gradient_from_logits(y, z, out=grad)
+        return float(loss) + self._regularization_loss(), grad, z is not None
 
     def _regularization_loss(self):
         return sum(layer.regularization_loss() for layer in self.layers)
 
-    def _train_step(self, xs, y):
-        """One forward, backward and update on a batch. Returns the batch loss (with regularization)."""
-        y_pred = self.forward(xs if len(xs) > 1 else xs[0], training=True)
-        loss, grad, from_logits = self._loss_and_gradient(y, y_pred)
-        total = float(loss) + self._regularization_loss()
-        metrics = {name: float(m(y, y_pred)) for name, m in self.metrics}
-        self.backward(grad, from_logits=from_logits, input_gradients=False)
+    def apply_gradients(self):
+        """One optimizer update of every trainable parameter from the gradients that ``backward``
+        left in the layers' ``grads`` (all of them at once: they share one flat buffer)."""
         self.optimizer.apply([self._flat_grads], [self._flat_params])
-        return total, metrics
 
-    def _test_step(self, xs, y):
-        y_pred = self.forward(xs if len(xs) > 1 else xs[0], training=False)
-        loss = float(self._loss_value(y, y_pred))
-        return loss + self._regularization_loss(), {name: float(m(y, y_pred)) for name, m in self.metrics}
+    def train_step(self, data):
+        """One forward, backward and update on one batch, as Keras' ``Model.train_step``; override it
+        for a custom step (fit, train_on_batch call it once per batch).
+
+        data : the tuple (x, y) of the batch, checked and in the model's dtype: x the input array of
+            shape (batch, *input_shape) (a list of arrays for a model of several inputs), y the
+            targets, shaped like the output.
+        Returns the logs: {"loss": the batch loss (regularization included), metric name: value, ...},
+        floats; fit averages them over the epoch, weighted by batch size. A NaN or Inf "loss" (or
+        parameters) stops fit with the weights of a step whose loss was finite.
+        """
+        x, y = data
+        y_pred = self.forward(x, training=True)
+        loss, dy, from_logits = self.compute_loss_and_gradient(y, y_pred)
+        logs = {"loss": loss, **{name: float(m(y, y_pred)) for name, m in self.metrics}}
+        self.backward(dy, from_logits=from_logits, input_gradients=False)
+        self.apply_gradients()
+        return logs
+
+    def test_step(self, data):
+        """The logs of one batch without updating (Keras' ``Model.test_step``): ``data`` and the
+        returned dict as for ``train_step``."""
+        x, y = data
+        y_pred = self.forward(x, training=False)
+        return {"loss": self.compute_loss(x, y, y_pred), **{name: float(m(y, y_pred)) for name, m in self.metrics}}
+
+    @staticmethod
+    def _step_data(xs, y):
+        return (xs if len(xs) > 1 else xs[0]), y
+
+    @staticmethod
+    def _batch_result(logs):
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
 
     def train_on_batch(self, x, y=None):
         """One update on one batch. Returns the loss before the update (regularization included)."""
         self._require_compiled("train_on_batch")
         xs, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_flat_parameters()
-        loss, metrics = self._train_step(xs, y)
-        return loss if not metrics else [loss, *metrics.values()]
+        return self._batch_result(self.train_step(self._step_data(xs, y)))
 
     def test_on_batch(self, x, y=None):
         """The loss on one batch, without updating."""
         self._require_compiled("test_on_batch")
         xs, y = self._prepare_xy(x, y, "test_on_batch")
-        loss, metrics = self._test_step(xs, y)
-        return loss if not metrics else [loss, *metrics.values()]
+        return self._batch_result(self.test_step(self._step_data(xs, y)))
 
     def predict_on_batch(self, x):
         """The model output for one batch (a new array)."""
@@ -225,12 +252,18 @@ class Trainer:
             validation_batch_size=None, **kwargs):
         """Train for ``epochs`` passes over (x, y) in batches of ``batch_size`` (the last one may be
         smaller). Returns a History whose ``history['loss']`` holds each epoch's sample-weighted
-        mean batch loss, and ``history['val_loss']`` the validation loss after each epoch."""
+        mean batch loss, and ``history['val_loss']`` the validation loss after each epoch.
+
+        shuffle : True, a new order of the samples every epoch; False, none; 'batch', as Keras 3: the
+            batches x[0:b], x[b:2b], ... in order, the samples shuffled within each.
+        """
         unsupported = {k for k, v in kwargs.items() if v is not None}
         if unsupported:
             raise TypeError(f"fit got unsupported keyword argument(s): {sorted(unsupported)}")
         self._require_compiled("fit")
         batch_size = self._check_batch_size(batch_size)
+        if isinstance(shuffle, str) and shuffle != "batch":
+            raise ValueError(f"shuffle must be True, False or 'batch' (as in Keras), got {shuffle!r}")
         for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -261,13 +294,13 @@ class Trainer:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         cbs.append(history)
         cb = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
-        self.stop_training = False
         self.history = history
         cb.on_train_begin()
         snapshot = _StepSnapshot(self)
         self._epoch, self._step = initial_epoch, 0
+        self.stop_training = False
         try:
-            self._fit_epochs(xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, shuffle,
+            self._fit_epochs(xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, steps, shuffle,
                              validation_batch_size)
         except KeyboardInterrupt:
             snapshot.restore()
@@ -277,43 +310,37 @@ class Trainer:
         cb.on_train_end()
         return history
 
-    def _fit_epochs(self, xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, shuffle,
+    def _fit_epochs(self, xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, steps, shuffle,
                     validation_batch_size):
         n = xs[0].shape[0]
-        steps = -(-n // batch_size)
-        self._epoch, self._step = initial_epoch, 0
+        within_batches = isinstance(shuffle, str)   # 'batch' (fit refused any other string)
         for epoch in range(initial_epoch, epochs):
             self._epoch, self._step = epoch, 0
             cb.on_epoch_begin(epoch)
-            order = utils.rng().permutation(n) if shuffle else None
-            total, seen = 0.0, 0
-            metric_totals = {}
+            order = utils.rng().permutation(n) if shuffle and not within_batches else None
+            totals, seen = {}, 0
             for step in range(steps):
                 lo, hi = step * batch_size, min((step + 1) * batch_size, n)
-                if order is None:
+                if within_batches:
+                    xb, yb = self._gather_batch(xs, y, lo + utils.rng().permutation(hi - lo))
+                elif order is None:
                     xb, yb = [a[lo:hi] for a in xs], y[lo:hi]
                 else:
                     xb, yb = self._gather_batch(xs, y, order[lo:hi])
                 self._step = step
                 cb.on_train_batch_begin(step)
-                snapshot.take()
-                loss, metrics = self._train_step(xb, yb)
+                snapshot.take(epoch, step)
+                step_logs = self.train_step(self._step_data(xb, yb))
+                loss = float(step_logs["loss"])
                 if math.isfinite(loss) and np.isfinite(self._flat_params).all():
-                    snapshot.valid = False  # the step is complete: nothing to undo
+                    snapshot.done()  # the step is complete, and its loss was finite
                 else:
-                    snapshot.restore()
-                    self.stop_training = True
-                    self.history.nan_stop = (epoch, step)
-                    warnings.warn(f"Training stopped: the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                                  "the model keeps the last finite weights. Try a lower learning rate, "
-                                  "check the data for extreme values, or use a loss that stays finite.",
-                                  RuntimeWarning, stacklevel=3)
+                    self._stop_on_nan(snapshot, loss, epoch, step)
                     return
-                total += loss * (hi - lo)
                 seen += hi - lo
-                for k, v in metrics.items():
-                    metric_totals[k] = metric_totals.get(k, 0.0) + v * (hi - lo)
-                logs = {"loss": total / seen, **{k: v / seen for k, v in metric_totals.items()}}
+                for k, v in step_logs.items():
+                    totals[k] = totals.get(k, 0.0) + v * (hi - lo)
+                logs = {k: v / seen for k, v in totals.items()}
                 cb.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
@@ -326,7 +353,7 @@ class Trainer:
 
     def _gather_batch(self, xs, y, index):
         """x[index] and y[index] into reused buffers (no allocation per step)."""
-        bufs = getattr(self, "_batch_buffers", None)
+        bufs = self._batch_buffers
         shapes = [(len(index),) + a.shape[1:] for a in xs] + [(len(index),) + y.shape[1:]]
         if bufs is None or [b.shape for b in bufs] != shapes:
             bufs = self._batch_buffers = [np.empty(s, self.dtype) for s in shapes]
@@ -336,14 +363,12 @@ class Trainer:
 
     def _evaluate_arrays(self, xs, y, batch_size):
         n = xs[0].shape[0]
-        total, metric_totals = 0.0, {}
+        totals = {}
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            loss, metrics = self._test_step([a[lo:hi] for a in xs], y[lo:hi])
-            total += loss * (hi - lo)
-            for k, v in metrics.items():
-                metric_totals[k] = metric_totals.get(k, 0.0) + v * (hi - lo)
-        return {"loss": total / n, **{k: v / n for k, v in metric_totals.items()}}
+            for k, v in self.test_step(self._step_data([a[lo:hi] for a in xs], y[lo:hi])).items():
+                totals[k] = totals.get(k, 0.0) + v * (hi - lo)
+        return {k: v / n for k, v in totals.items()}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, **kwargs):
         """The loss (sample-weighted mean over batches, regularization included) on (x, y)."""
@@ -367,79 +392,95 @@ class Trainer:
             out[lo:hi] = self.forward(batch if len(batch) > 1 else batch[0], training=False)
         return out
 
-    # --- weights files -------------------------------------------------------------------------
-
-    def save_weights(self, filepath, overwrite=True):
-        """Write every parameter to an .npz file (keys 'layer/param'), atomically."""
-        filepath = os.fspath(filepath)
-        if not overwrite and os.path.exists(filepath):
-            raise FileExistsError(f"{filepath} exists and overwrite=False")
-        arrays = {f"{layer.name}/{n}": p for layer in self.layers for n, p in layer.params.items()}
-        arrays["__order__"] = np.array(list(arrays))
-        atomic_write(filepath, lambda f: np.savez(f, **arrays))
-
-    def save(self, filepath, overwrite=True, **kwargs):
-        """Write the whole model (architecture, weights, optimizer state) to one file; see autoenc.saving."""
-        from autoenc import saving  # saving imports the models package
-        saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
-
-    def load_weights(self, filepath):
-        """Read parameters written by save_weights (matched by position, shapes checked), or from a
-        Keras ``.weights.h5`` / ``.keras`` file of the same architecture (needs h5py)."""
-        from autoenc.datasets._formats import read_npz
-
-        filepath = os.fspath(filepath)
-        if not os.path.exists(filepath):
-            raise FileNotFoundError(f"No weights file at {filepath}")
-        if filepath.endswith((".h5", ".keras")):
-            from autoenc.keras_files import load_keras_weights
-            return load_keras_weights(self, filepath)
-        try:
-            arrays = read_npz(filepath)
-        except ValueError as e:
-            raise ValueError(f"{filepath} is not a readable autoenc weights file: {e}") from None
-        if "__order__" not in arrays or arrays["__order__"].dtype.kind != "U":
-            raise ValueError(f"{filepath} is not an autoenc weights file (it has no '__order__' entry; "
-                             f"it holds {sorted(arrays)})")
-        order = [str(k) for k in arrays["__order__"]]
-        if set(order) - set(arrays):
-            raise ValueError(f"{filepath} lists weights {sorted(set(order) - set(arrays))} that it does not hold")
-        weights = [arrays[k] for k in order]
-        self.set_weights(weights)
+    def _stop_on_nan(self, snapshot, loss, epoch, step):
+        """After a step whose loss or parameters are not finite: go back to the last weights whose
+        loss was finite (a finite loss means finite outputs on that batch), stop, and say which."""
+        self.stop_training = True
+        self.history.nan_stop = (epoch, step)
+        where = f"at epoch {epoch + 1}, step {step + 1}"
+        what = f"the loss became {loss}" if not math.isfinite(loss) else "the weights became NaN or Inf"
+        advice = ("Try a lower learning rate, check the data for extreme values, or use a loss that stays "
+                  "finite.")
+        if math.isfinite(loss):
+            snapshot.restore()   # the weights before this step gave this finite loss
+            kept = "the model keeps the last finite weights, those before this step (their loss was finite)."
+        elif snapshot.restore_last_finite():
+            e, k = snapshot.finite_at
+            kept = (f"the model keeps the last finite weights whose loss was finite, those before epoch {e + 1}, "
+                    f"step {k + 1} (the weights before this step were finite but gave a loss of {loss}).")
+        else:
+            snapshot.restore()
+            kept = ("the model keeps the last finite weights, but no weights with a finite loss were found: the "
+                    "loss was not finite from the first step of this fit, and the model keeps the weights it "
+                    "started with.")
+        warnings.warn(f"Training stopped: {what} {where}; {kept} {advice}", RuntimeWarning, stacklevel=4)
 
 
 class _StepSnapshot:
-    """A copy of the parameters and optimizer state before a step, to go back to when the step is
-    interrupted or produces NaN. Buffers are allocated once and refilled every step."""
+    """Copies of the parameters and optimizer state (``get_state``) before the step under way and before
+    the last step whose loss was finite, to go back to when a step is interrupted or produces NaN.
+    Two sets of buffers, allocated once and refilled in turn."""
 
     def __init__(self, model):
         self.model = model
-        self.params = None
-        self.valid = False
+        self._states = [None, None]   # each [params, iterations, slots (None or a list of dicts)]
+        self._current = 0             # index of the state before the step under way
+        self._finite = None           # index of the state before the last step with a finite loss
+        self.finite_at = None         # that step's (epoch, step)
+        self._at = [None, None]
+        self.valid = False            # a step is under way: restore() has something to undo
 
-    def take(self):
-        m = self.model
-        if self.params is None or self.params.shape != m._flat_params.shape:
-            self.params = np.empty_like(m._flat_params)
-        np.copyto(self.params, m._flat_params)
-        opt = m.optimizer
-        self.iterations = opt.iterations
-        slots = opt._slots or []
-        if not hasattr(self, "slots") or len(self.slots) != len(slots) or any(
-                set(a) != set(b) or any(a[k].shape != b[k].shape for k in a) for a, b in zip(self.slots, slots)):
-            self.slots = [{k: np.empty_like(v) for k, v in s.items()} for s in slots]
-        for saved, live in zip(self.slots, slots):
-            for k, v in live.items():
-                np.copyto(saved[k], v)
-        self.valid = True
+    def take(self, epoch=None, step=None):
+        """Copy the state before a step (into the buffers not holding the last finite state)."""
+        k = 0 if self._finite is None else 1 - self._finite
+        m, state = self.model, self.model.optimizer.get_state()
+        saved = self._states[k]
+        slots = state["slots"]
+        if saved is None or saved[0].shape != m._flat_params.shape or not _same_layout(saved[2], slots):
+            saved = self._states[k] = [np.empty_like(m._flat_params), 0,
+                                       None if slots is None else [{n: np.empty_like(v) for n, v in s.items()}
+                                                                   for s in slots]]
+        np.copyto(saved[0], m._flat_params)
+        saved[1] = state["iterations"]
+        for copy, live in zip(saved[2] or [], slots or []):
+            for n, v in live.items():
+                np.copyto(copy[n], v)
+        self._current, self._at[k], self.valid = k, (epoch, step), True
+
+    def done(self):
+        """The step under way completed with a finite loss: its starting state is a finite one."""
+        self.valid = False
+        self._finite, self.finite_at = self._current, self._at[self._current]
 
     def restore(self):
         """Undo the step under way, if any."""
-        if not self.valid:
-            return
+        if self.valid:
+            self._put(self._states[self._current])
+
+    def restore_last_finite(self):
+        """Go back to the state before the last step whose loss was finite. False if there was none."""
+        if self._finite is None:
+            return False
+        self._put(self._states[self._finite])
+        return True
+
+    def _put(self, saved):
         m = self.model
-        np.copyto(m._flat_params, self.params)
-        m.optimizer.iterations = self.iterations
-        for saved, live in zip(self.slots, m.optimizer._slots or []):
-            for k, v in saved.items():
-                np.copyto(live[k], v)
+        np.copyto(m._flat_params, saved[0])
+        live = m.optimizer.get_state()["slots"]
+        if saved[2] is not None and live is not None and _same_layout(saved[2], live):
+            for copy, slot in zip(saved[2], live):
+                for n, v in copy.items():
+                    np.copyto(slot[n], v)
+        else:   # no slots yet when the state was taken: the optimizer builds fresh ones
+            live = None if saved[2] is None else [{n: v.copy() for n, v in s.items()} for s in saved[2]]
+        m.optimizer.set_state({"iterations": saved[1], "slots": live})
+        self.valid = False
+
+
+def _same_layout(a, b):
+    """Whether two optimizer slot lists hold arrays of the same names and shapes (None: no slots)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return len(a) == len(b) and all(set(x) == set(y) and all(x[n].shape == y[n].shape for n in x)
+                                    for x, y in zip(a, b))
