@@ -101,5 +101,5 @@ def load_keras_weights(model, path):
         if expected != found:
             raise ValueError(f"Keras layer {name!r} in {path} has weights of shapes {found}, but autoenc layer "
                              f"{layer.name!r} expects {expected}")
-    for layer, name in pairs:
-        layer.set_weights(weights[name])
+    # in model.layers order, as model.set_weights wants them: all checked before any is written
+    model.set_weights([w for _, name in pairs for w in weights[name]])

@@ -324,3 +324,54 @@ def test_a_model_of_1500_layers_builds_runs_and_saves_without_recursion(tmp_path
         loaded = autoenc.models.load_model(tmp_path / name)
         assert len(loaded.layers) == len(m.layers)
         np.testing.assert_array_equal(loaded.predict(data, verbose=0), data)
+
+
+# --- issue 12: the graph is public --------------------------------------------------------------------
+
+def test_nodes_and_layer_output_show_the_last_forward_pass():
+    model = seed_model()
+    assert [node.layer for node in model.nodes] == model.layers[1:]   # a chain: forward order is Keras' order
+    assert model.layer_output(model.layers[3]) is None   # no forward pass yet
+    x = blobs(3)
+    out = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.layer_output(model.output_layer), out)
+    np.testing.assert_array_equal(model.layer_output(model.layers[0]), x)          # the InputLayer: the batch
+    assert model.layer_output(model.layers[3].name).shape == (3, 14, 14, 8)   # conv2d_1
+    with pytest.raises(ValueError, match="not a layer of model"):
+        model.layer_output(Dense(2))
+
+
+def test_logits_are_the_output_layers_pre_activation():
+    model = seed_model()
+    out = model.predict(blobs(2), verbose=0)
+    z = model.output_layer.logits
+    np.testing.assert_allclose(1 / (1 + np.exp(-z.astype(np.float64))), out, rtol=0, atol=1e-6)
+    assert model.layers[1].logits is None           # relu is fused into the convolution: no pre-activation kept
+    assert layers.MaxPooling2D().logits is None     # the base class: no activation
+
+
+def test_a_sigmoid_layer_without_logits_trains_on_probabilities():
+    class Squash(layers.Activation):
+        @property
+        def logits(self):
+            return None
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(4,))
+    model = Model(inp, Squash("sigmoid")(Dense(4)(inp)))
+    model.compile("adam", "binary_crossentropy")
+    x = np.random.default_rng(0).random((8, 4)).astype(np.float32)
+    from autoenc.losses import BinaryCrossentropy
+    expected = float(BinaryCrossentropy().value(x, model.predict(x, verbose=0)))
+    # the same mean of 32 float32 terms, maybe summed in another order: |error| <= 32 * 1.2e-7 relative
+    np.testing.assert_allclose(model.train_on_batch(x, x), expected, rtol=32 * 1.2e-7)
+
+
+def test_no_module_outside_models_reads_the_models_private_fields():
+    import pathlib
+    import re
+    root = pathlib.Path(autoenc.__file__).parent
+    private = re.compile(r"\.(_nodes|_values|_node_of|_loss_logits|_loss_grad|_flat_params|_flat_grads|_param_refs|"
+                         r"_regularization_loss|_stack|_input|_layers)\b")
+    offenders = [f"{path.relative_to(root)}:{k + 1}" for path in root.rglob("*.py") if path.parent.name != "models"
+                 for k, line in enumerate(path.read_text().splitlines()) if private.search(line)]
+    assert offenders == []

@@ -181,3 +181,11 @@ def test_failure_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch, da
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.autoenc"]   # no temporary file left behind
     np.testing.assert_array_equal(load_model(path).predict(data), expected)
+
+
+def test_save_accepts_keras_2_save_format_with_a_warning(tmp_path, data):
+    # Keras 2 code passes save_format='tf' or 'h5'; autoenc writes its own format whatever it says
+    model = Sequential([Input(shape=(4,)), Dense(3)])
+    with pytest.warns(UserWarning, match="save_format='h5' is ignored"):
+        model.save(tmp_path / "m.h5", save_format="h5")
+    np.testing.assert_array_equal(load_model(tmp_path / "m.h5").get_weights()[0], model.get_weights()[0])

@@ -234,3 +234,39 @@ def test_other_shuffle_strings_are_refused(shuffle):
     model.compile("sgd", "mse")
     with pytest.raises(ValueError, match="shuffle"):
         model.fit(np.zeros((4, 1), np.float32), np.zeros((4, 1), np.float32), verbose=0, shuffle=shuffle)
+
+
+# --- issue 12: train_step is public and may be overridden ------------------------------------------
+
+def test_train_step_returns_the_logs_fit_averages():
+    x = data(8)
+    twin = small_model()
+    twin.compile("adam", "binary_crossentropy", metrics=["mse"])
+    loss, mse = twin.train_on_batch(x, x)   # one batch: fit's epoch means are its logs
+    model = small_model()
+    model.compile("adam", "binary_crossentropy", metrics=["mse"])
+    history = model.fit(x, x, batch_size=8, epochs=1, verbose=0)
+    assert history.history == {"loss": [loss], "mse": [mse]}
+
+
+def test_a_subclass_may_override_train_step():
+    calls = []
+
+    class Halved(Model):
+        def train_step(self, data):
+            x, y = data
+            calls.append(x.shape)
+            y_pred = self.forward(x, training=True)
+            loss, dy, from_logits = self.compute_loss_and_gradient(y, y_pred)
+            self.backward(dy * 0.5, from_logits=from_logits)
+            self.apply_gradients()
+            return {"loss": loss, "half": loss / 2}
+
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(6, 6, 1))
+    model = Halved(inp, Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+    model.compile(optimizers.SGD(0.1), "mse")
+    history = model.fit(data(10), data(10), batch_size=4, epochs=1, verbose=0)
+    assert calls == [(4, 6, 6, 1), (4, 6, 6, 1), (2, 6, 6, 1)]
+    assert history.history["half"][0] == pytest.approx(history.history["loss"][0] / 2, rel=1e-12)
+    assert model.train_on_batch(data(2), data(2))[1] > 0
