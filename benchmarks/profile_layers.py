@@ -24,7 +24,7 @@ def main(batch=256, reps=10):
     rng = np.random.default_rng(0)
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     model.train_on_batch(x, x)
-    layers = [n.layer for n in model._nodes]
+    layers = [n.layer for n in model.nodes]
     fwd = {l.name: [] for l in layers}
     bwd = {l.name: [] for l in layers}
     for _ in range(reps):

@@ -55,8 +55,7 @@ def main():
 
     # the codes: one forward pass, then read the bottleneck's output from the model's activations
     reconstructions = model.predict(x_test[:10], batch_size=10)
-    node = next(n for n in model._nodes if n.layer.name == "encoded")
-    codes = np.array(model._values[id(node.output)], copy=True)
+    codes = np.array(model.layer_output("encoded"), copy=True)
     print(f"bottleneck: {np.mean(codes == 0):.0%} of the {codes[0].size} code units are zero, "
           f"mean activation {codes.mean():.3f}")
 

@@ -66,9 +66,9 @@ def main(batch_size=256, check_batch=1, loss="mean_squared_error", max_checks=8)
     print(f"One training step of the seed model: batch {batch_size}, loss {loss!r} = {loss_value:.5f}\n")
     print(f"{'layer':<17}{'forward: output':<22}{'backward: dy -> dx':<46}gradient norms")
     print(f"{'input':<17}{shape(x.shape):<22}")
-    for node in model._nodes:
+    for node in model.nodes:
         layer = node.layer
-        out = model._values[id(node.output)]
+        out = model.layer_output(layer)
         dy, dx = backward_shapes[layer.name]
         norms = "  ".join(f"{k} {np.linalg.norm(g):.2e}" for k, g in layer.grads.items())
         dx = "(not needed)" if dx is None else shape(dx)
