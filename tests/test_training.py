@@ -270,3 +270,26 @@ def test_a_subclass_may_override_train_step():
     assert calls == [(4, 6, 6, 1), (4, 6, 6, 1), (2, 6, 6, 1)]
     assert history.history["half"][0] == pytest.approx(history.history["loss"][0] / 2, rel=1e-12)
     assert model.train_on_batch(data(2), data(2))[1] > 0
+
+
+def test_a_custom_train_step_may_fit_on_x_alone():
+    # as a VAE does: fit(x), and the step receives x itself (Keras packs a lone x so)
+    class Denoise(Model):
+        def train_step(self, data):
+            assert isinstance(data, np.ndarray)
+            y_pred = self.forward(data, training=True)
+            loss, dy, from_logits = self.compute_loss_and_gradient(data, y_pred)
+            self.backward(dy, from_logits=from_logits)
+            self.apply_gradients()
+            return {"loss": loss}
+
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(6, 6, 1))
+    model = Denoise(inp, Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+    model.compile("adam", "mse")
+    history = model.fit(data(12), batch_size=4, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    plain = small_model()
+    plain.compile("adam", "mse")
+    with pytest.raises(ValueError, match="needs targets y"):   # the built-in step needs targets
+        plain.fit(data(4), verbose=0)

@@ -137,8 +137,13 @@ class Trainer:
             self.build((None,) + np.shape(first)[1:])
 
     def _prepare_xy(self, x, y, what="fit"):
+        """The inputs (a list of arrays) and targets, checked and converted. y may be None only for
+        a model whose own train_step / test_step (the one ``what`` runs) takes x alone."""
         xs = self._prepare_x(x, "x")
         if y is None:
+            step = Trainer.test_step if what in ("evaluate", "test_on_batch", "validation") else Trainer.train_step
+            if getattr(type(self), step.__name__) is not step:
+                return xs, None   # a custom step on x alone, as a VAE's
             raise ValueError(f"{what} needs targets y (for an autoencoder, y = x)")
         y = self._prepare_array(y, self.outputs[0].shape, "y")
         if y.shape[0] != xs[0].shape[0]:
@@ -199,7 +204,8 @@ class Trainer:
 
         data : the tuple (x, y) of the batch, checked and in the model's dtype: x the input array of
             shape (batch, *input_shape) (a list of arrays for a model of several inputs), y the
-            targets, shaped like the output.
+            targets, shaped like the output. A model that overrides train_step may be fit on x alone
+            (``fit(x)``, as a VAE is): ``data`` is then x itself, as in Keras.
         Returns the logs: {"loss": the batch loss (regularization included), metric name: value, ...},
         floats; fit averages them over the epoch, weighted by batch size. A NaN or Inf "loss" (or
         parameters) stops fit with the weights of a step whose loss was finite.
@@ -221,7 +227,9 @@ class Trainer:
 
     @staticmethod
     def _step_data(xs, y):
-        return (xs if len(xs) > 1 else xs[0]), y
+        """The ``data`` a step receives: (x, y), or x alone when there are no targets (as Keras packs it)."""
+        x = xs if len(xs) > 1 else xs[0]
+        return x if y is None else (x, y)
 
     @staticmethod
     def _batch_result(logs):
@@ -279,8 +287,8 @@ class Trainer:
             split = int(xs[0].shape[0] * (1 - validation_split))
             if split == 0 or split == xs[0].shape[0]:
                 raise ValueError(f"validation_split={validation_split} leaves no data to train or validate on")
-            val = ([a[split:] for a in xs], y[split:])
-            xs, y = [a[:split] for a in xs], y[:split]
+            val = ([a[split:] for a in xs], None if y is None else y[split:])
+            xs, y = [a[:split] for a in xs], None if y is None else y[:split]
         else:
             val = None
         self._ensure_flat_parameters()
@@ -324,7 +332,7 @@ class Trainer:
                 if within_batches:
                     xb, yb = self._gather_batch(xs, y, lo + utils.rng().permutation(hi - lo))
                 elif order is None:
-                    xb, yb = [a[lo:hi] for a in xs], y[lo:hi]
+                    xb, yb = [a[lo:hi] for a in xs], None if y is None else y[lo:hi]
                 else:
                     xb, yb = self._gather_batch(xs, y, order[lo:hi])
                 self._step = step
@@ -354,19 +362,21 @@ class Trainer:
     def _gather_batch(self, xs, y, index):
         """x[index] and y[index] into reused buffers (no allocation per step)."""
         bufs = self._batch_buffers
-        shapes = [(len(index),) + a.shape[1:] for a in xs] + [(len(index),) + y.shape[1:]]
+        arrays = list(xs) + ([] if y is None else [y])
+        shapes = [(len(index),) + a.shape[1:] for a in arrays]
         if bufs is None or [b.shape for b in bufs] != shapes:
             bufs = self._batch_buffers = [np.empty(s, self.dtype) for s in shapes]
-        for a, b in zip(list(xs) + [y], bufs):
+        for a, b in zip(arrays, bufs):
             np.take(a, index, axis=0, out=b)
-        return bufs[:-1], bufs[-1]
+        return bufs[:len(xs)], None if y is None else bufs[-1]
 
     def _evaluate_arrays(self, xs, y, batch_size):
         n = xs[0].shape[0]
         totals = {}
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            for k, v in self.test_step(self._step_data([a[lo:hi] for a in xs], y[lo:hi])).items():
+            yb = None if y is None else y[lo:hi]
+            for k, v in self.test_step(self._step_data([a[lo:hi] for a in xs], yb)).items():
                 totals[k] = totals.get(k, 0.0) + v * (hi - lo)
         return {k: v / n for k, v in totals.items()}
 
