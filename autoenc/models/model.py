@@ -31,9 +31,9 @@ def _topological_nodes(outputs):
     thousands of layers is fine): a node is emitted once all the nodes feeding it have been."""
     order, done, active = [], set(), set()
     for t in outputs:
-        stack = [(t.node, iter(t.node.inputs))]
         if id(t.node) in done:
             continue
+        stack = [(t.node, iter(t.node.inputs))]   # (node, its inputs not yet looked at)
         active.add(id(t.node))
         while stack:
             node, pending = stack[-1]
@@ -203,7 +203,8 @@ class Model(Trainer):
             raise ValueError(f"set_weights expects {len(expected)} arrays, got {len(weights)}")
         for k, (w, (layer, name, p)) in enumerate(zip(weights, expected)):
             if np.shape(w) != p.shape:
-                raise ValueError(f"set_weights: array {k} has shape {np.shape(w)}, expected {p.shape}")
+                raise ValueError(f"set_weights: array {k} ({layer.name}/{name}) has shape {np.shape(w)}, "
+                                 f"expected {p.shape}")
         cast, k = [], 0
         for layer in self.layers:
             n = len(layer.params)
