@@ -112,12 +112,12 @@ class Model(Trainer):
             if isinstance(node.layer, InputLayer) and id(node.output) not in input_ids:
                 raise ValueError(f"Graph disconnected: the output depends on input {node.layer.name!r}, "
                                  "which is not among the model's inputs")
-        layers = []
+        seen = set()
         for node in nodes:
-            if any(node.layer is l for l in layers):
+            if id(node.layer) in seen:
                 raise ValueError(f"Layer {node.layer.name!r} is called more than once in this model; "
                                  "autoenc does not support shared layers")
-            layers.append(node.layer)
+            seen.add(id(node.layer))
         self.inputs, self.outputs = inputs, outputs
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
         self._node_of = {id(n.layer): n for n in nodes}

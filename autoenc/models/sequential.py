@@ -14,10 +14,13 @@ class Sequential(Model):
         self._stack = []
         self._input = None
         for layer in layers or []:
-            self.add(layer)
+            self.add(layer, rebuild=False)
+        if self._input is not None and self._stack:
+            self.build()   # once, not after every layer
 
-    def add(self, layer):
-        """Append a layer (or an Input tensor, which must come first)."""
+    def add(self, layer, rebuild=True):
+        """Append a layer (or an Input tensor, which must come first). ``rebuild=False`` leaves
+        connecting the layers to a later ``build()``."""
         if isinstance(layer, KerasTensor) and isinstance(layer.node.layer, InputLayer):
             layer = layer.node.layer
         if isinstance(layer, InputLayer):
@@ -31,7 +34,7 @@ class Sequential(Model):
             self._input = Input(shape=layer._input_shape_arg, dtype=layer.dtype)
         self._stack.append(layer)
         self.built = False
-        if self._input is not None:
+        if self._input is not None and rebuild:
             self.build()
 
     def pop(self):
