@@ -30,7 +30,7 @@ import numpy as np
 import autoenc
 from autoenc import datasets, losses, plotting, saving
 from autoenc.callbacks import Callback
-from autoenc.models.training import atomic_write
+from autoenc.files import atomic_write
 from autoenc.monitors import CollapseMonitor
 
 RECIPES = {

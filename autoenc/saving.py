@@ -30,9 +30,8 @@ import os
 import numpy as np
 
 from autoenc import initializers, layers as layers_module, losses, optimizers, regularizers, utils
-from autoenc.datasets._formats import read_npz
 from autoenc.layers.base import Input, InputLayer, Layer
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write, read_npz
 
 FORMAT = "autoenc.model"
 VERSION = 1

@@ -5,7 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from autoenc.datasets._formats import check_split, read_idx, read_npz
+from autoenc.datasets._formats import check_split, read_idx
+from autoenc.files import read_npz
 
 
 def idx_bytes(array, type_code=0x08):

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import autoenc
-from autoenc.datasets._formats import read_idx, read_npz
+from autoenc.datasets._formats import read_idx
+from autoenc.files import read_npz
 from autoenc.layers import Dense, Input
 from autoenc.models import Sequential
 

@@ -11,7 +11,8 @@ import autoenc
 from autoenc import callbacks, optimizers
 from autoenc.layers import Conv2D, Dense, Input
 from autoenc.models import Model, Sequential
-from autoenc.models.training import NotCompiledError, atomic_write
+from autoenc.files import atomic_write
+from autoenc.models.training import NotCompiledError
 
 
 def small_model():

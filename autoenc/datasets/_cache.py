@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write
 
 DEFAULT_TIMEOUT = 30.0  # seconds the server may stay silent before we give up
 CHUNK_SIZE = 1 << 20  # read and hash files 1 MiB at a time, so memory use stays flat

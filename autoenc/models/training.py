@@ -21,7 +21,7 @@ from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
 from autoenc import optimizers as optimizers_module
 from autoenc import utils
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write
 
 
 class NotCompiledError(ValueError, RuntimeError):
@@ -386,7 +386,7 @@ class Trainer:
     def load_weights(self, filepath):
         """Read parameters written by save_weights (matched by position, shapes checked), or from a
         Keras ``.weights.h5`` / ``.keras`` file of the same architecture (needs h5py)."""
-        from autoenc.datasets._formats import read_npz
+        from autoenc.files import read_npz
 
         filepath = os.fspath(filepath)
         if not os.path.exists(filepath):
