@@ -94,10 +94,13 @@ def _read_idx_stream(f, path, max_bytes):
 
     dtype = np.dtype(IDX_DTYPES[type_code])
     expected = dtype.itemsize * math.prod(shape)  # Python ints: no overflow, whatever the header says
-    if expected > max_bytes:
+    # an empty array (a size 0) must still have a shape NumPy can hold: count the other sizes too
+    nominal = dtype.itemsize * math.prod(max(n, 1) for n in shape)
+    if nominal > max_bytes:
         raise ValueError(
-            f"{path} declares shape {shape} of {dtype}, i.e. {expected} bytes of data, more than the "
-            f"limit of {max_bytes} bytes; the header is probably corrupt."
+            f"{path} declares shape {shape} of {dtype}, i.e. {expected} bytes of data"
+            + (f" in a shape of {nominal} bytes" if nominal != expected else "")
+            + f", more than the limit of {max_bytes} bytes; the header is probably corrupt."
         )
     data = f.read(expected)
     if len(data) < expected:
