@@ -99,11 +99,12 @@ def atomic_write(path, write):
     # same folder: os.replace is atomic only within one file system
     temporary = target.parent / f"{prefix}{secrets.token_hex(4)}.part"
     # 0o666: the kernel applies the umask, as open(path, "w") does
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(temporary, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             if st is not None:
-                os.chmod(f.fileno(), stat.S_IMODE(st.st_mode))
+                os.chmod(temporary, stat.S_IMODE(st.st_mode))
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -135,14 +135,13 @@ def _natural_key(name):
     return m.group(1), int(m.group(2) or 0)
 
 
-def _config_order(config, names, path):
-    """The layer names of config.json that have weights, in the model's order; None if they do not
-    match the weights' names."""
+def _config_order(config, names):
+    """The layer names of config.json that have weights, in the model's order; None if config.json
+    does not list them all (a subclassed model, another layout): then the names decide."""
     try:
-        layers = config["config"]["layers"]
-        order = [layer["config"]["name"] for layer in layers]
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{path}: config.json has no config.layers[*].config.name ({error!r})") from None
+        order = [layer["config"]["name"] for layer in config["config"]["layers"]]
+    except (KeyError, TypeError, IndexError):
+        return None
     order = [name for name in order if isinstance(name, str) and name in names]
     return order if sorted(order) == sorted(names) else None
 
@@ -181,7 +180,7 @@ def _open(path, max_bytes):
         raise ValueError(f"{where} is not an HDF5 file: {error}") from None
     with f:
         datasets = _datasets(f, where)
-        order = _config_order(config, datasets, path) if config is not None else None
+        order = _config_order(config, datasets) if config is not None else None
         yield datasets, order or sorted(datasets, key=_natural_key)
 
 

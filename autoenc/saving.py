@@ -307,8 +307,12 @@ def _check_weights_against(headers, layer):
         if key not in headers:
             raise _Malformed(f"layer {layer.name!r} creates the weight {key}, which the file does not hold")
         if headers[key][0] != tuple(shape):
+            try:
+                config = json.dumps(layer.get_config(), default=_json_default)
+            except Exception:   # noqa: BLE001  only for the message
+                config = "?"
             raise _Malformed(f"{key} has shape {headers[key][0]} in the file, but layer {layer.name!r} as the "
-                             f"architecture describes it ({layer.get_config()}) builds {tuple(shape)}")
+                             f"architecture describes it ({config:.300}) builds {tuple(shape)}")
         return original(name, shape, *args, **kwargs)
 
     layer.add_weight = add_weight
