@@ -382,15 +382,20 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
         if unused:
             raise ValueError(f"{filepath!r} holds arrays the model does not use: {unused[:5]}; refused "
                              "before reading them")
+        for key in sorted(expected - {_HEADER, _MODEL}):
+            if key not in headers:
+                raise ValueError(f"{filepath!r} lacks the array {key} that {_MODEL} lists")
+            if headers[key][1].kind != "f":
+                raise ValueError(f"{filepath!r}: {key} holds {headers[key][1]} data; weights and optimizer "
+                                 "state are float arrays")
         arrays = _verified_arrays(filepath, header)
-        with _field("weights"):
-            weights = {layer: [arrays[f"weights/{layer.name}/{n}"] for n in layer.params] for layer in model.layers}
-            for layer, values in weights.items():   # everything checked, then assigned
-                for (name, p), w in zip(layer.params.items(), values):
-                    if not np.all(np.isfinite(w)):
-                        raise ValueError(f"weights/{layer.name}/{name} contains NaN or Inf")
-            for layer, values in weights.items():
-                layer.set_weights(values)
+        weights = {layer: [arrays[f"weights/{layer.name}/{n}"] for n in layer.params] for layer in model.layers}
+        for layer, values in weights.items():   # everything checked, then assigned
+            for name, w in zip(layer.params, values):
+                if not np.all(np.isfinite(w)):
+                    raise ValueError(f"{filepath!r}: weights/{layer.name}/{name} contains NaN or Inf")
+        for layer, values in weights.items():
+            layer.set_weights(values)
         if compiled:
             _compile_from(model, document, arrays, custom_objects or {})
         if restore_random_state:

@@ -304,3 +304,11 @@ def test_malformed_model_json_is_a_value_error_naming_file_and_field(tmp_path, c
     path = _write_model_file(tmp_path / "bad.autoenc", arrays, document)
     with pytest.raises(ValueError, match=rf"bad\.autoenc(?s:.*){field}"):
         load_model(path)
+
+
+def test_weights_that_are_not_floats_are_refused(tmp_path):
+    arrays = _small_conv(tmp_path / "m.autoenc")
+    arrays["weights/conv/bias"] = np.array(["a", "b", "c", "d"])
+    path = _write_model_file(tmp_path / "text.autoenc", arrays)
+    with pytest.raises(ValueError, match=r"text\.autoenc.*weights/conv/bias holds <U1"):
+        load_model(path)
