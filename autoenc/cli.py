@@ -30,7 +30,7 @@ import numpy as np
 import autoenc
 from autoenc import datasets, losses, models, plotting, saving
 from autoenc.callbacks import Callback
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write
 from autoenc.monitors import CollapseMonitor
 
 RECIPES = {
@@ -251,7 +251,9 @@ def train(args):
                "collapse": monitor.message if monitor is not None else None,
                "train_seconds": round(state.get("train_seconds", 0.0), 1),
                "versions": versions(), "files": sorted(os.listdir(run_dir) + ["metrics.json"])}
-    metrics["files"] = sorted(set(metrics["files"]) - {f for f in metrics["files"] if f.startswith(".")})
+    # hidden files and temporary files of atomic_write (".<hash>.<random>.part") are not results
+    metrics["files"] = sorted(set(metrics["files"]) - {f for f in metrics["files"]
+                                                       if f.startswith(".") or f.endswith(".part")})
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     print(f"Done: val_loss {final.get('val_loss', float('nan')):.4f}, test MSE {metrics['final']['test_mse']:.4f} "
           f"after {state['epochs_done']} epochs in {metrics['train_seconds']:.0f} s. Wrote {run_dir}/: "

@@ -152,6 +152,8 @@ def plot_gradient_norms(stats, path, title="Gradient norm per layer"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from autoenc.plotting import save_figure
+
     norms = stats.layer_grad_norms()
     if not norms:
         raise ValueError("No gradient norms recorded: pass the GradientStats to fit(callbacks=[...]) first")
@@ -166,6 +168,8 @@ def plot_gradient_norms(stats, path, title="Gradient norm per layer"):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)   # atomically: a full disk leaves any previous picture intact
+    finally:
+        plt.close(fig)
     return path

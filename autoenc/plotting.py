@@ -16,7 +16,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
 from autoenc.layers.base import InputLayer, format_shape
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write
 
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
 

@@ -2,7 +2,7 @@
 weights files. The methods of the model delegate here, as Keras' do to its saving module:
 
     model.save("model.autoenc")                           # save_model
-    model = autoenc.models.load_model("model.autoenc")   # read_model_file, then restore_model
+    model = autoenc.models.load_model("model.autoenc")   # load_model, given Model.from_config
     model.save_weights("w.npz"); model.load_weights("w.npz")
 
 This module knows a model only through its public face (``layers``, ``get_config``, ``set_weights``,
@@ -29,15 +29,15 @@ The file also keeps the state of autoenc's random generator (``autoenc.utils.rng
 batches, drop out units and initialise new layers): loading it back makes training resumed from the
 file continue exactly as the uninterrupted run would have.
 """
+import contextlib
 import hashlib
 import json
 import os
 
 import numpy as np
 
-from autoenc import losses, optimizers, utils
-from autoenc.datasets._formats import read_npz
-from autoenc.utils import atomic_write
+from autoenc import files, losses, optimizers, utils
+from autoenc.files import atomic_write, read_npz
 
 FORMAT = "autoenc.model"
 VERSION = 1
@@ -118,12 +118,48 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
 
 
 # --- load -----------------------------------------------------------------------------------------
+#
+# A model file is untrusted. Loading reads the zip directory and every array header first (sizes
+# checked against autoenc.files.MAX_BYTES and against the bytes present), then the two JSON documents,
+# builds the layers while checking each weight's shape against the file's header before it is
+# allocated, refuses members the model does not use, and only then inflates the arrays and checks the
+# checksum. Anything malformed is a ValueError naming the file and the field.
 
-def read_model_file(filepath):
-    """Every member of a model file, checked: format, version and checksum. Returns (document, arrays):
-    the model.json document (its "architecture" is what ``Model.from_config`` rebuilds) and
-    {member name: array}."""
-    filepath = os.fspath(filepath)
+MAX_JSON_BYTES = 64 * 2**20     # format.json and model.json: a few KB in practice
+MAX_DIMENSION = 2**31 - 1       # an input dimension above this cannot be a real image or vector
+
+
+class _Malformed(Exception):
+    """Raised inside ``_field`` blocks; load_model turns it into a ValueError naming the file."""
+
+
+@contextlib.contextmanager
+def _field(where):
+    """Report any error raised while reading the field ``where`` of model.json as _Malformed."""
+    try:
+        yield
+    except _Malformed:
+        raise
+    except (KeyError, IndexError) as error:
+        raise _Malformed(f"{where}: missing entry {error}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, MemoryError, RecursionError) as error:
+        if getattr(error, "names_its_field", False):   # models' ConfigError: already says where
+            raise _Malformed(str(error)) from None
+        raise _Malformed(f"{where}: {type(error).__name__}: {error}") from None
+
+
+def _checked_input(config):
+    """An Input's config from the file, its shape checked (positive ints below MAX_DIMENSION)."""
+    config = dict(config)
+    shape = config.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                              and 0 < d <= MAX_DIMENSION for d in shape):
+        raise ValueError(f"shape must be a list of ints in 1..{MAX_DIMENSION}, got {shape!r}")
+    return config
+
+
+def _headers(filepath):
+    """The shape and dtype of every member of the model file, checked before any data is read."""
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"No model file at {filepath!r}")
     if os.path.isdir(filepath):
@@ -134,72 +170,206 @@ def read_model_file(filepath):
         raise ValueError(f"{filepath!r} is not an autoenc model file (it is not a .npz archive; "
                          f"it starts with {magic!r})")
     try:
-        arrays = read_npz(filepath)  # array headers checked against the bytes present, no unpickling
+        headers = files.read_npz_headers(filepath)   # sizes checked against the cap and the bytes present
     except ValueError as error:
         raise ValueError(f"{filepath!r} is truncated or damaged and cannot be read as an autoenc model "
                          f"file: {error}") from None
-    if _HEADER not in arrays or _MODEL not in arrays:
+    if _HEADER not in headers or _MODEL not in headers:
         raise ValueError(f"{filepath!r} is a .npz archive but not an autoenc model file "
-                         f"(it holds {sorted(arrays)[:5]}, no {_HEADER!r})")
+                         f"(it holds {sorted(headers)[:5]}, no {_HEADER!r})")
+    for name in (_HEADER, _MODEL):
+        shape, dtype = headers[name]
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_JSON_BYTES:
+            raise ValueError(f"{filepath!r}: {name} should be at most {MAX_JSON_BYTES} bytes of UTF-8 text, "
+                             f"it is {dtype} of shape {shape}")
+    return headers
+
+
+def _documents(filepath):
+    """(headers, format.json, model.json) of the model file, format and version checked."""
+    headers = _headers(filepath)
     try:
-        header = _from_array(arrays[_HEADER])
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{filepath!r} has an unreadable {_HEADER}: {error}") from None
+        small = read_npz(filepath, [_HEADER, _MODEL])
+    except ValueError as error:
+        raise ValueError(f"{filepath!r} is truncated or damaged and cannot be read as an autoenc model "
+                         f"file: {error}") from None
+    documents = []
+    for name in (_HEADER, _MODEL):
+        try:
+            documents.append(_from_array(small[name]))
+        except (ValueError, UnicodeDecodeError, RecursionError) as error:
+            raise ValueError(f"{filepath!r} has an unreadable {name}: {error}") from None
+    header, document = documents
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{filepath!r} is not an autoenc model file (format {header!r})")
     if header.get("version") != VERSION:
         raise ValueError(f"{filepath!r} is an autoenc model file of format version {header.get('version')!r}; "
                          f"this autoenc reads version {VERSION}")
+    if not isinstance(document, dict):
+        raise ValueError(f"{filepath!r}: {_MODEL} should be a JSON object, got {type(document).__name__}")
+    return headers, header, document
+
+
+def _verified_arrays(filepath, header):
+    """Every member, inflated (their sizes were checked by _headers), and the checksum verified."""
+    try:
+        arrays = read_npz(filepath)
+    except ValueError as error:
+        raise ValueError(f"{filepath!r} is truncated or damaged and cannot be read as an autoenc model "
+                         f"file: {error}") from None
     actual = _digest(arrays)
     if header.get("sha256") != actual:
         raise ValueError(f"{filepath!r} is corrupted: its checksum does not match its content "
                          f"(SHA-256 {actual}, expected {header.get('sha256')})")
-    return _from_array(arrays[_MODEL]), arrays
+    return arrays
 
 
-def restore_model(model, document, arrays, filepath, custom_objects=None, compile=True,
-                  restore_random_state=True):
-    """Put what a model file holds into ``model``, freshly built from its architecture: the weights,
-    (if saved and ``compile``) the compile settings and the optimizer state, and (with
+def read_model_file(filepath):
+    """Every member of a model file, checked: format, version and checksum. Returns (document, arrays)."""
+    filepath = os.fspath(filepath)
+    _, header, document = _documents(filepath)
+    return document, _verified_arrays(filepath, header)
+
+
+def _check_weights_against(headers, layer):
+    """Make ``layer.add_weight`` compare each weight's shape with the file's array header before
+    allocating it: a hostile architecture (filters=2**21) cannot allocate more than the file holds."""
+    original = layer.add_weight
+
+    def add_weight(name, shape, *args, **kwargs):
+        key = f"weights/{layer.name}/{name}"
+        if key not in headers:
+            raise _Malformed(f"layer {layer.name!r} creates the weight {key}, which the file does not hold")
+        if headers[key][0] != tuple(shape):
+            try:
+                config = json.dumps(layer.get_config(), default=_json_default)
+            except Exception:   # noqa: BLE001  only for the message
+                config = "?"
+            raise _Malformed(f"{key} has shape {headers[key][0]} in the file, but layer {layer.name!r} as the "
+                             f"architecture describes it ({config:.300}) builds {tuple(shape)}")
+        return original(name, shape, *args, **kwargs)
+
+    layer.add_weight = add_weight
+
+
+def _random_states(document, model):
+    """The generator states to restore, [(bit generator, state)], each checked on a scratch generator."""
+    with _field("random_state"):
+        states = [(utils.rng().bit_generator, document["random_state"], "random_state")]
+    with _field("layer_random_states"):
+        layer_states = dict(document.get("layer_random_states", {}))
+    for name, state in layer_states.items():
+        with _field(f"layer_random_states.{name}"):
+            states.append((model.get_layer(name)._gen.bit_generator, state, f"layer_random_states.{name}"))
+    for generator, state, where in states:
+        with _field(where):
+            type(generator)().state = state
+    return [(generator, state) for generator, state, _ in states]
+
+
+def load_model(filepath, from_config, custom_objects=None, compile=True, restore_random_state=True):
+    """The model saved at ``filepath`` by ``model.save``, built by ``from_config(architecture,
+    custom_objects, on_layer)`` (``autoenc.models.load_model`` passes Model's or Sequential's), with its
+    weights, (if saved and ``compile``) its compile settings and optimizer state, and (with
     ``restore_random_state``) autoenc's random generator as it was when the file was written, so that
-    fitting on continues exactly as the uninterrupted run would have. ``document``, ``arrays``: as
-    ``read_model_file(filepath)`` returns them."""
-    weights = []
-    for layer in model.layers:
-        missing = [f"weights/{layer.name}/{n}" for n in layer.params if f"weights/{layer.name}/{n}" not in arrays]
-        if missing:
-            raise ValueError(f"{os.fspath(filepath)!r} lacks the weights {missing}")
-        weights += [arrays[f"weights/{layer.name}/{n}"] for n in layer.params]
-    model.set_weights(weights)
-    if compile and document["compile"] is not None:
-        _compile_from(model, document, arrays, custom_objects or {})
-    if restore_random_state:
-        utils.rng().bit_generator.state = document["random_state"]
-        for name, state in document.get("layer_random_states", {}).items():
-            model.get_layer(name)._gen.bit_generator.state = state
+    fitting on continues exactly as the uninterrupted run would have.
+
+    Raises FileNotFoundError when there is no file, ValueError (naming the file and, for a malformed
+    architecture, the field) when it is not an autoenc model file, has another format version, is
+    truncated, declares more than ``autoenc.files.MAX_BYTES``, describes weights other than it holds,
+    holds members the model does not use, or fails its checksum. Sizes are checked before anything
+    is allocated or inflated.
+    """
+    filepath = os.fspath(filepath)
+    headers, header, document = _documents(filepath)
+    try:
+        with _field("architecture"):
+            arch = document["architecture"]
+            if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
+                raise ValueError(f"architecture.layers should be a list, got {arch!r:.200}")
+            if not all(isinstance(e, dict) and isinstance(e.get("config"), dict) for e in arch["layers"]):
+                raise ValueError("every entry of architecture.layers needs a class_name and a config object")
+            if arch.get("class_name") == "Sequential" and arch.get("input") is not None:
+                if not isinstance(arch["input"], dict):
+                    raise ValueError(f"architecture.input should be an object, got {arch['input']!r:.200}")
+        built = []
+
+        def on_layer(layer):
+            _check_weights_against(headers, layer)
+            built.append(layer)
+
+        try:
+            with _field("architecture"):
+                model = from_config(arch, dict(custom_objects or {}), on_layer)
+        finally:
+            for layer in built:
+                layer.__dict__.pop("add_weight", None)
+        expected = {_HEADER, _MODEL}
+        for layer in model.layers:
+            missing = [f"weights/{layer.name}/{n}" for n in layer.params if f"weights/{layer.name}/{n}" not in headers]
+            if missing:
+                raise _Malformed(f"architecture: the file lacks the weights {missing}")
+            expected.update(f"weights/{layer.name}/{n}" for n in layer.params)
+        compiled = compile and document.get("compile") is not None
+        with _field("optimizer.slots"):
+            opt_doc = document.get("optimizer")
+            slots = opt_doc.get("slots") if isinstance(opt_doc, dict) else None
+            expected.update(f"optimizer/{k}/{name}" for k, names in enumerate(slots or []) for name in names)
+        unused = sorted(set(headers) - expected)
+        if unused:
+            raise ValueError(f"{filepath!r} holds arrays the model does not use: {unused[:5]}; refused "
+                             "before reading them")
+        for key in sorted(expected - {_HEADER, _MODEL}):
+            if key not in headers:
+                raise ValueError(f"{filepath!r} lacks the array {key} that {_MODEL} lists")
+            if headers[key][1].kind != "f":
+                raise ValueError(f"{filepath!r}: {key} holds {headers[key][1]} data; weights and optimizer "
+                                 "state are float arrays")
+        arrays = _verified_arrays(filepath, header)
+        try:   # all checked (shapes, finiteness after the cast), then all assigned
+            model.set_weights([arrays[f"weights/{layer.name}/{n}"] for layer in model.layers for n in layer.params])
+        except ValueError as error:
+            raise ValueError(f"{filepath!r}: {error}") from None
+        if compiled:
+            _compile_from(model, document, arrays, custom_objects or {})
+        if restore_random_state:
+            for generator, state in _random_states(document, model):
+                generator.state = state
+    except _Malformed as error:
+        raise ValueError(f"{filepath!r} has a malformed {_MODEL}: {error}") from None
     return model
 
 
 def _compile_from(model, document, arrays, custom_objects):
-    loss_config = dict(document["compile"]["loss"])
-    name = loss_config.pop("name")
-    loss = custom_objects.get(name) if name in custom_objects else type(losses.get(name))(**loss_config)
-    opt_doc = document["optimizer"]
-    cls = custom_objects.get(opt_doc["class_name"]) or getattr(optimizers, opt_doc["class_name"], None)
-    if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
-        raise ValueError(f"Unknown optimizer class {opt_doc['class_name']!r} in the model file")
-    optimizer = cls(**opt_doc["config"])
-    slots = None
-    if opt_doc["slots"] is not None:
-        slots = [{name: np.array(arrays[f"optimizer/{k}/{name}"]) for name in names}
-                 for k, names in enumerate(opt_doc["slots"])]
-    optimizer.set_state({"iterations": opt_doc["iterations"], "slots": slots})
-    model.compile(optimizer=optimizer, loss=loss, metrics=document["compile"]["metrics"] or None)
+    with _field("compile.loss"):
+        loss_config = dict(document["compile"]["loss"])
+        name = loss_config.pop("name")
+        loss = custom_objects.get(name) if name in custom_objects else type(losses.get(name))(**loss_config)
+    with _field("optimizer"):
+        opt_doc = document["optimizer"]
+        cls = custom_objects.get(opt_doc["class_name"]) or getattr(optimizers, opt_doc["class_name"], None)
+        if not (isinstance(cls, type) and issubclass(cls, optimizers.Optimizer)):
+            raise ValueError(f"Unknown optimizer class {opt_doc['class_name']!r} in the model file")
+        optimizer = cls(**opt_doc["config"])
+        iterations = opt_doc["iterations"]
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
+        slots = None
+        if opt_doc["slots"] is not None:
+            slots = [{name: np.array(arrays[f"optimizer/{k}/{name}"]) for name in names}
+                     for k, names in enumerate(opt_doc["slots"])]
+        optimizer.set_state({"iterations": iterations, "slots": slots})
+    with _field("compile.metrics"):
+        model.compile(optimizer=optimizer, loss=loss, metrics=document["compile"]["metrics"] or None)
 
 
 def load_metadata(filepath):
     """The ``metadata`` dict given to ``save_model`` (checked like ``load_model``, without building)."""
-    return read_model_file(filepath)[0]["metadata"]
+    metadata = read_model_file(filepath)[0].get("metadata")
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{os.fspath(filepath)!r} has a malformed {_MODEL}: metadata should be an object, "
+                         f"got {metadata!r:.200}")
+    return metadata
 
 
 # --- weights files --------------------------------------------------------------------------------
@@ -226,7 +396,8 @@ def load_weights(model, filepath):
         from autoenc.keras_files import load_keras_weights
         return load_keras_weights(model, filepath)
     try:
-        arrays = read_npz(filepath)
+        # float64 at most, plus the names: a bigger file cannot hold this model's weights
+        arrays = read_npz(filepath, max_bytes=8 * model.count_params() + 2**20 + 300 * len(model.weights))
     except ValueError as e:
         raise ValueError(f"{filepath} is not a readable autoenc weights file: {e}") from None
     if "__order__" not in arrays or arrays["__order__"].dtype.kind != "U":

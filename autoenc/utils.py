@@ -1,8 +1,4 @@
 """Random state and small helpers shared by the package."""
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
 _rng = np.random.default_rng()
@@ -50,30 +46,3 @@ def check_data_format(value, layer):
     if value not in (None, "channels_last"):
         raise ValueError(f"{layer} supports data_format='channels_last' (NHWC) only, got {value!r}")
 
-
-def atomic_write(path, write):
-    """Create or replace the file ``path`` by calling ``write(f)`` on a temporary file beside it, then
-    renaming it over ``path``. Returns ``path`` as a Path.
-
-    ``write`` gets a binary file open for writing. If it raises (KeyboardInterrupt included), the
-    temporary file is removed and the exception propagates: ``path`` is either the complete new file
-    or the previous one, untouched. The new file gets the usual permissions (0666 less the umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same folder: os.replace is atomic only within one file system
-    fd, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files readable by their owner only
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path

@@ -188,3 +188,90 @@ def test_download_uses_file_urls_too(tmp_path):
     out = download(url, cache_dir() / "mnist.npz", PAYLOAD_SHA256)
     assert out.read_bytes() == PAYLOAD
     assert os.path.samefile(out.parent, cache_dir())
+
+
+# ---- hostile servers: an endless body, a trickle -------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_server():
+    """Under /endless/ a body without Content-Length that never ends (64 KiB of zeros at a time); under
+    /trickle/ the file PAYLOAD, with its true Content-Length, one byte every 0.2 s. ``sent`` counts the
+    bytes each path sent."""
+    sent = {}
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            sent[self.path] = 0
+            self.send_response(200)
+            if self.path.startswith("/trickle/"):
+                self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            try:
+                if self.path.startswith("/endless/"):
+                    while not stop.is_set():
+                        self.wfile.write(bytes(65536))
+                        sent[self.path] += 65536
+                else:
+                    for k in range(len(PAYLOAD)):
+                        if stop.wait(0.2):
+                            return
+                        self.wfile.write(PAYLOAD[k:k + 1])
+                        self.wfile.flush()
+                        sent[self.path] += 1
+            except OSError:
+                pass   # the client hung up: what a download that gives up does
+
+        def log_message(self, *args):
+            pass
+
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_port}", sent=sent)
+    stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_stops_an_endless_body_at_the_expected_size(hostile_server):
+    destination = cache_dir() / "mnist.npz"
+    with pytest.raises(DownloadError, match=rf"/endless/mnist.npz: the server sent more than the expected "
+                                            rf"{len(PAYLOAD)} bytes"):
+        download(hostile_server.url + "/endless/mnist.npz", destination, PAYLOAD_SHA256, timeout=5,
+                 size=len(PAYLOAD))
+    assert leftovers(cache_dir()) == []
+
+
+def test_download_without_a_known_size_stops_at_the_cap(hostile_server, monkeypatch):
+    from autoenc.datasets import _cache
+    monkeypatch.setattr(_cache, "MAX_DOWNLOAD_BYTES", 2**20)
+    with pytest.raises(DownloadError, match=r"more than the expected 1048576 bytes"):
+        download(hostile_server.url + "/endless/f.bin", cache_dir() / "f.bin", PAYLOAD_SHA256, timeout=5)
+    assert leftovers(cache_dir()) == []
+
+
+def test_mnist_download_is_capped_at_the_size_in_its_checksum_table(hostile_server, monkeypatch):
+    from autoenc.datasets import _cache, fashion_mnist, mnist
+    assert _cache.KNOWN_SIZES[mnist.SHA256] == 11490434
+    assert all(sha256 in _cache.KNOWN_SIZES for _, sha256 in fashion_mnist.FILES.values())
+    monkeypatch.setenv("AUTOENC_DATASETS_URL", hostile_server.url + "/endless/")
+    with pytest.raises(DownloadError, match=r"/endless/mnist.npz: the server sent more than the expected "
+                                            r"11490434 bytes"):
+        mnist.load_data(timeout=5)
+    assert leftovers(cache_dir()) == []
+    assert hostile_server.sent["/endless/mnist.npz"] < 100 * 11490434   # it stopped, early
+
+
+def test_download_gives_up_on_a_trickle_at_its_deadline(hostile_server):
+    # the server would take len(PAYLOAD) * 0.2 s = 90 minutes; every byte arrives well within the 1 s timeout
+    destination = cache_dir() / "mnist.npz"
+    with pytest.raises(DownloadError, match=r"/trickle/mnist.npz: not finished within the deadline of 1.5 s "
+                                            r"\(\d+ of 26000 bytes received\)"):
+        download(hostile_server.url + "/trickle/mnist.npz", destination, PAYLOAD_SHA256, timeout=1,
+                 deadline=1.5)
+    assert leftovers(cache_dir()) == []
+    assert hostile_server.sent["/trickle/mnist.npz"] < len(PAYLOAD)

@@ -5,7 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from autoenc.datasets._formats import check_split, read_idx, read_npz
+from autoenc.datasets._formats import check_split, read_idx
+from autoenc.files import read_npz
 
 
 def idx_bytes(array, type_code=0x08):
@@ -119,6 +120,16 @@ def test_idx_huge_declared_size_is_refused_before_allocating(tmp_path):
     with pytest.raises(ValueError, match="800 bytes"):  # and the limit can be lowered
         read_idx(write(tmp_path / "big", idx_bytes(np.zeros(800, dtype=np.uint8))), max_bytes=799)
 
+
+
+@pytest.mark.parametrize("type_code, sizes", [(0x08, (0, 2**31, 2**31)), (0x0E, (0, 2**31, 2**31)),
+                                              (0x08, (0, 2**31, 2**31, 2**31)), (0x08, (2**31, 0))])
+def test_idx_empty_array_of_impossible_shape_names_the_file(tmp_path, type_code, sizes):
+    # zero items, so nothing to read, but a shape no array can have: refused with the file's name
+    header = bytes([0, 0, type_code, len(sizes)]) + b"".join(n.to_bytes(4, "big") for n in sizes)
+    path = write(tmp_path / "empty-but-huge-idx3-ubyte", header)
+    with pytest.raises(ValueError, match=r"empty-but-huge-idx3-ubyte.*shape.*limit"):
+        read_idx(path)
 
 def test_idx_named_gz_but_not_gzip(tmp_path):
     path = write(tmp_path / "labels-idx1-ubyte.gz", idx_bytes(np.arange(3, dtype=np.uint8)))

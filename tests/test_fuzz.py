@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import autoenc
-from autoenc.datasets._formats import read_idx, read_npz
+from autoenc.datasets._formats import read_idx
+from autoenc.files import read_npz
 from autoenc.layers import Dense, Input
 from autoenc.models import Sequential
 
@@ -130,3 +131,84 @@ def test_npz_with_an_unknown_compression_method_is_a_value_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="cannot be read|not a valid"):
         read_npz(path)
+
+
+# --- model.json mutated, its checksum recomputed (what an attacker can do) ------------------------
+
+def _paths(node, prefix=()):
+    """Every path into a JSON document: keys of objects and indices of lists."""
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for k, value in enumerate(node):
+            yield from _paths(value, prefix + (k,))
+
+
+garbage = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.sampled_from([0, -1, 2**31, 2**63, 10**30])
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6)
+    | st.sampled_from(["Conv2D", "Dense", "InputLayer", "Sequential", "Model", "same", "relu", "adam", "mse"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """A compiled Sequential and a compiled functional model, saved: {kind: (arrays, document)}."""
+    import json
+
+    from autoenc.layers import Add, Conv2D, Dropout, Flatten
+    from autoenc.models import Model
+    autoenc.set_random_seed(0)
+    i = Input(shape=(6, 6, 1))
+    a = Conv2D(2, 3, padding="same", activation="relu")(i)
+    b = Dropout(0.5, seed=1)(Conv2D(2, 3, padding="same")(a))
+    dag = Model(i, Dense(3)(Flatten()(Add()([a, b]))))
+    seq = Sequential([Input(shape=(4,)), Dense(3, activation="relu"), Dense(2)])
+    out = {}
+    for kind, model in (("sequential", seq), ("functional", dag)):
+        model.compile("adam", "mse")
+        model.fit(np.zeros((4,) + model.inputs[0].shape[1:], np.float32),
+                  np.zeros((4,) + model.outputs[0].shape[1:], np.float32), epochs=1, verbose=0)
+        path = tmp_path_factory.mktemp("saved") / f"{kind}.autoenc"
+        model.save(path)
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        out[kind] = (arrays, json.loads(arrays["model.json"].tobytes()))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), kind=st.sampled_from(["sequential", "functional"]))
+def test_model_json_fuzz_gives_only_value_errors(tmp_path_factory, saved_models, data, kind):
+    import copy
+    import json
+
+    from autoenc import saving
+    from autoenc.models import load_model
+    arrays, document = saved_models[kind]
+    document = copy.deepcopy(document)
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = [p for p in _paths(document) if p]
+        path = data.draw(st.sampled_from(paths))
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]                              # a missing key
+        else:
+            parent[path[-1]] = data.draw(garbage)              # a wrong type, a huge or negative int, nested garbage
+    arrays = dict(arrays)
+    arrays["model.json"] = np.frombuffer(json.dumps(document).encode(), np.uint8)
+    header = json.loads(arrays["format.json"].tobytes())
+    header["sha256"] = saving._digest(arrays)
+    arrays["format.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    folder = tmp_path_factory.mktemp("json")
+    with open(folder / "m.autoenc", "wb") as f:
+        np.savez(f, **arrays)
+    try:
+        load_model(folder / "m.autoenc")
+    except ValueError as error:
+        assert "m.autoenc" in str(error)

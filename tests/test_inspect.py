@@ -101,3 +101,34 @@ def test_watch_backprop_example(capsys):
     assert "(4, 28, 28, 16) -> (not needed)" in out  # the first conv: no layer upstream needs its dx
     assert "(4, 14, 14, 8) -> (4, 14, 14, 16)" in out  # conv2d_1's dy -> dx
     assert len(errors) == 15 and max(errors.values()) < module.TOL
+
+
+@contextlib.contextmanager
+def disk_full_after(nbytes):
+    """Every file write beyond ``nbytes`` fails with EFBIG, as on a disk that fills up mid-write."""
+    import resource
+    import signal
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # fail the write instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_gradient_norms_plot_on_a_full_disk_leaves_the_old_file(tmp_path):
+    model = small_model()
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).random((8, 8, 8, 1)).astype(np.float32)
+    stats = inspect.GradientStats(every=1)
+    model.fit(x, x, batch_size=4, epochs=1, verbose=0, callbacks=[stats])
+    path = inspect.plot_gradient_norms(stats, tmp_path / "norms.png")
+    before = path.read_bytes()
+    assert len(before) > 8192
+    model.fit(x, x, batch_size=4, epochs=1, verbose=0, callbacks=[stats])   # a different picture
+    with disk_full_after(4096), pytest.raises(OSError):
+        inspect.plot_gradient_norms(stats, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["norms.png"]

@@ -1,4 +1,6 @@
 """autoenc.plotting: every function writes a real picture, atomically, and rejects bad shapes clearly."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,29 @@ def test_unknown_extension_and_atomic_failure(tmp_path, images, monkeypatch):
     with pytest.raises(RuntimeError):
         plotting.plot_reconstructions(images, 1 - images, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
+@contextlib.contextmanager
+def disk_full_after(nbytes):
+    """Every file write beyond ``nbytes`` fails with EFBIG, as on a disk that fills up mid-write."""
+    import resource
+    import signal
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # fail the write instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_a_picture_written_on_a_full_disk_leaves_the_old_file(tmp_path, images):
+    path = tmp_path / "r.png"
+    plotting.plot_reconstructions(images, images, path)
+    before = path.read_bytes()
+    assert len(before) > 8192
+    with disk_full_after(4096), pytest.raises(OSError):
+        plotting.plot_reconstructions(images, 1 - images, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.png"]

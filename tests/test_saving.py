@@ -189,3 +189,134 @@ def test_save_accepts_keras_2_save_format_with_a_warning(tmp_path, data):
     with pytest.warns(UserWarning, match="save_format='h5' is ignored"):
         model.save(tmp_path / "m.h5", save_format="h5")
     np.testing.assert_array_equal(load_model(tmp_path / "m.h5").get_weights()[0], model.get_weights()[0])
+
+
+# --- hostile model files: sizes checked before anything is allocated or inflated ---------------------
+
+def _members(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _write_model_file(path, arrays, document=None, compression=None):
+    """Write ``arrays`` (name -> array) as a model file, with ``document`` as model.json if given, and a
+    checksum that matches: what an attacker can do. ``compression``: zipfile.ZIP_DEFLATED for bombs."""
+    import io
+    import zipfile
+    arrays = dict(arrays)
+    if document is not None:
+        arrays["model.json"] = np.frombuffer(json.dumps(document).encode(), np.uint8)
+    header = json.loads(arrays["format.json"].tobytes())
+    header["sha256"] = saving._digest(arrays)
+    arrays["format.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with zipfile.ZipFile(path, "w", compression or zipfile.ZIP_STORED) as z:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(a))
+            z.writestr(name + ".npy", buf.getvalue())
+    return path
+
+
+def _peak(call):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _small_conv(path):
+    autoenc.set_random_seed(0)
+    model = Sequential([Input(shape=(8, 8, 1)), Conv2D(4, 3, padding="same", name="conv")])
+    model.compile("adam", "mse")
+    model.save(path)
+    return _members(path)
+
+
+def test_an_architecture_declaring_huge_filters_is_refused_before_building(tmp_path):
+    # the file holds (3, 3, 1, 4) weights; its architecture asks for 2**20 filters, a 36 MiB kernel (and
+    # as much again for its gradient) that used to be built before being compared with the file
+    arrays = _small_conv(tmp_path / "m.autoenc")
+    document = json.loads(arrays["model.json"].tobytes())
+    document["architecture"]["layers"][0]["config"]["filters"] = 2**20
+    path = _write_model_file(tmp_path / "huge.autoenc", arrays, document)
+
+    def load():
+        with pytest.raises(ValueError, match=r"huge\.autoenc.*weights/conv/kernel.*\(3, 3, 1, 1048576\)"):
+            load_model(path)
+
+    assert _peak(load) < 4 * 2**20
+
+
+def test_members_the_architecture_does_not_use_are_refused_before_inflating(tmp_path):
+    # three members of 8 MiB of zeros, 25 KB deflated, beside a valid model: never inflated
+    arrays = _small_conv(tmp_path / "m.autoenc")
+    for k in range(3):
+        arrays[f"junk{k}"] = np.zeros(2 * 2**20, np.float32)
+    path = _write_model_file(tmp_path / "bomb.autoenc", arrays, compression=__import__("zipfile").ZIP_DEFLATED)
+    assert path.stat().st_size < 200_000
+
+    def load():
+        with pytest.raises(ValueError, match=r"bomb\.autoenc.*junk0"):
+            load_model(path)
+
+    assert _peak(load) < 2**20
+
+
+def test_a_bomb_matching_its_architecture_is_refused_by_the_total_cap(tmp_path, monkeypatch):
+    # weights and architecture agree (2**20 filters, 36 MiB of zeros deflated to 40 KB); the members'
+    # declared sizes exceed the cap (1 GiB, lowered here to 16 MiB) before anything is inflated
+    from autoenc import files
+    arrays = _small_conv(tmp_path / "m.autoenc")
+    document = json.loads(arrays["model.json"].tobytes())
+    document["architecture"]["layers"][0]["config"]["filters"] = 2**20
+    document["optimizer"] = document["compile"] = None
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("optimizer/")}
+    arrays["weights/conv/kernel"] = np.zeros((3, 3, 1, 2**20), np.float32)
+    arrays["weights/conv/bias"] = np.zeros(2**20, np.float32)
+    path = _write_model_file(tmp_path / "bomb.autoenc", arrays, document,
+                             compression=__import__("zipfile").ZIP_DEFLATED)
+    assert path.stat().st_size < 200_000
+    monkeypatch.setattr(files, "MAX_BYTES", 16 * 2**20)
+
+    def load():
+        with pytest.raises(ValueError, match=r"bomb\.autoenc.*declare \d+ bytes uncompressed in total"):
+            load_model(path)
+
+    assert _peak(load) < 2**20
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.pop("architecture"), "architecture"),
+    (lambda d: d["architecture"].pop("layers"), "layers"),
+    (lambda d: d["architecture"].__setitem__("layers", 7), "layers"),
+    (lambda d: d["architecture"]["layers"][0].pop("config"), "config"),
+    (lambda d: d["architecture"]["layers"][0]["config"].__setitem__("kernel_size", 10**30), "kernel_size"),
+    (lambda d: d["architecture"]["layers"][0]["config"].__setitem__("filters", -4), "filters"),
+    (lambda d: d["architecture"]["layers"][0]["config"].__setitem__("strides", "wide"), "strides"),
+    (lambda d: d["architecture"]["layers"][0]["config"].__setitem__("bogus", 1), "bogus"),
+    (lambda d: d["architecture"]["input"].__setitem__("shape", [10**30, 8, 1]), "input"),
+    (lambda d: d["architecture"]["input"].__setitem__("shape", "8x8"), "input"),
+    (lambda d: d.__setitem__("random_state", {"bit_generator": "PCG64", "state": 3}), "random_state"),
+    (lambda d: d["compile"].__setitem__("loss", None), "compile"),
+    (lambda d: d["optimizer"].__setitem__("iterations", "many"), "optimizer"),
+    (lambda d: d["optimizer"].__setitem__("config", {"learning_rate": {"x": 1}}), "optimizer"),
+    (lambda d: d.__setitem__("layer_random_states", {"nope": {}}), "layer_random_states"),
+])
+def test_malformed_model_json_is_a_value_error_naming_file_and_field(tmp_path, change, field):
+    arrays = _small_conv(tmp_path / "m.autoenc")
+    document = json.loads(arrays["model.json"].tobytes())
+    change(document)
+    path = _write_model_file(tmp_path / "bad.autoenc", arrays, document)
+    with pytest.raises(ValueError, match=rf"bad\.autoenc(?s:.*){field}"):
+        load_model(path)
+
+
+def test_weights_that_are_not_floats_are_refused(tmp_path):
+    arrays = _small_conv(tmp_path / "m.autoenc")
+    arrays["weights/conv/bias"] = np.array(["a", "b", "c", "d"])
+    path = _write_model_file(tmp_path / "text.autoenc", arrays)
+    with pytest.raises(ValueError, match=r"text\.autoenc.*weights/conv/bias holds <U1"):
+        load_model(path)

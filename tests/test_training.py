@@ -12,7 +12,7 @@ from autoenc import callbacks, optimizers
 from autoenc.layers import Conv2D, Dense, Input
 from autoenc.models import Model, Sequential
 from autoenc.models.training import NotCompiledError
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write
 
 
 def small_model():

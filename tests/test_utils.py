@@ -1,11 +1,9 @@
-"""autoenc.utils: seeding, argument normalisation, atomic writes."""
-import os
+"""autoenc.utils: seeding and argument normalisation (atomic writes: tests/test_files.py)."""
 
 import numpy as np
 import pytest
 
 from autoenc import utils
-from autoenc.utils import atomic_write
 
 
 def test_set_random_seed_reseeds_the_package_generator():
@@ -26,25 +24,3 @@ def test_normalize_tuple_and_padding():
     with pytest.raises(ValueError, match="padding"):
         utils.normalize_padding("full")
 
-
-def test_atomic_write_creates_directories_with_the_usual_permissions(tmp_path):
-    out = atomic_write(tmp_path / "a" / "b" / "f.bin", lambda f: f.write(b"abc"))
-    assert out.read_bytes() == b"abc"
-    assert os.listdir(tmp_path / "a" / "b") == ["f.bin"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask
-
-
-@pytest.mark.parametrize("error", [RuntimeError("disk on fire"), KeyboardInterrupt()])
-def test_atomic_write_keeps_the_old_file_and_leaves_nothing_when_writing_fails(tmp_path, error):
-    (tmp_path / "f.bin").write_bytes(b"old")
-
-    def fail_halfway(f):
-        f.write(b"half")
-        raise error
-
-    with pytest.raises(type(error)):
-        atomic_write(tmp_path / "f.bin", fail_halfway)
-    assert (tmp_path / "f.bin").read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["f.bin"]

@@ -16,7 +16,8 @@ Downloads are kept in ``~/.autoenc/datasets`` (``$AUTOENC_HOME/datasets`` if set
 
 from autoenc.datasets import digits, fashion_mnist, mnist
 from autoenc.datasets._cache import ChecksumError, DownloadError, cache_dir
-from autoenc.datasets._formats import read_idx, read_npz
+from autoenc.datasets._formats import read_idx
+from autoenc.files import read_npz
 
 LOADERS = {
     "mnist": mnist.load_data,

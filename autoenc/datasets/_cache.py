@@ -15,13 +15,25 @@ import hashlib
 import http.client
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from autoenc.utils import atomic_write
+from autoenc.files import atomic_write
 
 DEFAULT_TIMEOUT = 30.0  # seconds the server may stay silent before we give up
+DEFAULT_DEADLINE = 600.0  # seconds a whole download may take
+MAX_DOWNLOAD_BYTES = 1 << 30  # the most a download of unknown size may write
+# The size in bytes of each file of the checksum tables (mnist.SHA256, fashion_mnist.FILES): a download
+# of one of them stops as soon as the server sends more.
+KNOWN_SIZES = {
+    "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1": 11490434,  # mnist.npz
+    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84": 26421880,  # train-images-idx3-ubyte.gz
+    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845": 29515,     # train-labels-idx1-ubyte.gz
+    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073": 4422102,   # t10k-images-idx3-ubyte.gz
+    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5": 5148,      # t10k-labels-idx1-ubyte.gz
+}
 CHUNK_SIZE = 1 << 20  # read and hash files 1 MiB at a time, so memory use stays flat
 
 
@@ -69,30 +81,52 @@ def first_verified(paths, sha256):
     return None
 
 
-def download(url, destination, sha256, timeout=None):
-    """Download ``url`` to the file ``destination``, checking its SHA-256 checksum on the way.
+def download(url, destination, sha256, timeout=None, size=None, deadline=None):
+    """Download ``url`` to the file ``destination``, checking its size and SHA-256 checksum on the way.
 
     ``timeout`` (seconds, default ``DEFAULT_TIMEOUT``) bounds every wait for the server: connecting and
-    each read. The file appears at ``destination`` only when the download is complete and its checksum
-    equals ``sha256``.
+    each read. ``deadline`` (seconds, default ``DEFAULT_DEADLINE``) bounds the whole transfer of the body,
+    so a server that trickles bytes cannot keep it going; it is checked after every read, so it may be
+    passed by at most one ``timeout``. ``size`` is the file's expected size in bytes (default: the size
+    ``KNOWN_SIZES`` gives for ``sha256``, if any); the download stops as soon as the server sends more than that (or more than
+    ``MAX_DOWNLOAD_BYTES`` when ``size`` is None), or promises a Content-Length other than ``size``.
+    The file appears at ``destination`` only when the download is complete and its checksum equals
+    ``sha256``; otherwise nothing is left behind.
 
     Returns ``destination`` as a ``Path``.
     Raises ``DownloadError`` naming the URL and the cause when the server cannot be reached, does not
-    answer in time or answers with an HTTP error; ``ChecksumError`` (a ``DownloadError``) when the bytes
-    received have the wrong checksum.
+    answer in time, misses the deadline, sends too much or answers with an HTTP error; ``ChecksumError``
+    (a ``DownloadError``) when the bytes received have the wrong checksum.
     """
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    deadline = DEFAULT_DEADLINE if deadline is None else deadline
+    size = KNOWN_SIZES.get(sha256) if size is None else size
+    cap = MAX_DOWNLOAD_BYTES if size is None else size
 
     def copy_verified(f):
         digest = hashlib.sha256()
         received = 0
+        start = time.monotonic()
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 promised = response.headers.get("Content-Length")
-                while chunk := response.read(CHUNK_SIZE):
+                if promised is not None and size is not None and promised.strip() != str(size):
+                    raise DownloadError(f"Could not download {url}: the server announces {promised} bytes, "
+                                        f"expected {size}")
+                read = getattr(response, "read1", response.read)   # read1: whatever has arrived, no waiting for more
+                while chunk := read(min(CHUNK_SIZE, cap - received + 1)):
+                    received += len(chunk)
+                    if received > cap:
+                        raise DownloadError(f"Could not download {url}: the server sent more than the expected "
+                                            f"{cap} bytes")
                     digest.update(chunk)
                     f.write(chunk)
-                    received += len(chunk)
+                    if time.monotonic() - start > deadline:
+                        total = size if size is not None else promised or "?"
+                        raise DownloadError(f"Could not download {url}: not finished within the deadline of "
+                                            f"{deadline} s ({received} of {total} bytes received)")
+        except DownloadError:
+            raise
         except TimeoutError as error:
             raise DownloadError(f"Could not download {url}: no answer within {timeout} s") from error
         except urllib.error.HTTPError as error:

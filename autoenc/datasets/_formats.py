@@ -1,4 +1,5 @@
-"""The file formats of the classic image datasets: IDX (MNIST, Fashion-MNIST) and NumPy ``.npz``.
+"""The file formats of the classic image datasets: IDX (MNIST, Fashion-MNIST); ``.npz`` is read by
+``autoenc.files.read_npz``.
 
 IDX, as described on Yann LeCun's MNIST page, is a tiny header followed by the raw array, big-endian:
 
@@ -17,14 +18,14 @@ any array is built, so a truncated download or a corrupt header gives a ValueErr
 file, never a cryptic reshape error or a gigantic allocation.
 """
 
-import errno
 import gzip
 import math
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from autoenc.files import require_file
 
 IDX_DTYPES = {
     0x08: np.uint8,
@@ -38,12 +39,6 @@ IDX_DTYPES = {
 # The biggest real IDX file (EMNIST) is under 1 GiB uncompressed.
 MAX_IDX_BYTES = 1 << 30
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _require_file(path, what):
-    """Raise FileNotFoundError naming ``path`` unless it is an existing file."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(errno.ENOENT, f"No such {what} file", str(path))
 
 
 def read_idx(path, max_bytes=MAX_IDX_BYTES):
@@ -60,7 +55,7 @@ def read_idx(path, max_bytes=MAX_IDX_BYTES):
     exceeds ``max_bytes``, when the data is shorter or longer than the header declares (with the
     expected and actual byte counts), or when the gzip stream is damaged.
     """
-    _require_file(path, "IDX")
+    require_file(path, "IDX")
     with open(path, "rb") as f:
         compressed = f.read(2) == GZIP_MAGIC
     if Path(path).suffix == ".gz" and not compressed:
@@ -99,10 +94,13 @@ def _read_idx_stream(f, path, max_bytes):
 
     dtype = np.dtype(IDX_DTYPES[type_code])
     expected = dtype.itemsize * math.prod(shape)  # Python ints: no overflow, whatever the header says
-    if expected > max_bytes:
+    # an empty array (a size 0) must still have a shape NumPy can hold: count the other sizes too
+    nominal = dtype.itemsize * math.prod(max(n, 1) for n in shape)
+    if nominal > max_bytes:
         raise ValueError(
-            f"{path} declares shape {shape} of {dtype}, i.e. {expected} bytes of data, more than the "
-            f"limit of {max_bytes} bytes; the header is probably corrupt."
+            f"{path} declares shape {shape} of {dtype}, i.e. {expected} bytes of data"
+            + (f" in a shape of {nominal} bytes" if nominal != expected else "")
+            + f", more than the limit of {max_bytes} bytes; the header is probably corrupt."
         )
     data = f.read(expected)
     if len(data) < expected:
@@ -117,58 +115,6 @@ def _read_idx_stream(f, path, max_bytes):
         )
     # IDX is big-endian (">"); convert to the machine's byte order. astype copies, so the result is writable.
     return np.frombuffer(data, dtype=dtype.newbyteorder(">")).astype(dtype).reshape(shape)
-
-
-def read_npz(path, keys=None, max_bytes=MAX_IDX_BYTES):
-    """Read the arrays named ``keys`` (all of them, in file order, when None) from the NumPy archive
-    at ``path``, never unpickling anything.
-
-    Returns a dict mapping each key to its ndarray (shapes and dtypes as stored).
-
-    Raises FileNotFoundError naming ``path`` when it does not exist, and ValueError naming the file
-    when it is not a valid .npz archive, when an array's header declares more bytes than the archive
-    holds or than ``max_bytes`` (checked before anything is allocated), when an array cannot be read,
-    or when keys are missing (the message lists the missing keys and the keys found).
-    """
-    _require_file(path, ".npz")
-    # NotImplementedError: zipfile's answer to an unknown compression method (a damaged header)
-    errors = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except errors as error:
-        raise ValueError(f"{path} is not a valid .npz file: {error}") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single array (a .npy file), not a .npz archive of named arrays.")
-    with archive:
-        keys = list(archive.files) if keys is None else list(keys)
-        missing = [key for key in keys if key not in archive.files]
-        if missing:
-            raise ValueError(f"{path} lacks the arrays {missing}; it contains {sorted(archive.files)}.")
-        try:
-            for key in keys:
-                _check_npy_member(archive.zip, key + ".npy", path, max_bytes)
-            return {key: archive[key] for key in keys}
-        except errors as error:
-            raise ValueError(f"{path} has an array that cannot be read: {error}") from error
-
-
-def _check_npy_member(zf, name, path, max_bytes):
-    """Compare the shape an archived .npy header declares with the bytes the archive holds."""
-    info = zf.getinfo(name)
-    with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-        header = f.tell() if f.seekable() else None
-    if dtype.hasobject:
-        raise ValueError(f"{path}: array {name} holds Python objects, which are never loaded")
-    nbytes = dtype.itemsize * math.prod(shape)
-    if nbytes > max_bytes:
-        raise ValueError(f"{path}: array {name} declares shape {shape} of {dtype} ({nbytes} bytes), more "
-                         f"than the limit of {max_bytes} bytes; the file is probably corrupt")
-    if header is not None and header + nbytes > info.file_size:
-        raise ValueError(f"{path}: array {name} declares {nbytes} bytes of data but the archive holds "
-                         f"{info.file_size - header}; the file is truncated or corrupt")
 
 
 def check_split(x, y, source, split="train"):

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from autoenc.datasets._cache import cache_dir
-from autoenc.utils import atomic_write
-from autoenc.datasets._formats import check_split, read_npz
+from autoenc.datasets._formats import check_split
+from autoenc.files import atomic_write, read_npz
 
 # Bump when the pictures change, so stale cached arrays are not reused.
 GENERATOR_VERSION = 1

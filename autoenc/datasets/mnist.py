@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from autoenc.datasets._cache import cache_dir, download, first_verified, join_url, keras_cache_dir
-from autoenc.datasets._formats import check_split, read_npz
+from autoenc.datasets._formats import check_split
+from autoenc.files import read_npz
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 URL_ENV = "AUTOENC_DATASETS_URL"  # set it to download from a mirror instead of BASE_URL

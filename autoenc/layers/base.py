@@ -302,8 +302,9 @@ class InputLayer(Layer):
         if isinstance(shape, (int, np.integer)):
             shape = (shape,)
         shape = tuple(shape)
-        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in shape):
-            raise ValueError(f"Input shape must be a tuple of positive ints (without the batch size), got {shape!r}")
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape):
+            raise ValueError(f"Input shape must be a tuple of positive ints below 2**31 (without the batch size), "
+                             f"got {shape!r}")
         self.batch_shape = (batch_size,) + tuple(int(d) for d in shape)
         self.built = True
         self.input_shape = self.output_shape = (None,) + self.batch_shape[1:]

@@ -14,14 +14,17 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
         so that fitting on continues exactly as the uninterrupted run would have.
 
     Raises FileNotFoundError when there is no file, ValueError when it is not an autoenc model file,
-    has another format version, is truncated, or fails its checksum (see autoenc.saving).
+    has another format version, is truncated, is malformed (naming the field), declares more than it
+    holds, or fails its checksum; sizes are checked before anything is allocated (see autoenc.saving).
     """
-    document, arrays = saving.read_model_file(filepath)
-    architecture = document["architecture"]
-    cls = Sequential if architecture["class_name"] == "Sequential" else Model
-    model = cls.from_config(architecture, custom_objects)
-    return saving.restore_model(model, document, arrays, filepath, custom_objects=custom_objects, compile=compile,
-                                restore_random_state=restore_random_state)
+    return saving.load_model(filepath, _from_config, custom_objects=custom_objects, compile=compile,
+                             restore_random_state=restore_random_state)
+
+
+def _from_config(architecture, custom_objects, on_layer):
+    """Model or Sequential, as the architecture says; ``on_layer`` sees each layer before it is built."""
+    cls = Sequential if architecture.get("class_name") == "Sequential" else Model
+    return cls.from_config(architecture, custom_objects, on_layer=on_layer)
 
 
 __all__ = ["Model", "Sequential", "load_model", "seed_autoencoder"]

@@ -11,6 +11,7 @@ The graph is public: ``model.nodes`` lists the layer calls in the order ``forwar
 ``model.layer_output(layer)`` is what a layer returned in the last forward pass (what callbacks such
 as autoenc.monitors.CollapseMonitor read after each training step).
 """
+import contextlib
 import warnings
 
 import numpy as np
@@ -333,27 +334,55 @@ class Model(Trainer):
         entries = []
         for layer in self.layers:   # Keras' order: every layer after the layers that feed it
             node = node_of.get(id(layer))
-            entries.append(_layer_entry(layer, [] if node is None else [t.node.layer.name for t in node.inputs]))
+            entries.append(layer_entry(layer, [] if node is None else [t.node.layer.name for t in node.inputs]))
         return {"class_name": "Model", "name": self.name, "layers": entries,
                 "inputs": [t.node.layer.name for t in self.inputs], "output": self.outputs[0].node.layer.name}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config, custom_objects=None, on_layer=None):
         """The model described by ``get_config()``'s dict (layers built, weights freshly initialised).
-        ``custom_objects``: {class name: class} for layers that are not autoenc's own."""
+        ``custom_objects``: {class name: class} for layers that are not autoenc's own; ``on_layer(layer)``
+        is called on each layer before it is built. A malformed config raises ConfigError (a
+        ValueError) naming the entry."""
         custom_objects = dict(custom_objects or {})
         tensors = {}   # layer name -> its output tensor
-        for entry in config["layers"]:
-            if entry["class_name"] == "InputLayer":
-                tensors[entry["config"]["name"]] = Input(**entry["config"])
-                continue
-            layer = layer_from_entry(entry, custom_objects)
-            inbound = [tensors[name] for name in entry["inbound"]]
-            tensors[layer.name] = layer(inbound[0] if len(inbound) == 1 else inbound)
-        return cls([tensors[name] for name in config["inputs"]], tensors[config["output"]], name=config["name"])
+        for k, entry in enumerate(config["layers"]):
+            with config_field(f"architecture.layers[{k}]", entry):
+                if entry["class_name"] == "InputLayer":
+                    tensors[entry["config"]["name"]] = Input(**entry["config"])
+                    continue
+                layer = layer_from_entry(entry, custom_objects)
+                if on_layer is not None:
+                    on_layer(layer)
+                inbound = [tensors[name] for name in entry["inbound"]]
+                tensors[layer.name] = layer(inbound[0] if len(inbound) == 1 else inbound)
+        with config_field("architecture.inputs / architecture.output"):
+            return cls([tensors[name] for name in config["inputs"]], tensors[config["output"]], name=config["name"])
 
 
-def _layer_entry(layer, inbound):
+class ConfigError(ValueError):
+    """A malformed architecture: the message names the entry (``architecture.layers[3] (Conv2D 'conv')``)."""
+
+    names_its_field = True   # autoenc.saving quotes the message as it is
+
+
+@contextlib.contextmanager
+def config_field(where, entry=None):
+    """Turn any error raised while building from the architecture entry ``where`` into a ConfigError
+    naming it (KeyError and friends from a malformed file must not reach the user bare)."""
+    if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+        where += f" ({entry.get('class_name')} {entry['config'].get('name')!r})"
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (KeyError, IndexError) as error:
+        raise ConfigError(f"{where}: missing entry {error}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, MemoryError, RecursionError) as error:
+        raise ConfigError(f"{where}: {type(error).__name__}: {error}") from None
+
+
+def layer_entry(layer, inbound):
     """One layer of an architecture: {"class_name", "config", "inbound"}."""
     if isinstance(layer, InputLayer):
         config = {"name": layer.name, "shape": list(layer.batch_shape[1:]), "dtype": layer.dtype.name}

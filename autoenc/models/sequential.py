@@ -1,6 +1,6 @@
 """Sequential: a stack of layers, each feeding the next."""
 from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer
-from autoenc.models.model import Model, _layer_entry, layer_from_entry
+from autoenc.models.model import Model, config_field, layer_entry, layer_from_entry
 
 
 class Sequential(Model):
@@ -72,13 +72,21 @@ class Sequential(Model):
         "layers"}`` (``input``: the Input's config, or None when the input shape is not known yet)."""
         first = self._input.node.layer if self._input is not None else None
         return {"class_name": "Sequential", "name": self.name,
-                "input": None if first is None else _layer_entry(first, [])["config"],
-                "layers": [_layer_entry(layer, []) for layer in self.layers]}
+                "input": None if first is None else layer_entry(first, [])["config"],
+                "layers": [layer_entry(layer, []) for layer in self.layers]}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
-        """The model ``get_config()`` describes (weights freshly initialised)."""
+    def from_config(cls, config, custom_objects=None, on_layer=None):
+        """The model ``get_config()`` describes (weights freshly initialised); ``on_layer(layer)`` is
+        called on each layer before it is built. A malformed config raises ConfigError naming the entry."""
         custom_objects = dict(custom_objects or {})
-        stack = [] if config["input"] is None else [Input(**config["input"])]
-        stack += [layer_from_entry(entry, custom_objects) for entry in config["layers"]]
-        return cls(stack, name=config["name"])
+        with config_field("architecture.input"):
+            stack = [] if config["input"] is None else [Input(**config["input"])]
+        for k, entry in enumerate(config["layers"]):
+            with config_field(f"architecture.layers[{k}]", entry):
+                layer = layer_from_entry(entry, custom_objects)
+            if on_layer is not None:
+                on_layer(layer)
+            stack.append(layer)
+        with config_field("architecture.layers (connecting the Sequential model)"):
+            return cls(stack, name=config["name"])
