@@ -188,7 +188,7 @@ class Trainer:
         y_pred = self.forward(xs if len(xs) > 1 else xs[0], training=True)
         loss, grad, from_logits = self._loss_and_gradient(y, y_pred)
         total = float(loss) + self._regularization_loss()
-        metrics = {name: float(m(y, y_pred)) for name, m in self.metrics}
+        metrics = {name: float(m.value(y, y_pred)) for name, m in self.metrics}  # no NaN scan per step
         self.backward(grad, from_logits=from_logits, input_gradients=False)
         self.optimizer.apply([self._flat_grads], [self._flat_params])
         return total, metrics
@@ -196,7 +196,7 @@ class Trainer:
     def _test_step(self, xs, y):
         y_pred = self.forward(xs if len(xs) > 1 else xs[0], training=False)
         loss = float(self._loss_value(y, y_pred))
-        return loss + self._regularization_loss(), {name: float(m(y, y_pred)) for name, m in self.metrics}
+        return loss + self._regularization_loss(), {name: float(m.value(y, y_pred)) for name, m in self.metrics}
 
     def train_on_batch(self, x, y=None):
         """One update on one batch. Returns the loss before the update (regularization included)."""
