@@ -41,6 +41,7 @@ RECIPES = {
 }
 DATASETS = ("auto", "mnist", "fashion_mnist", "digits")
 MODEL_FILE = "model.autoenc"
+RUN_KEYS = ("dataset", "recipe", "limit", "batch_size", "seed", "epochs_done", "history")  # what --resume reads
 BOTTLENECK = "conv2d_2"   # the third Conv2D, the post's "encoded" (Keras 2 called it conv2d_3)
 
 
@@ -56,7 +57,8 @@ def compile_recipe(model, recipe, learning_rate=None):
     from autoenc.optimizers import Adam
     spec = RECIPES[recipe]
     metrics = [] if spec["loss"] == "mean_squared_error" else ["mse"]
-    model.compile(optimizer=Adam(learning_rate or spec["learning_rate"]), loss=spec["loss"], metrics=metrics)
+    rate = spec["learning_rate"] if learning_rate is None else learning_rate   # not `or`: 0 is a value
+    model.compile(optimizer=Adam(rate), loss=spec["loss"], metrics=metrics)
     return model
 
 
@@ -197,6 +199,10 @@ def train(args):
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {model_path}; start a run without --resume")
         state = saving.load_metadata(model_path)
+        missing = [key for key in RUN_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"--resume: {model_path} holds no run state ({', '.join(missing)} missing): it was "
+                             f"not written by autoenc train; start a new run with another --out")
         args.dataset, args.recipe, args.limit = state["dataset"], state["recipe"], state["limit"]
         args.batch_size, args.seed = state["batch_size"], state["seed"]
 
@@ -212,8 +218,8 @@ def train(args):
     else:
         model = compile_recipe(build_seed_model(), args.recipe, args.learning_rate)
         state = {"dataset": used, "requested_dataset": args.dataset, "recipe": args.recipe,
-                 "loss": RECIPES[args.recipe]["loss"], "learning_rate": args.learning_rate or
-                 RECIPES[args.recipe]["learning_rate"], "batch_size": args.batch_size, "seed": args.seed,
+                 "loss": RECIPES[args.recipe]["loss"], "learning_rate": RECIPES[args.recipe]["learning_rate"]
+                 if args.learning_rate is None else args.learning_rate, "batch_size": args.batch_size, "seed": args.seed,
                  "limit": args.limit, "epochs_done": 0, "history": {}, "train_seconds": 0.0}
     print(f"Training the seed autoencoder on {len(x_train)} {used} images ({len(x_test)} for validation), "
           f"recipe {args.recipe}: {RECIPES[args.recipe]['about']}; writing {run_dir}")
@@ -324,6 +330,19 @@ def _positive(text):
     return value
 
 
+def _learning_rate(text):
+    value = float(text)
+    if not np.isfinite(value) or value <= 0:   # NaN fails both comparisons: test isfinite first
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _run_directory(text):
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a run directory")
+    return text
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="autoenc", description="Train and inspect the seed convolutional autoencoder.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,11 +356,12 @@ def make_parser():
                    help="default: binary crossentropy; seed: the post's MSE (can collapse on MNIST)")
     p.add_argument("--epochs", type=_positive, default=10, help="total epochs (default 10)")
     p.add_argument("--batch-size", type=_positive, default=256, help="default 256")
-    p.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default 1e-3)")
+    p.add_argument("--learning-rate", type=_learning_rate, default=None,
+                   help="Adam's learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--limit", type=_positive, default=None,
                    help="train on the first N images (and validate on N/6) for a quick run")
-    p.add_argument("--out", default=None, help="run directory (default runs/<name>)")
+    p.add_argument("--out", type=_run_directory, default=None, help="run directory (default runs/<name>)")
     p.add_argument("--name", default=None, help="run name under runs/ (default <dataset>-<recipe>)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--no-monitor", dest="monitor", action="store_false",
@@ -371,13 +391,23 @@ def make_parser():
     return parser
 
 
+def _one_line(error):
+    """An exception as one line: an OSError as 'path: reason', anything else as its message."""
+    if isinstance(error, OSError) and error.strerror:
+        where = error.filename if error.filename is not None else ""
+        return f"{where}: {error.strerror}" if where else error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv=None):
-    """Entry point of the ``autoenc`` command. Returns the exit status."""
+    """Entry point of the ``autoenc`` command. Returns the exit status: 0, 1 when the command failed
+    (a missing or unreadable file, no network, a full or read-only disk: one line on stderr, no traceback),
+    2 for a usage error (argparse's), 130 when interrupted."""
     args = make_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"autoenc {args.command}: {error}", file=sys.stderr)
+    except (OSError, ValueError, TypeError) as error:   # OSError: FileNotFoundError, DownloadError, ENOSPC ...
+        print(f"autoenc {args.command}: {_one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"autoenc {args.command}: interrupted", file=sys.stderr)

@@ -17,6 +17,17 @@ from autoenc.activations import _sigmoid
 EPSILON = 1e-7
 
 
+def _check_finite(y_true, y_pred):
+    """At the public entry points only (``loss(y_true, y_pred)``, the per-sample functions): refuse NaN and
+    Inf, naming the argument and the first bad index. The training loop calls ``value`` and
+    ``value_and_gradient`` on data it checked once, so no step pays for this scan."""
+    for what, a in (("y_true", y_true), ("y_pred", y_pred)):
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise ValueError(f"{what} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}: "
+                             f"{a[tuple(bad)]})")
+
+
 def _check(y_true, y_pred):
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
@@ -30,7 +41,9 @@ class Loss:
     supports_logits = False
 
     def __call__(self, y_true, y_pred):
-        return self.value(np.asarray(y_true), np.asarray(y_pred))
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        _check_finite(y_true, y_pred)
+        return self.value(y_true, y_pred)
 
     def value(self, y_true, y_pred):
         raise NotImplementedError
@@ -140,17 +153,22 @@ def _bce_from_logits(t, z):
 
 def mean_squared_error(y_true, y_pred):
     """Per-sample MSE: mean over the last axis, as keras.losses.mean_squared_error."""
-    return np.mean(np.square(np.asarray(y_pred) - np.asarray(y_true)), axis=-1)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    _check_finite(y_true, y_pred)
+    return np.mean(np.square(y_pred - y_true), axis=-1)
 
 
 def mean_absolute_error(y_true, y_pred):
     """Per-sample MAE: mean over the last axis."""
-    return np.mean(np.abs(np.asarray(y_pred) - np.asarray(y_true)), axis=-1)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    _check_finite(y_true, y_pred)
+    return np.mean(np.abs(y_pred - y_true), axis=-1)
 
 
 def binary_crossentropy(y_true, y_pred):
     """Per-sample binary crossentropy of probabilities: mean over the last axis."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    _check_finite(y_true, y_pred)
     p = np.clip(y_pred, EPSILON, 1 - EPSILON)
     return -np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p), axis=-1)
 

@@ -1,5 +1,7 @@
 """The autoenc command, run in-process on a few dozen synthetic digits."""
+import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -94,3 +96,79 @@ def test_python_dash_m_autoenc_help():
     result = subprocess.run([sys.executable, "-m", "autoenc", "train", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "--recipe" in result.stdout and "--resume" in result.stdout
+
+
+# --- issue 17.12: every failure is one line on stderr and exit 1 (runtime) or 2 (usage), never a traceback ---
+
+def _error_lines(captured):
+    assert "Traceback" not in captured.err
+    return [line for line in captured.err.splitlines() if line.startswith("autoenc")]
+
+
+def test_offline_mnist_is_one_line_and_exit_1(tmp_path, private_dataset_homes, capsys):
+    assert cli.main(["train", "--dataset", "mnist", *QUICK[2:], "--out", str(tmp_path / "run")]) == 1
+    lines = _error_lines(capsys.readouterr())
+    assert len(lines) == 1 and lines[0].startswith("autoenc train: Could not download") and "mnist" in lines[0]
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path):
+    a_file = tmp_path / "not-a-directory"
+    a_file.write_text("x")
+    result = subprocess.run([sys.executable, "-m", "autoenc", "train", *QUICK, "--out", str(a_file)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(f"argument --out: '{a_file}' is a file, not a run directory")
+    assert a_file.read_text() == "x"
+
+
+def test_resume_of_a_model_without_run_metadata(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    cli.compile_recipe(cli.build_seed_model(), "default").save(tmp_path / "run" / "model.autoenc")
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "run"), "--verbose", "0"]) == 1
+    lines = _error_lines(capsys.readouterr())
+    assert len(lines) == 1 and "holds no run state" in lines[0] and "model.autoenc" in lines[0]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_full_or_read_only_output_folder(tmp_path, monkeypatch, capsys, code):
+    """A disk that fills up or turns read-only mid-run: the checkpoint's write fails with OSError(code)."""
+    def refuse(path, write):
+        raise OSError(code, os.strerror(code), str(path))
+    monkeypatch.setattr(saving, "atomic_write", refuse)
+    assert train(tmp_path / "run", "--epochs", "1") == 1
+    lines = _error_lines(capsys.readouterr())
+    assert lines == [f"autoenc train: {tmp_path / 'run' / 'model.autoenc'}: {os.strerror(code)}"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into a 0o500 folder")
+def test_read_only_output_folder_for_real(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run").chmod(0o500)
+    try:
+        assert train(tmp_path / "run", "--epochs", "1") == 1
+    finally:
+        (tmp_path / "run").chmod(0o700)
+    lines = _error_lines(capsys.readouterr())
+    assert len(lines) == 1 and "Permission denied" in lines[0]
+
+
+@pytest.mark.parametrize("rate", ["0", "-1e-3", "nan", "inf", "-inf"])
+def test_learning_rate_must_be_positive_and_finite(rate, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *QUICK, f"--learning-rate={rate}"])
+    assert exit_info.value.code == 2
+    assert f"argument --learning-rate: must be a positive finite number, got {rate}" in capsys.readouterr().err
+
+
+def test_learning_rate_zero_is_not_replaced_by_the_default():
+    """`learning_rate or 1e-3` trained at 1e-3 when given 0: 0 now reaches Adam, which refuses it."""
+    with pytest.raises(ValueError, match="learning_rate must be a positive number, got 0"):
+        cli.compile_recipe(cli.build_seed_model(), "default", 0.0)
+    assert cli.compile_recipe(cli.build_seed_model(), "default", 2e-3).optimizer.learning_rate == 2e-3
+
+
+def test_given_learning_rate_is_used_and_recorded(tmp_path):
+    assert train(tmp_path / "run", "--epochs", "1", "--learning-rate", "0.002") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["learning_rate"] == 0.002
+    assert saving.load_model(tmp_path / "run" / "model.autoenc").optimizer.learning_rate == pytest.approx(0.002)

@@ -242,3 +242,25 @@ def test_layer_properties(case):
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(dy, dy0)
     np.testing.assert_array_equal(layer(x), y)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("make", [lambda: layers.Conv2D(2, 3, padding="same"), lambda: layers.MaxPooling2D(2),
+                                  lambda: layers.UpSampling2D(2), lambda: layers.Dense(3), lambda: layers.Flatten()],
+                         ids=["Conv2D", "MaxPooling2D", "UpSampling2D", "Dense", "Flatten"])
+def test_eager_call_refuses_nan_and_inf(make, bad):
+    """Issue 17.15: layer(array) with a NaN returned NaN; it is refused with the layer and the first bad index."""
+    layer = make()
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    x[1, 2, 3, 0] = bad
+    with pytest.raises(ValueError, match=r"input contains NaN or Inf \(first at index \(1, 2, 3, 0\)"):
+        layer(x)
+    assert np.all(np.isfinite(layer(np.zeros((2, 4, 4, 1), np.float32))))
+
+
+def test_eager_call_on_a_list_names_the_input():
+    x = np.zeros((1, 2, 2, 3), np.float32)
+    bad = x.copy()
+    bad[0, 1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"'add_nan' input 1 contains NaN or Inf \(first at index \(0, 1, 0, 2\)"):
+        layers.Add(name="add_nan")([x, bad])

@@ -83,3 +83,34 @@ def test_loss_errors():
         losses.get("hinge_of_doom")
     with pytest.raises(ValueError, match="same shape"):
         losses.get("mse")(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("call", [
+    lambda t, p: losses.get("mse")(t, p),
+    lambda t, p: losses.get("mae")(t, p),
+    lambda t, p: losses.BinaryCrossentropy()(t, p),
+    lambda t, p: losses.BinaryCrossentropy(from_logits=True)(t, p),
+    losses.mean_squared_error, losses.mean_absolute_error, losses.binary_crossentropy,
+], ids=["mse", "mae", "bce", "bce_logits", "mse_fn", "mae_fn", "bce_fn"])
+def test_public_loss_calls_refuse_nan_and_inf_naming_argument_and_index(call, bad):
+    """Issue 17.15: a NaN in a user's loss call gave NaN; it is refused, naming the argument and index."""
+    y = np.full((2, 3, 4), 0.5, np.float32)
+    bad_y = y.copy()
+    bad_y[1, 2, 0] = bad
+    with pytest.raises(ValueError, match=r"y_pred contains NaN or Inf \(first at index \(1, 2, 0\)"):
+        call(y, bad_y)
+    with pytest.raises(ValueError, match=r"y_true contains NaN or Inf \(first at index \(1, 2, 0\)"):
+        call(bad_y, y)
+    assert np.all(np.isfinite(call(y, y)))
+
+
+def test_training_path_does_not_scan_for_nan():
+    """The training loop calls value / value_and_gradient on data it checked once: no per-step scan there
+    (a diverged step must reach the NaN stop, not a ValueError from a metric)."""
+    y = np.full((2, 3), 0.5, np.float32)
+    p = y.copy()
+    p[0, 0] = np.nan
+    loss = losses.get("mse")
+    assert np.isnan(loss.value(y, p))
+    assert np.isnan(loss.value_and_gradient(y, p)[0])

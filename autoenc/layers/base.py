@@ -197,6 +197,11 @@ class Layer:
             arrays = np.ascontiguousarray(inputs, dtype=self.dtype)
             shape = (None,) + arrays.shape[1:]
         self.check_input_shape(shape)
+        for k, a in enumerate(arrays if isinstance(arrays, list) else [arrays]):
+            if a.dtype.kind == "f" and not np.isfinite(a).all():   # the eager call, never a training step
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+                what = f"input {k}" if isinstance(arrays, list) else "input"
+                raise ValueError(f"Layer {self.name!r} {what} contains NaN or Inf (first at index {bad}: {a[bad]})")
         self._build_once(shape)
         return np.array(self.forward(arrays, training=training), copy=True)
 
