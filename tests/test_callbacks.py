@@ -297,6 +297,25 @@ def test_reduce_lr_on_plateau_matches_keras_on_random_sequences():
         assert ours == theirs, (trial, kwargs)
 
 
+def test_reduce_lr_on_plateau_in_fit_logs_and_saves_the_rate(tmp_path, data):
+    model = tiny()
+    # min_delta larger than any change: epoch 0 sets the best, every later epoch is a plateau and
+    # patience 0 reduces at its end (wait 1 >= 0), after its logs got the rate
+    reduce = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
+    history = model.fit(data, data, epochs=4, batch_size=8, verbose=0,
+                        callbacks=[reduce, CSVLogger(str(tmp_path / "log.csv"))])
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    expected = [f32(1e-3)] * 2
+    for _ in range(2):
+        expected.append(f32(expected[-1] * 0.5))
+    assert history.history["learning_rate"] == expected  # each epoch's rate before its reduction
+    assert f32(model.optimizer.learning_rate) == f32(expected[-1] * 0.5)
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert [float(r["learning_rate"]) for r in rows] == expected
+    model.save(tmp_path / "m.autoenc")
+    assert load_model(tmp_path / "m.autoenc").optimizer.learning_rate == model.optimizer.learning_rate
+
+
 def test_learning_rate_scheduler_sets_the_rate_used_by_fit(data):
     model = tiny()
     model.compile(autoenc.optimizers.SGD(0.5), "binary_crossentropy")

@@ -8,8 +8,12 @@ its files with ours: the same folders, tags and steps, and byte-identical record
 import glob
 import os
 import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -293,6 +297,45 @@ def test_killed_run_leaves_readable_files(tmp_path, data):
     tiny().fit(data, data, epochs=2, batch_size=8, verbose=0,
                callbacks=[TensorBoard(tmp_path), autoenc.callbacks.LambdaCallback(on_epoch_end=look)])
     assert seen == {0: {"epoch_loss": 1, "epoch_learning_rate": 1}, 1: {"epoch_loss": 2, "epoch_learning_rate": 2}}
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    import autoenc
+    from autoenc.callbacks import LambdaCallback, TensorBoard
+    from autoenc.layers import Conv2D, Input
+    from autoenc.models import Model
+
+    autoenc.set_random_seed(0)
+    i = Input(shape=(4, 4, 1))
+    model = Model(i, Conv2D(1, 3, padding="same", activation="sigmoid")(i))
+    model.compile("adam", "binary_crossentropy")
+    x = np.random.default_rng(0).random((16, 4, 4, 1)).astype("float32")
+    kill = LambdaCallback(on_epoch_begin=lambda epoch, logs: epoch == 3 and os.kill(os.getpid(), signal.SIGKILL))
+    model.fit(x, x, epochs=10, batch_size=8, verbose=0, validation_data=(x, x),
+              callbacks=[TensorBoard(sys.argv[1], update_freq="batch"), kill])
+""")
+
+
+def test_sigkilled_run_leaves_readable_files(tmp_path):
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "logs")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    files = event_files(tmp_path / "logs")
+    train, val = scalars(files["train"]), scalars(files["validation"])
+    assert [s for s, _ in train["epoch_loss"]] == [0, 1, 2] and [s for s, _ in val["epoch_loss"]] == [0, 1, 2]
+    assert [s for s, _ in train["batch_loss"]] == [1, 2, 3, 4, 5, 6]
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return
+    for path in files.values():  # TensorFlow's reader checks every CRC of the killed run's files
+        assert len(list(tf.data.TFRecordDataset(path))) == len(tb.read_records(path))
 
 
 def test_tensorboard_reads_our_files(tmp_path, data):
