@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from autoenc import utils
+from autoenc.tensorboard import EventFileWriter
 
 
 class Callback:
@@ -582,8 +583,7 @@ class TensorBoard(Callback):
         self._close_writers()
 
     def _writer(self, which):
-        if which not in self._writers:
-            from autoenc.tensorboard import EventFileWriter
+        if which not in self._writers:  # created at its first summary, as Keras' writers
             self._writers[which] = EventFileWriter(self._train_dir if which == "train" else self._val_dir)
         return self._writers[which]
 
