@@ -12,6 +12,6 @@ from autoenc.gradcheck import adjoint_check, gradcheck
 from autoenc.models import Model, Sequential
 from autoenc.utils import set_random_seed
 
-__all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "backend", "callbacks", "datasets", "initializers",
-           "kernels", "layers", "losses", "metrics", "models", "optimizers", "regularizers", "utils", "__version__",
-           "adjoint_check", "gradcheck"]
+__all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "backend", "callbacks", "datasets",
+           "initializers", "kernels", "layers", "losses", "metrics", "models", "optimizers", "regularizers", "utils",
+           "__version__", "adjoint_check", "gradcheck"]
