@@ -52,8 +52,8 @@ def test_values_by_hand():
     np.testing.assert_array_equal(a.leaky_relu(np.array([-1.0, 0.0, 2.0])), [-0.2, 0.0, 2.0])
     np.testing.assert_allclose(a.elu(np.array([-1.0, 0.0, 2.0])), [math.e ** -1 - 1, 0.0, 2.0], rtol=1e-15)
     np.testing.assert_allclose(a.elu(np.array([-1.0]), alpha=2.0), [2 * (math.e ** -1 - 1)], rtol=1e-15)
-    np.testing.assert_allclose(a.selu(np.array([-1.0, 1.0])), [SELU_SCALE * SELU_ALPHA * (math.e ** -1 - 1), SELU_SCALE],
-                               rtol=1e-15)
+    np.testing.assert_allclose(a.selu(np.array([-1.0, 1.0])),
+                               [SELU_SCALE * SELU_ALPHA * (math.e ** -1 - 1), SELU_SCALE], rtol=1e-15)
     np.testing.assert_allclose(a.gelu(np.array([0.0, 1.0, -1.0])), [0.0, 0.8413447460685429, -0.15865525393145707],
                                rtol=1e-14)  # x Phi(x), Phi(1) = 0.8413447460685429
     np.testing.assert_allclose(a.softplus(np.array([0.0, 800.0])), [math.log(2), 800.0], rtol=1e-15)
@@ -211,3 +211,35 @@ def test_keras_parity_forward_and_gradient(name):
     act.backward(dy, y, dz, z=z)
     assert np.max(np.abs(y - yk.numpy())) <= 1e-6 * np.max(np.abs(yk.numpy()))
     assert np.max(np.abs(dz - dzk)) <= 1e-5 * np.max(np.abs(dzk))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", NEW)
+def test_keras_parity_in_dense_and_conv2d(name):
+    """Dense and Conv2D with each new activation: output, dL/dx, kernel and bias gradients against Keras
+    (tf.GradientTape), float32, at 1e-5 of each tensor's largest entry, as tests/test_keras_parity.py
+    checks the seed activations (sums of 3x3x3 = 27 products before the activation)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    for klayer, alayer in [(keras.layers.Dense(4, activation=name, bias_initializer="random_normal"),
+                            layers.Dense(4, activation=name)),
+                           (keras.layers.Conv2D(4, 3, padding="same", activation=name,
+                                                bias_initializer="random_normal"),
+                            layers.Conv2D(4, 3, padding="same", activation=name))]:
+        xk = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xk)
+            yk = klayer(xk)
+        dy = rng.standard_normal(tuple(yk.shape)).astype(np.float32)
+        gk = tape.gradient(yk, [xk] + list(klayer.trainable_weights), output_gradients=tf.constant(dy))
+        alayer(x)
+        alayer.set_weights(klayer.get_weights())
+        y = np.array(alayer.forward(x), copy=True)
+        dx = alayer.backward(dy)
+        for what, a, k in [("output", y, yk.numpy()), ("dx", dx, gk[0].numpy()),
+                           ("kernel", alayer.grads["kernel"], gk[1].numpy()),
+                           ("bias", alayer.grads["bias"], gk[2].numpy())]:
+            assert np.max(np.abs(a - k)) <= 1e-5 * np.max(np.abs(k)), (type(alayer).__name__, what)
