@@ -344,9 +344,20 @@ _FUNCTIONS = {"linear": linear, "relu": relu, "sigmoid": sigmoid, "tanh": tanh, 
               "exponential": exponential}
 
 
+def serialize(activation):
+    """An Activation as its name, or {'name': ..., **parameters} when its parameters are not the defaults
+    (a LeakyReLU(0.1) given as a layer's activation), so that saving keeps them."""
+    defaults = _RULES[activation.name][2]
+    changed = {k: v for k, v in activation.params.items() if v != defaults[k]}
+    if not changed:
+        return activation.name
+    return {"name": activation.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}}
+
+
 def get(identifier):
-    """An Activation from None (linear), a name (any case; 'swish' is 'silu'), an Activation, or one of
-    this module's functions."""
+    """An Activation from None (linear), a name (any case; 'swish' is 'silu'), an Activation, one of this
+    module's functions, the output of ``serialize``, or an activation layer used as an activation, as in
+    Keras 2 code: ``Conv2D(32, 3, activation=LeakyReLU(0.2))`` (the layer's ``to_activation()``)."""
     if identifier is None:
         return Activation("linear")
     if isinstance(identifier, Activation):
@@ -355,6 +366,11 @@ def get(identifier):
         name = ALIASES.get(identifier.lower(), identifier.lower())
         if name in _RULES:
             return Activation(name)
+    if isinstance(identifier, dict) and isinstance(identifier.get("name"), str):
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in identifier.items() if k != "name"}
+        return Activation(identifier["name"], **params)
+    if callable(getattr(identifier, "to_activation", None)):
+        return identifier.to_activation()
     for name, fn in _FUNCTIONS.items():
         if identifier is fn:
             return Activation(name)

@@ -239,3 +239,29 @@ def test_keras_parity_whole_model():
     for wa, wk in zip(am.get_weights(), km.get_weights()):
         assert rel_err(wa, wk) <= 1e-5
     assert rel_err(am.predict(x[:8]), km.predict(x[:8], verbose=0)) <= 1e-5
+
+
+def test_an_activation_layer_as_activation_argument(tmp_path, rng):
+    """Keras 2 code writes Conv2D(32, 3, activation=LeakyReLU(alpha=0.2)): the same as the layer after a
+    linear Conv2D, kept (with its slope) through save and load."""
+    x = rng.standard_normal((2, 6, 6, 1)).astype(np.float32)
+    inputs = autoenc.Input((6, 6, 1))
+    fused = layers.Conv2D(3, 3, padding="same", activation=layers.LeakyReLU(negative_slope=0.1))
+    model = autoenc.Model(inputs, fused(inputs))
+    plain = layers.Conv2D(3, 3, padding="same")
+    plain(x)
+    plain.set_weights(fused.get_weights())
+    np.testing.assert_array_equal(model.predict(x), layers.LeakyReLU(0.1)(plain(x)))
+    assert fused.get_config()["activation"] == {"name": "leaky_relu", "negative_slope": 0.1}
+    assert layers.Dense(2, activation=layers.ReLU()).get_config()["activation"] == "relu"
+    assert layers.Dense(2, activation=layers.Softmax(axis=[1, 2])).get_config()["activation"] == \
+        {"name": "softmax", "axis": [1, 2]}
+    model.compile("adam", "mse")
+    model.save(tmp_path / "m.autoenc")
+    loaded = autoenc.models.load_model(tmp_path / "m.autoenc")
+    assert loaded.layers[1].activation.params == {"negative_slope": 0.1}
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    errors = gradcheck(layers.Conv2D(2, 3, activation=layers.ELU(alpha=0.5)), away_from(x.astype(np.float64), [0.0]))
+    assert all(e < TOL for e in errors.values()), errors
+    with pytest.raises(ValueError, match="PReLU learns its alpha"):
+        layers.Dense(2, activation=layers.PReLU())

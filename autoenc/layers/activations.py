@@ -32,6 +32,10 @@ class _ActivationLayer(Layer):
         super().__init__(**kwargs)
         self._activation = activation
 
+    def to_activation(self):
+        """The layer's function as an Activation, for ``Conv2D(..., activation=LeakyReLU(0.2))``."""
+        return self._activation
+
     def forward(self, x, training=False):
         """x: (batch, ...); returns y of the same shape (a buffer reused by the next call)."""
         y = self._buffer("y", x.shape)
@@ -142,6 +146,10 @@ class PReLU(Layer):
                 raise ValueError("PReLU shared_axes must be positive ints (axis 0 is the batch), "
                                  f"got shared_axes={shared_axes!r}")
             self.shared_axes = [int(a) for a in axes]
+
+    def to_activation(self):
+        raise ValueError("PReLU learns its alpha, so it cannot be a layer's activation= argument; add it as a "
+                         "layer after the one it follows")
 
     def check_input_shape(self, shape):
         if not isinstance(shape, tuple) or len(shape) < 2:
