@@ -6,6 +6,7 @@
 erfc rather than 1 + erf: for z << 0, 1 + erf(z / sqrt 2) cancels to nothing while erfc keeps every
 digit, as TensorFlow's tf.nn.gelu does. The other activations are NumPy expressions in
 autoenc/activations.py. Arrays of one shape, C-contiguous; the kernels walk them as 1-D views.
+See docs/activations.md.
 """
 import math
 
