@@ -5,13 +5,13 @@ optimizers and callbacks follow Keras' names, so ``keras`` can be replaced by ``
 """
 __version__ = "0.1.0"
 
-from autoenc import (activations, callbacks, datasets, initializers, kernels, layers, losses, models, optimizers,
-                     regularizers, utils)
+from autoenc import (activations, backend, callbacks, datasets, initializers, kernels, layers, losses, metrics, models,
+                     optimizers, regularizers, utils)
 from autoenc.layers import Input
 from autoenc.gradcheck import adjoint_check, gradcheck
 from autoenc.models import Model, Sequential
 from autoenc.utils import set_random_seed
 
-__all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "callbacks", "datasets", "initializers",
-           "kernels", "layers", "losses", "models", "optimizers", "regularizers", "utils", "__version__",
-           "adjoint_check", "gradcheck"]
+__all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "backend", "callbacks", "datasets",
+           "initializers", "kernels", "layers", "losses", "metrics", "models", "optimizers", "regularizers", "utils",
+           "__version__", "adjoint_check", "gradcheck"]

@@ -1,4 +1,5 @@
 """Layers with Keras' names, arguments and defaults."""
+from autoenc.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer
 from autoenc.layers.convolution import Conv2D
 from autoenc.layers.core import Activation, Dense
@@ -14,4 +15,4 @@ MaxPool2D = MaxPooling2D
 
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Conv2D", "Convolution2D", "MaxPooling2D",
            "MaxPool2D", "UpSampling2D", "Dense", "Activation", "Flatten", "Reshape", "Dropout", "Add",
-           "Concatenate"]
+           "Concatenate", "LeakyReLU", "PReLU", "ELU", "ReLU", "Softmax"]

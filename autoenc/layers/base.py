@@ -131,7 +131,7 @@ class Layer:
 
     def _kernel_bias_config(self):
         """The config entries of :meth:`_set_kernel_bias_options`, serialized as Keras does."""
-        return {"activation": self.activation.name, "use_bias": self.use_bias,
+        return {"activation": activations.serialize(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
                 "bias_initializer": initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),

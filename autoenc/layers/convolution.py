@@ -98,7 +98,7 @@ class Conv2D(Layer):
             if self.activation.name == "sigmoid":
                 E.sigmoid_backward(dy, self._y, act)
             else:
-                self.activation.backward(dy, self._y, act)
+                self.activation.backward(dy, self._y, act, z=self._z)
             dy = act
         sh, sw = self.strides
         n = dy.shape[0]

@@ -57,7 +57,7 @@ class Dense(Layer):
             dz = dy2
         else:
             dz = self._buffer("dz", dy2.shape)
-            self.activation.backward(dy2, self._y, dz)
+            self.activation.backward(dy2, self._y, dz, z=self._z)
         np.matmul(self._x2.T, dz, out=self.grads["kernel"])
         if self.use_bias:
             np.sum(dz, axis=0, out=self.grads["bias"])
@@ -91,7 +91,7 @@ class Activation(Layer):
         if from_logits:
             return dy
         dx = self._buffer("dx", dy.shape)
-        self.activation.backward(dy, self._y, dx)
+        self.activation.backward(dy, self._y, dx, z=self._z)
         return dx
 
     def get_config(self):

@@ -18,6 +18,7 @@ import numpy as np
 
 from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
+from autoenc import metrics as metrics_module
 from autoenc import optimizers as optimizers_module
 from autoenc import utils
 
@@ -62,7 +63,7 @@ class Trainer:
             raise ValueError("loss_weights is not supported: autoenc models have one output")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss)
-        self.metrics = [(_metric_name(m), losses_module.get(m)) for m in (metrics or [])]
+        self.metrics = [(_metric_name(m), metrics_module.get(m)) for m in (metrics or [])]
         self.compiled = True
 
     def _require_compiled(self, what):
@@ -75,6 +76,7 @@ class Trainer:
         """Keep every trainable parameter (and its gradient) as a view into one flat buffer, so that
         the optimizer updates all of them in one call. Rebuilt if a layer's arrays were replaced."""
         refs = [(layer, name) for layer in self.layers if layer.trainable for name in layer.params]
+        self.optimizer.variable_sizes = [layer.params[n].size for layer, n in refs]  # for clipnorm, per variable
         flat = self._flat_params
         if flat is not None and refs == self._param_refs and all(
                 layer.params[n].base is flat and layer.grads[n].base is self._flat_grads for layer, n in refs):

@@ -1,0 +1,69 @@
+"""GELU, the one activation NumPy cannot compute by itself: it needs erfc, which NumPy lacks.
+
+    gelu: y = z Phi(z) = 0.5 z erfc(-z / sqrt 2)                     (Keras' approximate=False)
+          dz = dy (Phi(z) + z phi(z)),   phi(z) = e^(-z^2 / 2) / sqrt(2 pi)
+
+erfc rather than 1 + erf: for z << 0, 1 + erf(z / sqrt 2) cancels to nothing while erfc keeps every
+digit, as TensorFlow's tf.nn.gelu does. The other activations are NumPy expressions in
+autoenc/activations.py. Arrays of one shape, C-contiguous; the kernels walk them as 1-D views.
+See docs/activations.md.
+"""
+import math
+
+import numba
+import numpy as np
+
+from autoenc.kernels.config import prange_only
+
+_BLOCKS = 64  # fixed blocks run in parallel (elementwise: the result does not depend on the split)
+_SQRT_HALF = 0.7071067811865476        # 1 / sqrt(2)
+_INV_SQRT_2PI = 0.3989422804014327     # 1 / sqrt(2 pi)
+
+
+def gelu_forward_naive(z, y):
+    """y = 0.5 z erfc(-z / sqrt 2), one element at a time with Python's math.erfc. z, y: one shape."""
+    for k in np.ndindex(z.shape):
+        x = float(z[k])
+        y[k] = 0.5 * x * math.erfc(-x * _SQRT_HALF)
+
+
+def gelu_backward_naive(dy, z, dz):
+    """dz = dy (Phi(z) + z phi(z)), one element at a time. dy, z, dz: one shape."""
+    for k in np.ndindex(z.shape):
+        x = float(z[k])
+        dz[k] = float(dy[k]) * (0.5 * math.erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x))
+
+
+@numba.njit(cache=True)
+def _gelu_forward_1d(a, out):
+    for k in range(out.size):
+        x = np.float64(a[k])  # erfc in double, then rounded once to out's dtype
+        out[k] = 0.5 * x * math.erfc(-x * _SQRT_HALF)
+
+
+@numba.njit(cache=True)
+def _gelu_backward_1d(g, a, out):
+    for k in range(out.size):
+        x = np.float64(a[k])
+        out[k] = g[k] * (0.5 * math.erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x))
+
+
+@numba.njit(parallel=prange_only(), cache=True)
+def gelu_forward(z, y):
+    """y = 0.5 z erfc(-z / sqrt 2). z, y: C-contiguous, one shape; y overwritten.
+    Optimizations: 64 fixed blocks in parallel; each element computed in float64, rounded once."""
+    a, out = z.reshape(z.size), y.reshape(y.size)
+    n = out.size
+    for blk in numba.prange(_BLOCKS):
+        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
+        _gelu_forward_1d(a[lo:hi], out[lo:hi])
+
+
+@numba.njit(parallel=prange_only(), cache=True)
+def gelu_backward(dy, z, dz):
+    """dz = dy (Phi(z) + z phi(z)). dy, z, dz: C-contiguous, one shape; dz overwritten."""
+    g, a, out = dy.reshape(dy.size), z.reshape(z.size), dz.reshape(dz.size)
+    n = out.size
+    for blk in numba.prange(_BLOCKS):
+        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
+        _gelu_backward_1d(g[lo:hi], a[lo:hi], out[lo:hi])
