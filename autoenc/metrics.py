@@ -195,8 +195,8 @@ def get(identifier):
             loss = losses.get(identifier)
         except ValueError:
             loss = None
-        if loss is not None:
-            return Metric(loss, identifier)
+        if loss is not None:   # its value() (no NaN refusal: a diverged step must reach fit's NaN stop)
+            return Metric(loss.value, identifier)
         # 'AUC' -> 'auc', 'TopKCategoricalAccuracy' -> 'top_k_categorical_accuracy'
         snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", identifier)).lower()
         if identifier.lower() in _KERAS_ONLY or snake in _KERAS_ONLY:

@@ -215,7 +215,7 @@ class Trainer:
         x, y = data
         y_pred = self.forward(x, training=True)
         loss, dy, from_logits = self.compute_loss_and_gradient(y, y_pred)
-        logs = {"loss": loss, **{name: float(m.value(y, y_pred)) for name, m in self.metrics}}
+        logs = {"loss": loss, **{name: float(m(y, y_pred)) for name, m in self.metrics}}
         self.backward(dy, from_logits=from_logits, input_gradients=False)
         self.apply_gradients()
         return logs
@@ -225,7 +225,7 @@ class Trainer:
         returned dict as for ``train_step``."""
         x, y = data
         y_pred = self.forward(x, training=False)
-        return {"loss": self.compute_loss(x, y, y_pred), **{name: float(m.value(y, y_pred)) for name, m in self.metrics}}
+        return {"loss": self.compute_loss(x, y, y_pred), **{name: float(m(y, y_pred)) for name, m in self.metrics}}
 
     @staticmethod
     def _step_data(xs, y):
