@@ -477,3 +477,24 @@ def test_bias_before_batch_norm_gets_no_gradient(rng):
     conv.backward(bn.backward(dy))
     assert np.abs(conv.grads["bias"]).max() <= 1e-13 * np.abs(dy).sum()
     assert np.abs(conv.grads["kernel"]).max() > 1e-3
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("ext", [".weights.h5", ".keras"])
+def test_loads_keras_files_with_moving_statistics(keras, tmp_path, ext):
+    """A Keras model with BN, trained, saved by Keras: load_weights reads all four BN weights in order."""
+    keras.utils.set_random_seed(0)
+    keras.backend.clear_session()
+    autoenc.layers.base.clear_session()  # the same layer names in both, by which the weights are matched
+    km = _bn_autoencoder(keras)
+    km.compile("adam", "mse")
+    x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 2)).astype("float32")
+    km.fit(x, x, epochs=2, verbose=0)
+    path = str(tmp_path / f"k{ext}")
+    km.save_weights(path) if ext == ".weights.h5" else km.save(path)
+    am = _bn_autoencoder(autoenc)
+    am.load_weights(path)
+    for a, b in zip(am.get_weights(), km.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # predictions: float32 roundings only (measured 1.9e-7); see LAYER_TOL
+    assert rel_err(am.predict(x, verbose=0), km.predict(x, verbose=0)) <= LAYER_TOL
