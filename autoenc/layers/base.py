@@ -2,10 +2,11 @@
 
 A layer is built lazily from the first input shape it sees (``build(input_shape)``, shapes with
 the batch size as None), owns its parameters (``params``) and their gradients (``grads``, same
-shapes, assigned, never accumulated across calls; only for trainable weights: non-trainable ones such
-as BatchNormalization's moving statistics have none and are never given to the optimizer), and computes ``forward(x, training)`` and
-``backward(dy)``. Calling a layer on a symbolic tensor (from ``Input``) records a ``Node`` in the
-graph and returns a new symbolic tensor; calling it on an array runs it eagerly.
+shapes, assigned, never accumulated across calls; trainable weights only: the non-trainable ones,
+such as BatchNormalization's moving statistics, have none and never reach the optimizer), and
+computes ``forward(x, training)`` and ``backward(dy)``. Calling a layer on a symbolic tensor (from
+``Input``) records a ``Node`` in the graph and returns a new symbolic tensor; calling it on an array
+runs it eagerly.
 """
 import re
 
@@ -91,7 +92,7 @@ class Layer:
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.built = False
         self.params = {}          # name -> array, in creation order (Keras' order)
-        self.grads = {}           # name -> array of the same shape, filled by backward
+        self.grads = {}           # name -> array of the same shape, filled by backward (trainable weights only)
         self._regularizers = {}   # name -> Regularizer
         self._non_trainable = set()  # names of weights that training does not update (add_weight(trainable=False))
         self._buffers = {}        # reusable work arrays, by purpose
