@@ -46,7 +46,7 @@ def _to_float64(obj):
     for layer in _layers_of(obj):
         layer.dtype = np.dtype(np.float64)
         layer.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
-        layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+        layer.grads = {k: np.zeros_like(layer.params[k]) for k in layer.grads}
         layer._buffers = {}
     if isinstance(obj, Model):
         obj.dtype = np.dtype(np.float64)   # fit would gather the float64 parameters into a new flat buffer
@@ -153,7 +153,7 @@ def gradcheck(target, x, y=None, eps=1e-6, max_checks=40, seed=0):
 
     errors = {}
     tensors = [("input", k, a) for k, a in enumerate(xs)]
-    tensors += [(f"{layer.name}/{name}", None, p) for layer in layers for name, p in layer.params.items()]
+    tensors += [(f"{layer.name}/{name}", None, layer.params[name]) for layer in layers for name in layer.grads]
     for key, k, array in tensors:
         idx = _sample_indices(array.size, max_checks, gen)
         num = np.array([numeric(array, i) for i in idx])

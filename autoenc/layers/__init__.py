@@ -1,10 +1,13 @@
 """Layers with Keras' names, arguments and defaults."""
 from autoenc.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from autoenc.layers.avgpool import AveragePooling2D
 from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer
 from autoenc.layers.convolution import Conv2D
 from autoenc.layers.core import Activation, Dense
 from autoenc.layers.dropout import Dropout
 from autoenc.layers.merging import Add, Concatenate
+from autoenc.layers.normalization import BatchNormalization
+from autoenc.layers.padding import Cropping2D, ZeroPadding2D
 from autoenc.layers.pooling import MaxPooling2D
 from autoenc.layers.reshaping import Flatten, Reshape
 from autoenc.layers.upsampling import UpSampling2D
@@ -12,7 +15,9 @@ from autoenc.layers.upsampling import UpSampling2D
 # Keras' aliases
 Convolution2D = Conv2D
 MaxPool2D = MaxPooling2D
+AvgPool2D = AveragePooling2D
 
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Conv2D", "Convolution2D", "MaxPooling2D",
            "MaxPool2D", "UpSampling2D", "Dense", "Activation", "Flatten", "Reshape", "Dropout", "Add",
-           "Concatenate", "LeakyReLU", "PReLU", "ELU", "ReLU", "Softmax"]
+           "Concatenate", "LeakyReLU", "PReLU", "ELU", "ReLU", "Softmax", "BatchNormalization", "ZeroPadding2D",
+           "Cropping2D", "AveragePooling2D", "AvgPool2D"]

@@ -2,9 +2,11 @@
 
 A layer is built lazily from the first input shape it sees (``build(input_shape)``, shapes with
 the batch size as None), owns its parameters (``params``) and their gradients (``grads``, same
-shapes, assigned, never accumulated across calls), and computes ``forward(x, training)`` and
-``backward(dy)``. Calling a layer on a symbolic tensor (from ``Input``) records a ``Node`` in the
-graph and returns a new symbolic tensor; calling it on an array runs it eagerly.
+shapes, assigned, never accumulated across calls; trainable weights only: the non-trainable ones,
+such as BatchNormalization's moving statistics, have none and never reach the optimizer), and
+computes ``forward(x, training)`` and ``backward(dy)``. Calling a layer on a symbolic tensor (from
+``Input``) records a ``Node`` in the graph and returns a new symbolic tensor; calling it on an array
+runs it eagerly.
 """
 import re
 
@@ -92,8 +94,9 @@ class Layer:
         self._input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.built = False
         self.params = {}          # name -> array, in creation order (Keras' order)
-        self.grads = {}           # name -> array of the same shape, filled by backward
+        self.grads = {}           # name -> array of the same shape, filled by backward (trainable weights only)
         self._regularizers = {}   # name -> Regularizer
+        self._non_trainable = set()  # names of weights that training does not update (add_weight(trainable=False))
         self._buffers = {}        # reusable work arrays, by purpose
         self.input_shape = None
         self.output_shape = None
@@ -137,11 +140,18 @@ class Layer:
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
 
-    def add_weight(self, name, shape, initializer, regularizer=None):
-        """Create a parameter and its gradient buffer. Returns the parameter array."""
+    def add_weight(self, name, shape, initializer, regularizer=None, trainable=True):
+        """Create a parameter and, if ``trainable``, its gradient buffer. Returns the parameter array.
+
+        A non-trainable weight (``trainable=False``) is kept in ``params`` (so get_weights, set_weights
+        and saving see it, in creation order) but gets no gradient and is not updated by the optimizer;
+        the layer itself updates it, as BatchNormalization does its moving statistics."""
         value = initializers.get(initializer)(shape, self.dtype)
         self.params[name] = value
-        self.grads[name] = np.zeros_like(value)
+        if trainable:
+            self.grads[name] = np.zeros_like(value)
+        else:
+            self._non_trainable.add(name)
         if regularizer is not None:
             self._regularizers[name] = regularizer
         return value
@@ -253,11 +263,21 @@ class Layer:
         return list(self.params.values())
 
     @property
+    def trainable_names(self):
+        """Names of the weights the optimizer updates: none if the layer is frozen (trainable=False)."""
+        return [n for n in self.params if n not in self._non_trainable] if self.trainable else []
+
+    @property
     def trainable_weights(self):
-        return self.weights if self.trainable else []
+        return [self.params[n] for n in self.trainable_names]
+
+    @property
+    def non_trainable_weights(self):
+        trainable = set(self.trainable_names)
+        return [p for n, p in self.params.items() if n not in trainable]
 
     def get_weights(self):
-        """Copies of the parameters, in Keras' order (kernel, then bias)."""
+        """Copies of the parameters, in Keras' order (kernel, then bias; non-trainable ones included)."""
         return [np.array(w, copy=True) for w in self.params.values()]
 
     def check_weights(self, weights):

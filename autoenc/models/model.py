@@ -186,6 +186,10 @@ class Model(Trainer):
     def trainable_weights(self):
         return [w for layer in self.layers for w in layer.trainable_weights]
 
+    @property
+    def non_trainable_weights(self):
+        return [w for layer in self.layers for w in layer.non_trainable_weights]
+
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 
@@ -232,7 +236,7 @@ class Model(Trainer):
             return line
 
         total = self.count_params()
-        trainable = sum(l.count_params() for l in self.layers if l.trainable)
+        trainable = sum(w.size for w in self.trainable_weights)
         lines = [f'Model: "{self.name}"', "_" * width, fmt(rows[0]), "=" * width]
         for k, row in enumerate(rows[1:]):
             lines.append(fmt(row))

@@ -75,7 +75,7 @@ class Trainer:
     def _ensure_flat_parameters(self):
         """Keep every trainable parameter (and its gradient) as a view into one flat buffer, so that
         the optimizer updates all of them in one call. Rebuilt if a layer's arrays were replaced."""
-        refs = [(layer, name) for layer in self.layers if layer.trainable for name in layer.params]
+        refs = [(layer, name) for layer in self.layers for name in layer.trainable_names]
         self.optimizer.variable_sizes = [layer.params[n].size for layer, n in refs]  # for clipnorm, per variable
         flat = self._flat_params
         if flat is not None and refs == self._param_refs and all(
