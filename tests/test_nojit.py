@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent('''
 
     import autoenc
     from autoenc import layers, optimizers
-    from autoenc.kernels import convolution as C, pooling as P, upsampling as U
+    from autoenc import kernels as C
+    from autoenc.kernels import pooling as P, upsampling as U
 
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT was not seen"
     assert inspect.isfunction(C.conv2d_forward) and inspect.isfunction(P.maxpool2d_forward), \\
