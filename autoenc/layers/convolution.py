@@ -76,8 +76,8 @@ class Conv2D(Layer):
         through the activation). dz = dy * activation'(z); grads["kernel"] = sum x-patches * dz,
         grads["bias"] = sum dz; returns dx (batch, h, w, cin), or None when ``need_dx`` is False
         (a first layer: nothing upstream needs it). Formulas in autoenc.kernels.convolution."""
-        return self._kernels.backward(dy, self.params["kernel"], self.grads["kernel"], self.grads.get("bias"),
-                                      self.activation, from_logits=from_logits, need_dx=need_dx)
+        kernel, dkernel, dbias = self.params["kernel"], self.grads["kernel"], self.grads.get("bias")
+        return self._kernels.backward(dy, kernel, dkernel, dbias, self.activation, from_logits, need_dx)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
