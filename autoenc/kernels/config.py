@@ -61,6 +61,10 @@ class _CheckedCache(caching.FunctionCache):
         except Exception as e:  # truncated or foreign pickle: EOFError, UnpicklingError, TypeError, ...
             _warn_once("load", f"autoenc: ignoring a damaged Numba cache entry of {self._py_func.__qualname__} "
                                f"({type(e).__name__}: {e}); recompiling. Cache directory: {self.cache_path}")
+            try:
+                self.flush()    # a fresh, empty index: the recompiled kernel is saved in its place
+            except Exception:
+                pass
             return None
         if cres is None:
             return None
