@@ -192,3 +192,39 @@ def test_upsample_tiny_case_by_hand():
     dx = np.empty_like(x)
     up.upsample2d_backward(np.arange(8, dtype=np.float32).reshape(1, 2, 4, 1), 2, 2, dx)
     assert dx[0, 0, :, 0].tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window, value, winner", [
+    ([1, np.nan, 3, 2], 3, 2),          # a NaN never wins the value...
+    ([np.nan, 1, 3, 2], 3, 0),          # ...but first in its window it takes the gradient (TF's MaxPoolGrad)
+    ([1, 2, 3, np.nan], 3, 2),
+    ([-1, np.nan, -3, -2], -1, 0),
+    ([np.nan] * 4, "lowest", 0),        # TensorFlow's max starts from the lowest finite number
+    ([-np.inf] * 4, "lowest", 0),
+    ([np.nan, -np.inf, np.nan, np.nan], "lowest", 0),
+    ([1, 2, np.inf, np.nan], np.inf, 2),
+])
+def test_maxpool_nan_and_inf_as_tensorflow(dtype, window, value, winner):
+    """What tf.nn.max_pool2d and its gradient give for one 2x2 window (checked live in
+    tests/test_layers.py::test_maxpooling_nan_matches_keras)."""
+    x = np.array(window, dtype).reshape(1, 2, 2, 1)
+    want = np.finfo(dtype).min if value == "lowest" else value
+    for y, argmax in [run_pool(x, (2, 2), (2, 2), "valid"), pool.maxpool2d_forward_naive(x, (2, 2), (2, 2), "valid")]:
+        assert y.dtype == dtype
+        assert y[0, 0, 0, 0] == want and argmax[0, 0, 0, 0] == winner
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(case=pool_cases(), nan_share=st.sampled_from([0.2, 0.6, 1.0]))
+def test_maxpool_with_nan_and_inf_matches_naive(dtype, case, nan_share):
+    shape, ps, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x = g.standard_normal(shape).astype(dtype)
+    x[g.random(shape) < nan_share] = np.nan
+    x[g.random(shape) < 0.1] = -np.inf
+    y, argmax = run_pool(x, ps, strides, padding)
+    y_ref, argmax_ref = pool.maxpool2d_forward_naive(x, ps, strides, padding)
+    assert not np.isnan(y).any()
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
