@@ -32,6 +32,8 @@ def flip_kernel_into(w, wt):
     """wt[i, j, f, ch] = w[kh-1-i, kw-1-j, ch, f]: the kernel of the transposed convolution.
 
     w: (kh, kw, cin, cout); wt: (kh, kw, cout, cin), overwritten.
+
+    Optimizations: none needed (kh*kw*cin*cout numbers, once per backward pass).
     """
     kh, kw, cin, cout = w.shape
     for i in range(kh):

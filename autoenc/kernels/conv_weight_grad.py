@@ -49,7 +49,11 @@ def _sum_chunks(part, out):
 
 @njit(parallel=prange_only(), fastmath=FASTMATH)
 def conv2d_backward_bias(dy, db):
-    """db[f] = sum_{n,r,c} dy[n, r, c, f]. dy: (n, oh, ow, cout); db: (cout,), overwritten."""
+    """db[f] = sum_{n,r,c} dy[n, r, c, f]. dy: (n, oh, ow, cout); db: (cout,), overwritten.
+
+    Optimizations: fixed chunks of the batch in parallel, then the chunks added in order (the same
+    result for any number of threads). Conv2D gets db from :func:`conv2d_backward_dz` instead.
+    """
     n, oh, ow, cout = dy.shape
     nc = max(1, min(n, MAX_CHUNKS))
     part = np.zeros((nc, cout), dtype=db.dtype)
@@ -73,7 +77,11 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     dy, y, dz: (n, oh, ow, c); dzp: (n, hp, wp, c), zero elsewhere, or (0, hp, wp, c) to skip;
     part: (nc, c) work array (nc = n_chunks(n)); db: (c,). dz, dzp, part and db are overwritten.
     db is summed like conv2d_backward_bias (fixed chunks of the batch, then the chunks in order),
-    so the two agree bit for bit. Fusing the three saves two passes over dz.
+    so the two agree bit for bit.
+
+    Optimizations: one read of dy (and y) for three results, saving two passes over dz; chunks of
+    the batch in parallel; 8 channels at a time in a register tuple (one vector load, mask, store
+    and add).
     """
     n, oh, ow, c = dy.shape
     nc = part.shape[0]
@@ -282,6 +290,11 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
     channels left over (cout % 8) take 8 element vectors x 1 channel. Narrower rows gather 8 patch
     elements x 8 channels, or x 1 channel for the channels left over.
+
+    Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
+    number of threads); no im2col buffer: patches read in place in xp; 16 vector accumulators, two
+    output pixels per step, one branch-free step to the next pixel (next_pixel), so the inner loop
+    stays one basic block in registers.
     """
     n, oh, ow, cout = dy.shape
     kh, kw, cin, _ = dw.shape
@@ -379,6 +392,9 @@ def conv2d_backward_kernel(xp, dy, sh, sw, dw):
     xp: (n, hp, wp, cin) padded input of the forward pass; dy: (n, oh, ow, cout);
     dw: (kh, kw, cin, cout), overwritten. The batch is summed in fixed chunks, then the chunks in
     order, so the result does not depend on the number of threads.
+
+    Optimizations: those of :func:`conv2d_backward_kernel_chunks`, which Conv2D calls with its work
+    array kept; this wrapper allocates it.
     """
     part = np.empty((n_chunks(xp.shape[0]),) + dw.shape, dtype=dw.dtype)
     conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw)

@@ -34,7 +34,11 @@ def _sigmoid_backward_1d(a, b, out):
 
 @njit(parallel=prange_only())
 def sigmoid_forward(z, y):
-    """y = 1 / (1 + e^-z). z, y: C-contiguous, one shape; y overwritten."""
+    """y = 1 / (1 + e^-z). z, y: C-contiguous, one shape; y overwritten.
+
+    Optimizations: 64 fixed blocks in parallel, each a 1-D loop from 0 (vectorised); one exp per
+    number, in the form that cannot overflow.
+    """
     a, out = z.reshape(z.size), y.reshape(y.size)
     n = out.size
     for blk in numba.prange(_BLOCKS):
@@ -44,7 +48,10 @@ def sigmoid_forward(z, y):
 
 @njit(parallel=prange_only())
 def sigmoid_backward(dy, y, dz):
-    """dz = dy * y * (1 - y). dy, y, dz: C-contiguous, one shape; dz overwritten."""
+    """dz = dy * y * (1 - y). dy, y, dz: C-contiguous, one shape; dz overwritten.
+
+    Optimizations: 64 fixed blocks in parallel, each a 1-D loop from 0 (vectorised), no temporary.
+    """
     a, b, out = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
     n = out.size
     for blk in numba.prange(_BLOCKS):

@@ -52,6 +52,9 @@ def pad_into(x, pt, pl, xp):
     """Copy x (n, h, w, c) into the interior of xp (n, hp, wp, c): xp[n, pt+r, pl+c] = x[n, r, c].
 
     The halo of xp is left as it is: the caller allocates xp zeroed once and reuses it.
+
+    Optimizations: samples in parallel; one contiguous row (w*c numbers) copied per loop, from 0,
+    so LLVM vectorises it; the halo is never rewritten.
     """
     n, h, w, c = x.shape
     _, hp, wp, _ = xp.shape
@@ -70,6 +73,8 @@ def dilate_pad_into(dy, sh, sw, top, left, dyp):
 
     dy: (n, oh, ow, c); dyp: (n, hp, wp, c). Every other entry of dyp is left as it is (zero: the
     caller allocates dyp zeroed once and reuses it).
+
+    Optimizations: samples in parallel; only the spread-out entries are written (the zeros stay).
     """
     n, oh, ow, c = dy.shape
     for s in numba.prange(n):

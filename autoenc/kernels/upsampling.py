@@ -28,7 +28,11 @@ def upsample2d_backward_naive(dy, size):
 
 @njit(parallel=prange_only())
 def upsample2d_forward(x, sh, sw, y):
-    """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c)."""
+    """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c).
+
+    Optimizations: samples in parallel; each output row built once from its input row, then
+    copied sh - 1 times as one contiguous run (blocks.copy1d).
+    """
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     for s in numba.prange(n):
@@ -48,7 +52,11 @@ def upsample2d_forward(x, sh, sw, y):
 def upsample2d_backward(dy, sh, sw, dx):
     """dx[n, r, q, ch] = sum_{a<sh, b<sw} dy[n, r*sh+a, q*sw+b, ch]. dx: (n, h, w, c), overwritten.
 
-    Each dx is summed in the order (a, b) = (0, 0), (0, 1), ..., (sh-1, sw-1)."""
+    Each dx is summed in the order (a, b) = (0, 0), (0, 1), ..., (sh-1, sw-1).
+
+    Optimizations: samples in parallel; dy read row by row along contiguous memory, each dx row
+    accumulated in place (no temporary).
+    """
     n, h, w, c = dx.shape
     _, oh, ow, _ = dy.shape
     for s in numba.prange(n):
