@@ -65,12 +65,13 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
     """y[n, r, q, ch] = max of the window, argmax = r*w + q of its first maximum (NaN as in the
     module docstring). x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
 
-    ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see padding.conv_padding).
+    ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see padding.conv_padding); y
+    C-contiguous.
 
     Optimizations: samples in parallel; the channel loop innermost, so every read and write runs
     along contiguous memory; the window clipped to x once per output pixel (no halo, no bounds
-    checks); a window whose maximum is NaN or below the lowest finite number (rare) is scanned
-    again for TensorFlow's value.
+    checks); one branch-free pass over a sample's y finds the windows whose maximum is NaN or
+    -inf (rare), and only those are scanned again for TensorFlow's value.
     """
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
@@ -94,14 +95,21 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
                             if v[ch] > best[ch]:  # strict: the first maximum wins
                                 best[ch] = v[ch]
                                 where[ch] = rr * w + qq
-                for ch in range(c):
-                    if not best[ch] >= lowest:   # NaN first in the window, or only -inf
-                        m = lowest
-                        for rr in range(r0, r1):
-                            for qq in range(q0, q1):
-                                if x[s, rr, qq, ch] > m:
-                                    m = x[s, rr, qq, ch]
-                        best[ch] = m
+        # a maximum that is NaN (a NaN first in its window) or -inf (only -inf, or NaN and -inf):
+        # scan that window again from the lowest finite number. One branch-free count per sample.
+        ys = y[s].reshape(oh * ow * c)
+        bad = False
+        for k in range(oh * ow * c):
+            bad |= not ys[k] >= lowest
+        for k in range(oh * ow * c if bad else 0):
+            if not ys[k] >= lowest:
+                r, q, ch = k // (ow * c), (k // c) % ow, k % c
+                m = lowest
+                for rr in range(max(r * sh - pt, 0), min(r * sh - pt + ph, h)):
+                    for qq in range(max(q * sw - pl, 0), min(q * sw - pl + pw, w)):
+                        if x[s, rr, qq, ch] > m:
+                            m = x[s, rr, qq, ch]
+                ys[k] = m
 
 
 @njit(parallel=prange_only())
