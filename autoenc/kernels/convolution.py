@@ -50,8 +50,8 @@ class Conv2DKernels:
         """x: (n, h, w, cin); kernel: (kh, kw, cin, cout); bias: (cout,) or None (no bias).
 
         Returns (z, y), both (n, oh, ow, cout): y = activation(conv(x, kernel) + bias) and z the
-        pre-activation, except where the activation is fused (relu, linear): there z is y. Both are
-        work arrays, overwritten by the next call."""
+        pre-activation, except where the fast path fuses the activation (relu, linear): there z is
+        y. On the fast path both are work arrays, overwritten by the next call."""
         if reference_kernels_enabled():
             return self._forward_reference(x, kernel, bias, activation)
         ws = self.workspace
