@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from autoenc import utils
+from autoenc import files, utils
 from autoenc.tensorboard import EventFileWriter
 
 
@@ -359,7 +359,7 @@ class CSVLogger(Callback):
             if self._header:
                 text = self.separator.join(["epoch"] + self._keys) + "\n" + text
             if not self.append:
-                utils.atomic_write(self.filename, lambda f: f.write(text.encode("utf-8")))
+                files.atomic_write(self.filename, lambda f: f.write(text.encode("utf-8")))
                 text = ""
             self._file = open(self.filename, "a", encoding="utf-8")
         self._file.write(text)

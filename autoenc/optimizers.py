@@ -12,11 +12,12 @@ See docs/adam.md and docs/optimizers.md.
 """
 import warnings
 
-import numba
 import numpy as np
 
+from autoenc.kernels.config import njit
 
-@numba.njit(cache=True)
+
+@njit()   # numba.njit(cache=True), robust to an unwritable or damaged cache
 def adam_update(w, g, m, v, alpha, c1, c2, epsilon):
     """m += (g - m) c1; v += (g^2 - v) c2; w -= alpha m / (sqrt(v) + eps), with c1 = 1 - beta_1 and
     c2 = 1 - beta_2. w, g, m, v: 1-D arrays of one size; the scalars of their dtype."""

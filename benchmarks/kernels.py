@@ -58,7 +58,7 @@ def measured_peak(threads):
 def main():
     import numba
 
-    from autoenc.kernels import convolution as K
+    from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding
     from autoenc.kernels import pooling as P
     from autoenc.kernels import upsampling as U
 
@@ -71,7 +71,7 @@ def main():
     threads = numba.config.NUMBA_NUM_THREADS
     peak = args.peak or measured_peak(threads)
     rng = np.random.default_rng(0)
-    K.pad_into(np.zeros((2, 1, 1, 1), np.float32), 0, 0, np.zeros((2, 1, 1, 1), np.float32))  # starts the threads
+    padding.pad_into(np.zeros((2, 1, 1, 1), np.float32), 0, 0, np.zeros((2, 1, 1, 1), np.float32))  # starts the threads
     print(f"numba {numba.__version__}, {threads} threads, layer {numba.threading_layer()}; batch {n}; "
           f"best of {rep}; peak {f'{peak:.0f} GFLOP/s' if peak else 'unknown (no C compiler; pass --peak)'}\n")
     print("| layer | kernel | ms | GFLOP/s | % of peak |")
@@ -80,7 +80,7 @@ def main():
     for name, h, w, cin, cout in SEED_CONVS:
         x = rng.random((n, h, w, cin), dtype=np.float32)
         xp = np.zeros((n, h + 2, w + 2, cin), np.float32)
-        K.pad_into(x, 1, 1, xp)
+        padding.pad_into(x, 1, 1, xp)
         wk = (rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32)
         b = np.zeros(cout, np.float32)
         y = np.empty((n, h, w, cout), np.float32)
@@ -88,20 +88,23 @@ def main():
         dx = np.empty_like(x)
         dw = np.empty_like(wk)
         db = np.empty_like(b)
-        part = np.empty((K.n_chunks(n),) + wk.shape, np.float32)
+        part = np.empty((config.n_chunks(n),) + wk.shape, np.float32)
         dyp = np.zeros((n, h + 2, w + 2, cout), np.float32)
         wt = np.empty((3, 3, cout, cin), np.float32)
         zb = np.zeros(cin, np.float32)
         flop = 2.0 * n * h * w * 9 * cin * cout
         dz = np.empty_like(dy)
-        db_part = np.empty((K.n_chunks(n), cout), np.float32)
+        db_part = np.empty((config.n_chunks(n), cout), np.float32)
         # the kernels a Conv2D layer with ReLU calls in one training step
-        runs = [("pad_into", lambda: K.pad_into(x, 1, 1, xp), 0),
-                ("conv2d_forward (+relu)", lambda: K.conv2d_forward(xp, wk, b, 1, 1, K.ACT_RELU, y), flop),
+        runs = [("pad_into", lambda: padding.pad_into(x, 1, 1, xp), 0),
+                ("conv2d_forward (+relu)",
+                 lambda: conv_forward.conv2d_forward(xp, wk, b, 1, 1, conv_forward.ACT_RELU, y), flop),
                 ("conv2d_backward_dz (relu mask, bias, dilate)",
-                 lambda: K.conv2d_backward_dz(dy, y, True, 1, 1, 1, 1, dz, dyp, db_part, db), 0),
-                ("conv2d_backward_kernel", lambda: K.conv2d_backward_kernel_chunks(xp, dz, 1, 1, part, dw), flop),
-                ("conv2d_backward_input_padded", lambda: K.conv2d_backward_input_padded(dyp, wk, wt, zb, dx), flop)]
+                 lambda: conv_weight_grad.conv2d_backward_dz(dy, y, True, 1, 1, 1, 1, dz, dyp, db_part, db), 0),
+                ("conv2d_backward_kernel",
+                 lambda: conv_weight_grad.conv2d_backward_kernel_chunks(xp, dz, 1, 1, part, dw), flop),
+                ("conv2d_backward_input_padded",
+                 lambda: conv_input_grad.conv2d_backward_input_padded(dyp, wk, wt, zb, dx), flop)]
         for kname, fn, fl in runs:
             t = best_time(fn, rep)
             if not (name.startswith("enc1") and kname == "conv2d_backward_input_padded"):  # training skips it

@@ -65,7 +65,9 @@ def test_debugging_session_in_pdb(tmp_path):
     commands = [line[len("(Pdb) "):] for line in session if line.startswith("(Pdb) ")]
     expected = [line for line in session if line.startswith(("[", "(", "dw =")) and not line.startswith("(Pdb)")]
     assert "NUMBA_DISABLE_JIT=1 python -m pdb debug_conv2d.py" in page.read_text()
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    # this checkout's autoenc, not a copy installed elsewhere
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-m", "pdb", "debug_conv2d.py"], input="\n".join(commands) + "\n",
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     out = result.stdout

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoenc.kernels import convolution as conv
+from autoenc.kernels import conv_forward, conv_input_grad, conv_weight_grad
+from autoenc.kernels.padding import conv_padding, pad_into
 from autoenc.kernels import pooling as pool
 from autoenc.kernels import upsampling as up
 
@@ -12,10 +13,10 @@ from autoenc.kernels import upsampling as up
 def padded(x, kernel_size, strides, padding):
     (kh, kw), (sh, sw) = kernel_size, strides
     n, h, w, c = x.shape
-    pt, pb, oh = conv.conv_padding(h, kh, sh, padding)
-    pl, pr, ow = conv.conv_padding(w, kw, sw, padding)
+    pt, pb, oh = conv_padding(h, kh, sh, padding)
+    pl, pr, ow = conv_padding(w, kw, sw, padding)
     xp = np.zeros((n, h + pt + pb, w + pl + pr, c), x.dtype)
-    conv.pad_into(x, pt, pl, xp)
+    pad_into(x, pt, pl, xp)
     return xp, (pt, pl), (oh, ow)
 
 
@@ -46,22 +47,22 @@ def test_conv2d_kernels_match_naive(dtype, case):
     b = g.standard_normal(cout).astype(dtype)
     xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
     y = np.empty((n, oh, ow, cout), dtype)
-    conv.conv2d_forward(xp, wt, b, strides[0], strides[1], conv.ACT_LINEAR, y)
-    expected = conv.conv2d_forward_naive(x, wt, b, strides, padding)
+    conv_forward.conv2d_forward(xp, wt, b, strides[0], strides[1], conv_forward.ACT_LINEAR, y)
+    expected = conv_forward.conv2d_forward_naive(x, wt, b, strides, padding)
     close(y, expected, dtype)
-    conv.conv2d_forward(xp, wt, b, strides[0], strides[1], conv.ACT_RELU, y)
+    conv_forward.conv2d_forward(xp, wt, b, strides[0], strides[1], conv_forward.ACT_RELU, y)
     close(y, np.maximum(expected, 0), dtype)
 
     dy = g.standard_normal((n, oh, ow, cout)).astype(dtype)
     dx = np.full(x.shape, np.nan, dtype)  # every entry must be overwritten
-    conv.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
-    close(dx, conv.conv2d_backward_input_naive(dy, wt, x.shape, strides, padding), dtype)
+    conv_input_grad.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
+    close(dx, conv_input_grad.conv2d_backward_input_naive(dy, wt, x.shape, strides, padding), dtype)
     dw = np.full(wt.shape, np.nan, dtype)
-    conv.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
-    close(dw, conv.conv2d_backward_kernel_naive(x, dy, ks, strides, padding), dtype)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
+    close(dw, conv_weight_grad.conv2d_backward_kernel_naive(x, dy, ks, strides, padding), dtype)
     db = np.full(cout, np.nan, dtype)
-    conv.conv2d_backward_bias(dy, db)
-    close(db, conv.conv2d_backward_bias_naive(dy), dtype)
+    conv_weight_grad.conv2d_backward_bias(dy, db)
+    close(db, conv_weight_grad.conv2d_backward_bias_naive(dy), dtype)
 
 
 @given(case=conv_cases())
@@ -72,12 +73,12 @@ def test_conv2d_backward_kernels_are_adjoints(case):
     x, wt = g.standard_normal((n, h, w, cin)), g.standard_normal(ks + (cin, cout))
     xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
     y = np.empty((n, oh, ow, cout))
-    conv.conv2d_forward(xp, wt, np.zeros(cout), strides[0], strides[1], conv.ACT_LINEAR, y)
+    conv_forward.conv2d_forward(xp, wt, np.zeros(cout), strides[0], strides[1], conv_forward.ACT_LINEAR, y)
     dy = g.standard_normal(y.shape)
     dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty(cout)
-    conv.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
-    conv.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
-    conv.conv2d_backward_bias(dy, db)
+    conv_input_grad.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
+    conv_weight_grad.conv2d_backward_bias(dy, db)
     lhs = np.sum(y * dy)
     assert np.sum(x * dx) == pytest.approx(lhs, rel=1e-10, abs=1e-10)
     assert np.sum(wt * dw) == pytest.approx(lhs, rel=1e-10, abs=1e-10)
@@ -91,18 +92,18 @@ def test_conv2d_tiny_case_by_hand():
     x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
     w = np.array([[1, 0], [0, -1]], np.float32).reshape(2, 2, 1, 1)
     y = np.empty((1, 2, 2, 1), np.float32)
-    conv.conv2d_forward(x, w, np.array([0.5], np.float32), 1, 1, conv.ACT_LINEAR, y)
+    conv_forward.conv2d_forward(x, w, np.array([0.5], np.float32), 1, 1, conv_forward.ACT_LINEAR, y)
     assert y[0, 0, 0, 0] == 1 * 1 + 5 * -1 + 0.5
     assert y[0, :, :, 0].tolist() == [[-3.5, -3.5], [-3.5, -3.5]]
     # dx scatters dy through w: with dy = 1 at (0,0) only, dx = w placed at (0,0)
     dy = np.zeros((1, 2, 2, 1), np.float32)
     dy[0, 0, 0, 0] = 1
     dx = np.empty_like(x)
-    conv.conv2d_backward_input(dy, w, 1, 1, 0, 0, dx)
+    conv_input_grad.conv2d_backward_input(dy, w, 1, 1, 0, 0, dx)
     assert dx[0, :, :, 0].tolist() == [[1, 0, 0], [0, -1, 0], [0, 0, 0]]
     # dw[i, j] = x[i, j] * 1 for the single nonzero dy
     dw = np.empty_like(w)
-    conv.conv2d_backward_kernel(x, dy, 1, 1, dw)
+    conv_weight_grad.conv2d_backward_kernel(x, dy, 1, 1, dw)
     assert dw[:, :, 0, 0].tolist() == [[1, 2], [4, 5]]
 
 
@@ -115,7 +116,7 @@ def test_conv2d_tiny_case_by_hand():
     (7, 3, 2, "valid", (0, 0, 3)),
 ])
 def test_conv_padding_follows_tensorflow(size, kernel, stride, padding, expected):
-    assert conv.conv_padding(size, kernel, stride, padding) == expected
+    assert conv_padding(size, kernel, stride, padding) == expected
 
 
 @st.composite
@@ -129,8 +130,8 @@ def pool_cases(draw):
 
 
 def run_pool(x, ps, strides, padding):
-    pt, _, oh = conv.conv_padding(x.shape[1], ps[0], strides[0], padding)
-    pl, _, ow = conv.conv_padding(x.shape[2], ps[1], strides[1], padding)
+    pt, _, oh = conv_padding(x.shape[1], ps[0], strides[0], padding)
+    pl, _, ow = conv_padding(x.shape[2], ps[1], strides[1], padding)
     y = np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
     argmax = np.empty(y.shape, np.int32)
     pool.maxpool2d_forward(x, ps[0], ps[1], strides[0], strides[1], pt, pl, y, argmax)
@@ -191,3 +192,39 @@ def test_upsample_tiny_case_by_hand():
     dx = np.empty_like(x)
     up.upsample2d_backward(np.arange(8, dtype=np.float32).reshape(1, 2, 4, 1), 2, 2, dx)
     assert dx[0, 0, :, 0].tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window, value, winner", [
+    ([1, np.nan, 3, 2], 3, 2),          # a NaN never wins the value...
+    ([np.nan, 1, 3, 2], 3, 0),          # ...but first in its window it takes the gradient (TF's MaxPoolGrad)
+    ([1, 2, 3, np.nan], 3, 2),
+    ([-1, np.nan, -3, -2], -1, 0),
+    ([np.nan] * 4, "lowest", 0),        # TensorFlow's max starts from the lowest finite number
+    ([-np.inf] * 4, "lowest", 0),
+    ([np.nan, -np.inf, np.nan, np.nan], "lowest", 0),
+    ([1, 2, np.inf, np.nan], np.inf, 2),
+])
+def test_maxpool_nan_and_inf_as_tensorflow(dtype, window, value, winner):
+    """What tf.nn.max_pool2d and its gradient give for one 2x2 window (checked live in
+    tests/test_layers.py::test_maxpooling_nan_matches_keras)."""
+    x = np.array(window, dtype).reshape(1, 2, 2, 1)
+    want = np.finfo(dtype).min if value == "lowest" else value
+    for y, argmax in [run_pool(x, (2, 2), (2, 2), "valid"), pool.maxpool2d_forward_naive(x, (2, 2), (2, 2), "valid")]:
+        assert y.dtype == dtype
+        assert y[0, 0, 0, 0] == want and argmax[0, 0, 0, 0] == winner
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(case=pool_cases(), nan_share=st.sampled_from([0.2, 0.6, 1.0]))
+def test_maxpool_with_nan_and_inf_matches_naive(dtype, case, nan_share):
+    shape, ps, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x = g.standard_normal(shape).astype(dtype)
+    x[g.random(shape) < nan_share] = np.nan
+    x[g.random(shape) < 0.1] = -np.inf
+    y, argmax = run_pool(x, ps, strides, padding)
+    y_ref, argmax_ref = pool.maxpool2d_forward_naive(x, ps, strides, padding)
+    assert not np.isnan(y).any()
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)

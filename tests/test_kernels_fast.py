@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from autoenc.kernels import convolution as K
+from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad
+from autoenc.kernels.padding import conv_padding, dilate_pad_into, pad_into
 
 SEED_SHAPES = [(28, 28, 1, 16), (14, 14, 16, 8), (7, 7, 8, 8), (14, 14, 8, 8), (28, 28, 8, 16), (28, 28, 16, 1)]
 
@@ -29,21 +30,21 @@ def run_all(x, w, b, sh, sw, padding):
     """Fast forward (linear and relu), input and kernel gradients, and bias gradient."""
     n, h, wd, cin = x.shape
     kh, kw, _, cout = w.shape
-    pt, pb, oh = K.conv_padding(h, kh, sh, padding)
-    pl, pr, ow = K.conv_padding(wd, kw, sw, padding)
+    pt, pb, oh = conv_padding(h, kh, sh, padding)
+    pl, pr, ow = conv_padding(wd, kw, sw, padding)
     xp = np.zeros((n, h + pt + pb, wd + pl + pr, cin), x.dtype)
-    K.pad_into(x, pt, pl, xp)
+    pad_into(x, pt, pl, xp)
     y = np.empty((n, oh, ow, cout), x.dtype)
-    K.conv2d_forward(xp, w, b, sh, sw, K.ACT_LINEAR, y)
+    conv_forward.conv2d_forward(xp, w, b, sh, sw, conv_forward.ACT_LINEAR, y)
     yr = np.empty_like(y)
-    K.conv2d_forward(xp, w, b, sh, sw, K.ACT_RELU, yr)
+    conv_forward.conv2d_forward(xp, w, b, sh, sw, conv_forward.ACT_RELU, yr)
     dy = np.cos(np.arange(y.size, dtype=x.dtype).reshape(y.shape))
     dx = np.empty_like(x)
-    K.conv2d_backward_input(dy, w, sh, sw, pt, pl, dx)
+    conv_input_grad.conv2d_backward_input(dy, w, sh, sw, pt, pl, dx)
     dw = np.empty_like(w)
-    K.conv2d_backward_kernel(xp, dy, sh, sw, dw)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, sh, sw, dw)
     db = np.empty_like(b)
-    K.conv2d_backward_bias(dy, db)
+    conv_weight_grad.conv2d_backward_bias(dy, db)
     return y, yr, dy, dx, dw, db
 
 
@@ -54,11 +55,11 @@ def check(h, wd, cin, cout, kh, kw, sh, sw, padding, dtype=np.float32, n=3, seed
     b = rng.standard_normal(cout).astype(dtype)
     y, yr, dy, dx, dw, db = run_all(x, w, b, sh, sw, padding)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    expected = K.conv2d_forward_naive(x, w, b, (sh, sw), padding)
+    expected = conv_forward.conv2d_forward_naive(x, w, b, (sh, sw), padding)
     for got, want in [(y, expected), (yr, np.maximum(expected, 0)),
-                      (dx, K.conv2d_backward_input_naive(dy, w, x.shape, (sh, sw), padding)),
-                      (dw, K.conv2d_backward_kernel_naive(x, dy, (kh, kw), (sh, sw), padding)),
-                      (db, K.conv2d_backward_bias_naive(dy))]:
+                      (dx, conv_input_grad.conv2d_backward_input_naive(dy, w, x.shape, (sh, sw), padding)),
+                      (dw, conv_weight_grad.conv2d_backward_kernel_naive(x, dy, (kh, kw), (sh, sw), padding)),
+                      (db, conv_weight_grad.conv2d_backward_bias_naive(dy))]:
         assert got.dtype == dtype
         scale = np.abs(want).max() + 1e-30
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
@@ -95,18 +96,19 @@ def test_backward_dz_matches_the_kernels_it_fuses(shape, strides, relu, pad):
     hp, wp = (oh - 1) * sh + 3, (ow - 1) * sw + 3
     dz, db = np.full(shape, np.nan, np.float32), np.full(c, np.nan, np.float32)
     dzp = np.zeros((n if pad else 0, hp, wp, c), np.float32)
-    K.conv2d_backward_dz(dy, y, relu, sh, sw, 1, 1, dz, dzp, np.empty((K.n_chunks(n), c), np.float32), db)
+    conv_weight_grad.conv2d_backward_dz(dy, y, relu, sh, sw, 1, 1, dz, dzp, np.empty((config.n_chunks(n), c), np.float32),
+                                        db)
 
     want_dz = np.where(y > 0, dy, 0).astype(np.float32) if relu else dy
     want_db = np.empty(c, np.float32)
-    K.conv2d_backward_bias(want_dz, want_db)
+    conv_weight_grad.conv2d_backward_bias(want_dz, want_db)
     np.testing.assert_array_equal(dz, want_dz)
     np.testing.assert_array_equal(db, want_db)
-    np.testing.assert_allclose(db, K.conv2d_backward_bias_naive(want_dz), rtol=0,
+    np.testing.assert_allclose(db, conv_weight_grad.conv2d_backward_bias_naive(want_dz), rtol=0,
                                atol=1e-6 * np.abs(want_dz).sum(axis=(0, 1, 2)).max())  # float32 sums
     if pad:
         want_dzp = np.zeros_like(dzp)
-        K.dilate_pad_into(want_dz, sh, sw, 1, 1, want_dzp)
+        dilate_pad_into(want_dz, sh, sw, 1, 1, want_dzp)
         np.testing.assert_array_equal(dzp, want_dzp)
         assert want_dzp[:, 1:1 + (oh - 1) * sh + 1:sh, 1:1 + (ow - 1) * sw + 1:sw].tolist() == want_dz.tolist()
 
@@ -137,3 +139,23 @@ def test_results_do_not_depend_on_thread_count():
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         digests.append(out.stdout.strip())
     assert digests[0] == digests[1]
+
+
+def test_backward_input_with_a_workspace_is_bit_identical():
+    """conv2d_backward_input with a Workspace (as a transposed convolution's forward pass would call it)
+    keeps its work arrays between calls and gives the same bits as without; strides and padding that
+    change between calls on one workspace get their own spread-out buffer."""
+    from autoenc.kernels.workspace import Workspace
+    rng = np.random.default_rng(4)
+    ws = Workspace()
+    w = rng.standard_normal((3, 2, 5, 9)).astype(np.float32)
+    for (sh, sw), (pt, pl), (h, wd) in [((2, 3), (1, 0), (9, 11)), ((2, 3), (1, 0), (9, 11)), ((1, 1), (0, 0), (9, 11)),
+                                         ((2, 3), (1, 0), (9, 11))]:
+        oh, ow = (h + 2 * pt - 3) // sh + 1, (wd + 2 * pl - 2) // sw + 1
+        dy = rng.standard_normal((2, oh, ow, 9)).astype(np.float32)
+        dx, dx_ws = np.empty((2, h, wd, 5), np.float32), np.empty((2, h, wd, 5), np.float32)
+        conv_input_grad.conv2d_backward_input(dy, w, sh, sw, pt, pl, dx)
+        conv_input_grad.conv2d_backward_input(dy, w, sh, sw, pt, pl, dx_ws, workspace=ws)
+        np.testing.assert_array_equal(dx, dx_ws)
+    kept = ws.array("wt", (3, 2, 9, 5), np.float32)
+    assert ws.array("wt", (3, 2, 9, 5), np.float32) is kept and ws.array("wt", (3, 2, 9, 5), np.float64) is not kept

@@ -264,3 +264,43 @@ def test_eager_call_on_a_list_names_the_input():
     bad[0, 1, 0, 2] = np.nan
     with pytest.raises(ValueError, match=r"'add_nan' input 1 contains NaN or Inf \(first at index \(0, 1, 0, 2\)"):
         layers.Add(name="add_nan")([x, bad])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: layers.Conv2D(3, (3, 2), strides=(2, 1), padding="same", activation="tanh"),
+    lambda: layers.Conv2D(2, 3, padding="valid", activation="relu"),
+    lambda: layers.Conv2D(1, 2, strides=3, padding="same", activation="sigmoid", use_bias=False),
+    lambda: layers.MaxPooling2D((3, 2), strides=(2, 1), padding="same"),
+    lambda: layers.UpSampling2D((2, 3)),
+], ids=["conv-tanh", "conv-relu", "conv-sigmoid-nobias", "maxpool", "upsampling"])
+def test_reference_path_gradients(rng, make):
+    """The slow, obvious path (autoenc.set_reference_kernels) has correct gradients too."""
+    import autoenc
+    with autoenc.reference_kernels():
+        check(make(), rng.standard_normal((2, 7, 6, 2)))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_maxpooling_nan_matches_keras(padding):
+    """NaN and -inf in max pooling, live against Keras (TensorFlow backend): the value ignores NaN and
+    starts from the lowest finite number, the gradient goes to the window's first element when it is NaN."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    g = np.random.default_rng(7)
+    x = g.standard_normal((2, 7, 9, 3)).astype(np.float32)
+    x[g.random(x.shape) < 0.35] = np.nan
+    x[g.random(x.shape) < 0.1] = -np.inf
+    x[0, :3, :3, 0] = np.nan                     # a window of only NaN
+    pool = layers.MaxPooling2D((3, 2), strides=(2, 2), padding=padding)
+    pool(np.zeros_like(x))                       # build (an eager call may refuse NaN)
+    y = pool.forward(x)
+    dy = g.standard_normal(y.shape).astype(np.float32)
+    dx = pool.backward(dy)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        yt = keras.layers.MaxPooling2D((3, 2), strides=(2, 2), padding=padding)(xt)
+        loss = tf.reduce_sum(yt * dy)
+    np.testing.assert_array_equal(y, yt.numpy())
+    np.testing.assert_array_equal(dx, tape.gradient(loss, xt).numpy())   # dy added in the same order

@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent('''
 
     import autoenc
     from autoenc import layers, optimizers
-    from autoenc.kernels import convolution as C, pooling as P, upsampling as U
+    from autoenc import kernels as C
+    from autoenc.kernels import pooling as P, upsampling as U
 
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT was not seen"
     assert inspect.isfunction(C.conv2d_forward) and inspect.isfunction(P.maxpool2d_forward), \\
@@ -85,6 +86,17 @@ SCRIPT = textwrap.dedent('''
     assert all(np.isfinite(losses)), losses
     assert model.predict(x, verbose=0).shape == x.shape
     print("train step ok", losses)
+
+    # the reference path (the *_naive kernels) runs without the JIT too, training included
+    y_fast = model.predict(x, verbose=0)
+    with autoenc.reference_kernels():
+        y_ref = model.predict(x, verbose=0)
+        loss = model.train_on_batch(x, x)
+    # float32 sums of K terms differ by at most (K + 2) eps of the terms' size: conv 1 (K = 9, |x| < 1,
+    # |w| < 0.37) by 1.5e-5, conv 2 (K = 36, inputs < 3.3) by 1.8e-4 plus the first error carried
+    # (36 x 0.37 x 1.5e-5 = 2e-4); the sigmoid divides by 4: below 1e-4
+    assert np.abs(y_fast - y_ref).max() < 1e-4 and np.isfinite(loss), (np.abs(y_fast - y_ref).max(), loss)
+    print("reference path ok")
 ''')
 
 
@@ -93,4 +105,4 @@ def test_everything_runs_without_the_jit():
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "train step ok" in result.stdout
+    assert "train step ok" in result.stdout and "reference path ok" in result.stdout

@@ -9,7 +9,7 @@ gradient.) Arrays of one shape, C-contiguous; the kernels walk them as 1-D views
 import numba
 import numpy as np
 
-from autoenc.kernels.config import prange_only
+from autoenc.kernels.config import njit, prange_only
 
 
 # Arrays are cut into this many fixed blocks, run in parallel (elementwise: the result does not
@@ -18,7 +18,7 @@ from autoenc.kernels.config import prange_only
 _BLOCKS = 64
 
 
-@numba.njit(cache=True)
+@njit()
 def _sigmoid_forward_1d(a, out):
     for k in range(out.size):
         e = np.exp(-abs(a[k]))
@@ -26,15 +26,19 @@ def _sigmoid_forward_1d(a, out):
         out[k] = s if a[k] >= 0 else e * s
 
 
-@numba.njit(cache=True)
+@njit()
 def _sigmoid_backward_1d(a, b, out):
     for k in range(out.size):
         out[k] = a[k] * (b[k] * (1 - b[k]))
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def sigmoid_forward(z, y):
-    """y = 1 / (1 + e^-z). z, y: C-contiguous, one shape; y overwritten."""
+    """y = 1 / (1 + e^-z). z, y: C-contiguous, one shape; y overwritten.
+
+    Optimizations: 64 fixed blocks in parallel, each a 1-D loop from 0 (vectorised); one exp per
+    number, in the form that cannot overflow.
+    """
     a, out = z.reshape(z.size), y.reshape(y.size)
     n = out.size
     for blk in numba.prange(_BLOCKS):
@@ -42,9 +46,12 @@ def sigmoid_forward(z, y):
         _sigmoid_forward_1d(a[lo:hi], out[lo:hi])
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def sigmoid_backward(dy, y, dz):
-    """dz = dy * y * (1 - y). dy, y, dz: C-contiguous, one shape; dz overwritten."""
+    """dz = dy * y * (1 - y). dy, y, dz: C-contiguous, one shape; dz overwritten.
+
+    Optimizations: 64 fixed blocks in parallel, each a 1-D loop from 0 (vectorised), no temporary.
+    """
     a, b, out = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
     n = out.size
     for blk in numba.prange(_BLOCKS):

@@ -6,13 +6,20 @@
 
 Positions outside x (the 'same' padding) never win. The gradient goes to the first maximum of
 each window, scanning rows then columns; the winner's flat index r*w + q is kept in ``argmax``.
+
+NaN and -inf follow TensorFlow's max_pool, which Keras calls (checked live in tests/test_kernels.py):
+the maximum starts from the dtype's lowest finite number and a value replaces it only when greater,
+so a NaN never wins and a window of only NaN or -inf gives that lowest number (-3.4e38 in float32).
+The gradient's winner starts from the window's first element instead (TensorFlow's MaxPoolGrad),
+so a NaN first in its window takes the gradient. Without NaN or -inf both rules pick the same.
 See docs/maxpooling2d.md.
 """
 import numba
 import numpy as np
 
-from autoenc.kernels.config import prange_only
-from autoenc.kernels.convolution import conv_padding
+from autoenc.kernels.config import njit, prange_only, reference_kernels_enabled
+from autoenc.kernels.padding import conv_padding
+from autoenc.kernels.workspace import Workspace
 
 
 def maxpool2d_forward_naive(x, pool_size, strides, padding):
@@ -21,18 +28,24 @@ def maxpool2d_forward_naive(x, pool_size, strides, padding):
     n, h, w, c = x.shape
     pt, _, oh = conv_padding(h, ph, sh, padding)
     pl, _, ow = conv_padding(w, pw, sw, padding)
+    lowest = np.finfo(x.dtype).min
     y = np.zeros((n, oh, ow, c), dtype=x.dtype)
     argmax = np.zeros((n, oh, ow, c), dtype=np.int64)
     for s in range(n):
         for r in range(oh):
             for q in range(ow):
                 for ch in range(c):
-                    best, where = -np.inf, -1
-                    for i in range(ph):
-                        for j in range(pw):
-                            rr, qq = r * sh + i - pt, q * sw + j - pl
-                            if 0 <= rr < h and 0 <= qq < w and x[s, rr, qq, ch] > best:
-                                best, where = x[s, rr, qq, ch], rr * w + qq
+                    window = [(rr, qq) for rr in range(r * sh - pt, r * sh - pt + ph)
+                              for qq in range(q * sw - pl, q * sw - pl + pw) if 0 <= rr < h and 0 <= qq < w]
+                    best = lowest                 # the output: NaN is never greater
+                    for rr, qq in window:
+                        if x[s, rr, qq, ch] > best:
+                            best = x[s, rr, qq, ch]
+                    (rr, qq), winner = window[0], x[s, window[0][0], window[0][1], ch]
+                    where = rr * w + qq           # the gradient's winner: first element, then strictly greater
+                    for rr, qq in window:
+                        if x[s, rr, qq, ch] > winner:
+                            winner, where = x[s, rr, qq, ch], rr * w + qq
                     y[s, r, q, ch], argmax[s, r, q, ch] = best, where
     return y, argmax
 
@@ -47,15 +60,22 @@ def maxpool2d_backward_naive(dy, argmax, x_shape):
     return dx
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
-    """Max pooling. x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
+    """y[n, r, q, ch] = max of the window, argmax = r*w + q of its first maximum (NaN as in the
+    module docstring). x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
 
-    ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see conv_padding).
-    The channel loop is innermost, so every read and write runs along contiguous memory.
+    ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see padding.conv_padding); y
+    C-contiguous.
+
+    Optimizations: samples in parallel; the channel loop innermost, so every read and write runs
+    along contiguous memory; the window clipped to x once per output pixel (no halo, no bounds
+    checks); one branch-free pass over a sample's y finds the windows whose maximum is NaN or
+    -inf (rare), and only those are scanned again for TensorFlow's value.
     """
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
+    lowest = np.finfo(x.dtype).min
     for s in numba.prange(n):
         for r in range(oh):
             r0 = max(r * sh - pt, 0)
@@ -75,13 +95,31 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
                             if v[ch] > best[ch]:  # strict: the first maximum wins
                                 best[ch] = v[ch]
                                 where[ch] = rr * w + qq
+        # a maximum that is NaN (a NaN first in its window) or -inf (only -inf, or NaN and -inf):
+        # scan that window again from the lowest finite number. One branch-free count per sample.
+        ys = y[s].reshape(oh * ow * c)
+        bad = False
+        for k in range(oh * ow * c):
+            bad |= not ys[k] >= lowest
+        for k in range(oh * ow * c if bad else 0):
+            if not ys[k] >= lowest:
+                r, q, ch = k // (ow * c), (k // c) % ow, k % c
+                m = lowest
+                for rr in range(max(r * sh - pt, 0), min(r * sh - pt + ph, h)):
+                    for qq in range(max(q * sw - pl, 0), min(q * sw - pl + pw, w)):
+                        if x[s, rr, qq, ch] > m:
+                            m = x[s, rr, qq, ch]
+                ys[k] = m
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def maxpool2d_backward(dy, argmax, dx):
     """dx[n, k // w, k % w, ch] += dy[n, r, q, ch] with k = argmax[n, r, q, ch].
 
     dy, argmax: (n, oh, ow, c); dx: (n, h, w, c), overwritten; all C-contiguous.
+
+    Optimizations: samples in parallel (a sample's windows write only its own dx); flat views, and
+    the flat index k*c + ch found without a division.
     """
     n, oh, ow, c = dy.shape
     _, h, w, _ = dx.shape
@@ -93,3 +131,41 @@ def maxpool2d_backward(dy, argmax, dx):
             for ch in range(c):
                 # k = rr*w + qq, so dx[s, rr, qq, ch] is dxs[k*c + ch]: no division needed
                 dxs[args[o * c + ch] * c + ch] += dys[o * c + ch]
+
+
+class MaxPool2DKernels:
+    """The forward and backward pass of max pooling with pool_size (ph, pw), strides (sh, sw) and
+    padding 'valid' or 'same', for one layer, through the fast kernels or
+    (``autoenc.set_reference_kernels(True)``) the naive ones. Keeps its work arrays and the last
+    forward pass's argmax; concurrent calls need one MaxPool2DKernels each."""
+
+    def __init__(self, pool_size, strides, padding):
+        self.pool_size, self.strides, self.padding = tuple(pool_size), tuple(strides), padding
+        self.workspace = Workspace()
+        self.argmax = None     # (n, oh, ow, c): flat index r*w + q in x of each window's winner
+        self._saved = None     # (reference, x shape, dtype) of the last forward pass
+
+    def forward(self, x):
+        """x: (n, h, w, c) -> y: (n, oh, ow, c), a work array (a new one on the reference path)."""
+        self._saved = (reference_kernels_enabled(), x.shape, x.dtype)
+        if self._saved[0]:
+            y, self.argmax = maxpool2d_forward_naive(x, self.pool_size, self.strides, self.padding)
+            return y
+        n, h, w, c = x.shape
+        (ph, pw), (sh, sw) = self.pool_size, self.strides
+        pt, _, oh = conv_padding(h, ph, sh, self.padding)
+        pl, _, ow = conv_padding(w, pw, sw, self.padding)
+        y = self.workspace.array("y", (n, oh, ow, c), x.dtype)
+        self.argmax = self.workspace.array("argmax", y.shape, np.int32)
+        maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, self.argmax)
+        return y
+
+    def backward(self, dy):
+        """dy: (n, oh, ow, c) -> dx: (n, h, w, c), dy at each window's winner (summed where windows
+        overlap), zero elsewhere."""
+        reference, x_shape, dtype = self._saved
+        if reference:
+            return maxpool2d_backward_naive(dy, self.argmax, x_shape).astype(dtype)
+        dx = self.workspace.array("dx", x_shape, dtype)
+        maxpool2d_backward(np.ascontiguousarray(dy), self.argmax, dx)  # it walks flat views of dy
+        return dx

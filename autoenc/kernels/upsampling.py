@@ -8,8 +8,9 @@ See docs/upsampling2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.config import prange_only
-from autoenc.kernels.convolution import _copy
+from autoenc.kernels.blocks import copy1d
+from autoenc.kernels.config import njit, prange_only, reference_kernels_enabled
+from autoenc.kernels.workspace import Workspace
 
 
 def upsample2d_forward_naive(x, size):
@@ -25,9 +26,13 @@ def upsample2d_backward_naive(dy, size):
     return dy.astype(np.float64).reshape(n, oh // sh, sh, ow // sw, sw, c).sum(axis=(2, 4))
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def upsample2d_forward(x, sh, sw, y):
-    """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c)."""
+    """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c).
+
+    Optimizations: samples in parallel; each output row built once from its input row, then
+    copied sh - 1 times as one contiguous run (blocks.copy1d).
+    """
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     for s in numba.prange(n):
@@ -40,14 +45,18 @@ def upsample2d_forward(x, sh, sw, y):
                     for ch in range(c):
                         first[o + ch] = src[q * c + ch]
             for a in range(1, sh):          # then that row sh - 1 more times
-                _copy(first, y[s, r * sh + a].reshape(ow * c))
+                copy1d(first, y[s, r * sh + a].reshape(ow * c))
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def upsample2d_backward(dy, sh, sw, dx):
     """dx[n, r, q, ch] = sum_{a<sh, b<sw} dy[n, r*sh+a, q*sw+b, ch]. dx: (n, h, w, c), overwritten.
 
-    Each dx is summed in the order (a, b) = (0, 0), (0, 1), ..., (sh-1, sw-1)."""
+    Each dx is summed in the order (a, b) = (0, 0), (0, 1), ..., (sh-1, sw-1).
+
+    Optimizations: samples in parallel; dy read row by row along contiguous memory, each dx row
+    accumulated in place (no temporary).
+    """
     n, h, w, c = dx.shape
     _, oh, ow, _ = dy.shape
     for s in numba.prange(n):
@@ -64,3 +73,34 @@ def upsample2d_backward(dy, sh, sw, dx):
                         else:
                             for ch in range(c):
                                 out[q * c + ch] += src[o + ch]
+
+
+class UpSample2DKernels:
+    """The forward and backward pass of nearest-neighbour upsampling by size = (sh, sw), for one
+    layer, through the fast kernels or (``autoenc.set_reference_kernels(True)``) the naive ones.
+    Keeps its work arrays; concurrent calls need one UpSample2DKernels each."""
+
+    def __init__(self, size):
+        self.size = tuple(size)
+        self.workspace = Workspace()
+        self._saved = None   # (reference, x shape, dtype) of the last forward pass
+
+    def forward(self, x):
+        """x: (n, h, w, c) -> y: (n, h*sh, w*sw, c), a work array (a new one on the reference path)."""
+        sh, sw = self.size
+        n, h, w, c = x.shape
+        self._saved = (reference_kernels_enabled(), x.shape, x.dtype)
+        if self._saved[0]:
+            return upsample2d_forward_naive(x, self.size)
+        y = self.workspace.array("y", (n, h * sh, w * sw, c), x.dtype)
+        upsample2d_forward(x, sh, sw, y)
+        return y
+
+    def backward(self, dy):
+        """dy: (n, h*sh, w*sw, c) -> dx: (n, h, w, c), the sum of dy over each pixel's copies."""
+        reference, x_shape, dtype = self._saved
+        if reference:
+            return upsample2d_backward_naive(dy, self.size).astype(dtype)
+        dx = self.workspace.array("dx", x_shape, dtype)
+        upsample2d_backward(dy, self.size[0], self.size[1], dx)
+        return dx

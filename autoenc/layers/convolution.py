@@ -1,8 +1,8 @@
 """Conv2D: a 2-D convolution over NHWC inputs, with bias and activation."""
 import numpy as np
 
-from autoenc.kernels import convolution as K
-from autoenc.kernels import elementwise as E
+from autoenc.kernels.convolution import Conv2DKernels
+from autoenc.kernels.padding import conv_output_size
 from autoenc.layers.base import Layer, format_shape
 from autoenc.utils import check_data_format, normalize_padding, normalize_tuple
 
@@ -12,6 +12,8 @@ class Conv2D(Layer):
 
     Input (batch, h, w, cin); kernel (kh, kw, cin, filters); bias (filters,);
     output (batch, oh, ow, filters) with oh, ow from ``autoenc.kernels.conv_padding``.
+    The arithmetic is in :class:`autoenc.kernels.Conv2DKernels`, fast or, with
+    ``autoenc.set_reference_kernels(True)``, through the slow, obvious ``*_naive`` kernels.
     """
 
     can_skip_dx = True
@@ -35,6 +37,7 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D supports groups=1 only, got {groups!r}")
         self._set_kernel_bias_options(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                                       bias_regularizer, kernel_constraint, bias_constraint)
+        self._kernels = Conv2DKernels(self.strides, self.padding)
 
     def check_input_shape(self, shape):
         if not isinstance(shape, tuple) or len(shape) != 4:
@@ -58,67 +61,23 @@ class Conv2D(Layer):
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        return (n, K.conv_output_size(h, kh, sh, self.padding), K.conv_output_size(w, kw, sw, self.padding),
+        return (n, conv_output_size(h, kh, sh, self.padding), conv_output_size(w, kw, sw, self.padding),
                 self.filters)
 
     def forward(self, x, training=False):
-        n, h, w, cin = x.shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        pt, pb, oh = K.conv_padding(h, kh, sh, self.padding)
-        pl, pr, ow = K.conv_padding(w, kw, sw, self.padding)
-        if pt or pb or pl or pr:
-            xp = self._buffer("xp", (n, h + pt + pb, w + pl + pr, cin), zeros=True)
-            K.pad_into(x, pt, pl, xp)
-        else:
-            xp = x
-        bias = self.params["bias"] if self.use_bias else self._buffer("zero_bias", (self.filters,), zeros=True)
-        fused = self.activation.name in ("relu", "linear")
-        z = self._buffer("z", (n, oh, ow, self.filters))
-        K.conv2d_forward(xp, self.params["kernel"], bias, sh, sw,
-                         K.ACT_RELU if self.activation.name == "relu" else K.ACT_LINEAR, z)
-        if fused:
-            y = z
-        else:
-            y = self._buffer("y", z.shape)
-            if self.activation.name == "sigmoid":
-                E.sigmoid_forward(z, y)
-            else:
-                self.activation.forward(z, y)
-        self._xp, self._x_shape, self._pads, self._z, self._y = xp, x.shape, (pt, pl), z, y
-        return y
+        """x: (batch, h, w, cin) -> y = activation(conv(x, kernel) + bias): (batch, oh, ow, filters).
+        Keeps z, the pre-activation (y itself where the activation is fused: relu, linear), as ``_z``."""
+        bias = self.params["bias"] if self.use_bias else None
+        self._z, self._y = self._kernels.forward(x, self.params["kernel"], bias, self.activation)
+        return self._y
 
     def backward(self, dy, from_logits=False, need_dx=True):
-        """dz = dy * activation'(z) (or dy itself when ``from_logits``, the loss having given dL/dz);
-        then kernel, bias and input gradients (formulas in autoenc.kernels.convolution). Returns dx,
-        or None when ``need_dx`` is False (a first layer: nothing upstream needs it)."""
-        dy = np.ascontiguousarray(dy, dtype=self._y.dtype)  # the kernels walk flat views
-        relu = self.activation.name == "relu" and not from_logits
-        if not (relu or from_logits or self.activation.name == "linear"):
-            act = self._buffer("dact", dy.shape)
-            if self.activation.name == "sigmoid":
-                E.sigmoid_backward(dy, self._y, act)
-            else:
-                self.activation.backward(dy, self._y, act, z=self._z)
-            dy = act
-        sh, sw = self.strides
-        n = dy.shape[0]
-        kh, kw, cin, cout = self.params["kernel"].shape
-        h, w = self._x_shape[1], self._x_shape[2]
-        # one pass: dz (relu mask), the bias gradient, and dz spread into the halo of the
-        # input-gradient convolution (dzp; see conv2d_backward_input)
-        dz = self._buffer("dz", dy.shape)
-        dzp = self._buffer("dzp", (n if need_dx else 0, h + kh - 1, w + kw - 1, cout), zeros=True)
-        db = self.grads["bias"] if self.use_bias else self._buffer("db_unused", (cout,))
-        K.conv2d_backward_dz(dy, self._y, relu, sh, sw, kh - 1 - self._pads[0], kw - 1 - self._pads[1], dz, dzp,
-                             self._buffer("db_chunks", (K.n_chunks(n), cout)), db)
-        part = self._buffer("dw_chunks", (K.n_chunks(n), kh, kw, cin, cout))
-        K.conv2d_backward_kernel_chunks(self._xp, dz, sh, sw, part, self.grads["kernel"])
-        if not need_dx:
-            return None
-        dx = self._buffer("dx", self._x_shape)
-        K.conv2d_backward_input_padded(dzp, self.params["kernel"], self._buffer("kernel_t", (kh, kw, cout, cin)),
-                                       self._buffer("zero_bias_t", (cin,), zeros=True), dx)
-        return dx
+        """dy: (batch, oh, ow, filters), dL/dy (dL/dz when ``from_logits``: the loss differentiated
+        through the activation). dz = dy * activation'(z); grads["kernel"] = sum x-patches * dz,
+        grads["bias"] = sum dz; returns dx (batch, h, w, cin), or None when ``need_dx`` is False
+        (a first layer: nothing upstream needs it). Formulas in autoenc.kernels.convolution."""
+        kernel, dkernel, dbias = self.params["kernel"], self.grads["kernel"], self.grads.get("bias")
+        return self._kernels.backward(dy, kernel, dkernel, dbias, self.activation, from_logits, need_dx)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -127,4 +86,4 @@ class Conv2D(Layer):
     @property
     def logits(self):
         # relu is fused into the convolution: z then holds relu(z), not the pre-activation
-        return None if self.activation.name == "relu" else getattr(self, "_z", None)
+        return None if (self.activation.name == "relu" and not self.activation.uses_z) else getattr(self, "_z", None)

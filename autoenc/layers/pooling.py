@@ -1,8 +1,6 @@
 """MaxPooling2D over NHWC inputs."""
-import numpy as np
-
-from autoenc.kernels import pooling as K
-from autoenc.kernels.convolution import conv_padding
+from autoenc.kernels.padding import conv_output_size
+from autoenc.kernels.pooling import MaxPool2DKernels
 from autoenc.layers.base import Layer, format_shape
 from autoenc.utils import check_data_format, normalize_padding, normalize_tuple
 
@@ -19,6 +17,7 @@ class MaxPooling2D(Layer):
         self.strides = self.pool_size if strides is None else normalize_tuple(strides, 2, "strides")
         self.padding = normalize_padding(padding)
         check_data_format(data_format, "MaxPooling2D")
+        self._kernels = MaxPool2DKernels(self.pool_size, self.strides, self.padding)
 
     def check_input_shape(self, shape):
         if not isinstance(shape, tuple) or len(shape) != 4:
@@ -30,24 +29,19 @@ class MaxPooling2D(Layer):
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
-        return n, conv_padding(h, ph, sh, self.padding)[2], conv_padding(w, pw, sw, self.padding)[2], c
+        return n, conv_output_size(h, ph, sh, self.padding), conv_output_size(w, pw, sw, self.padding), c
 
     def forward(self, x, training=False):
-        n, h, w, c = x.shape
-        (ph, pw), (sh, sw) = self.pool_size, self.strides
-        pt, _, oh = conv_padding(h, ph, sh, self.padding)
-        pl, _, ow = conv_padding(w, pw, sw, self.padding)
-        y = self._buffer("y", (n, oh, ow, c))
-        argmax = self._buffer("argmax", y.shape, dtype=np.int32)
-        K.maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax)
-        self._argmax, self._x_shape = argmax, x.shape
+        """x: (batch, h, w, c) -> y: (batch, oh, ow, c), each window's maximum. Keeps ``_argmax``, the
+        flat index r*w + q of each window's winner in x."""
+        y = self._kernels.forward(x)
+        self._argmax = self._kernels.argmax
         return y
 
     def backward(self, dy):
-        """dx gets dy at the first maximum of each window, zero elsewhere (summed where windows overlap)."""
-        dx = self._buffer("dx", self._x_shape)
-        K.maxpool2d_backward(np.ascontiguousarray(dy), self._argmax, dx)  # it walks flat views of dy
-        return dx
+        """dy: (batch, oh, ow, c) -> dx: (batch, h, w, c), dy at the first maximum of each window,
+        zero elsewhere (summed where windows overlap)."""
+        return self._kernels.backward(dy)
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,

@@ -1,5 +1,5 @@
 """UpSampling2D: nearest-neighbour upsampling over NHWC inputs."""
-from autoenc.kernels import upsampling as K
+from autoenc.kernels.upsampling import UpSample2DKernels
 from autoenc.layers.base import Layer
 from autoenc.utils import check_data_format, normalize_tuple
 
@@ -13,6 +13,7 @@ class UpSampling2D(Layer):
         check_data_format(data_format, "UpSampling2D")
         if interpolation != "nearest":
             raise ValueError(f"UpSampling2D supports interpolation='nearest' only, got {interpolation!r}")
+        self._kernels = UpSample2DKernels(self.size)
 
     def check_input_shape(self, shape):
         if not isinstance(shape, tuple) or len(shape) != 4:
@@ -23,18 +24,13 @@ class UpSampling2D(Layer):
         return n, h * self.size[0], w * self.size[1], c
 
     def forward(self, x, training=False):
-        n, h, w, c = x.shape
-        sh, sw = self.size
-        y = self._buffer("y", (n, h * sh, w * sw, c))
-        K.upsample2d_forward(x, sh, sw, y)
-        self._x_shape = x.shape
-        return y
+        """x: (batch, h, w, c) -> y: (batch, h*sh, w*sw, c), every pixel repeated sh x sw times."""
+        return self._kernels.forward(x)
 
     def backward(self, dy):
-        """dx[n, r, q, c] = sum of dy over the sh x sw block that pixel (r, q) was copied to."""
-        dx = self._buffer("dx", self._x_shape)
-        K.upsample2d_backward(dy, self.size[0], self.size[1], dx)
-        return dx
+        """dy: (batch, h*sh, w*sw, c) -> dx[n, r, q, c], the sum of dy over the sh x sw block that pixel
+        (r, q) was copied to."""
+        return self._kernels.backward(dy)
 
     def get_config(self):
         return {**super().get_config(), "size": self.size}

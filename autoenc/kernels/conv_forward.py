@@ -1,0 +1,190 @@
+"""The 2-D convolution (cross-correlation, as in Keras) over NHWC arrays: the slow, obvious version
+and the fast kernel.
+
+Notation used by every convolution docstring::
+
+    x   (n, h, w, cin)       input
+    xp  (n, hp, wp, cin)     input inside a zero halo: xp[n, pt + r, pl + c, :] = x[n, r, c, :]
+    w   (kh, kw, cin, cout)  kernel, Keras layout
+    b   (cout,)              bias
+    y   (n, oh, ow, cout)    output
+    dy  (n, oh, ow, cout)    gradient of the loss with respect to y
+
+    y[n, r, c, f] = b[f] + sum_{i, j, ch} xp[n, r*sh + i, c*sw + j, ch] * w[i, j, ch, f]
+
+Its gradients: conv_input_grad.py (dx, itself this convolution run on the flipped kernel) and
+conv_weight_grad.py (dw, db). See docs/conv2d.md.
+"""
+import numba
+import numpy as np
+
+from autoenc.kernels.blocks import fma8, fma8v, hsum8, load8, next_pixel, scatter8, store8
+from autoenc.kernels.config import FASTMATH, njit, prange_only
+from autoenc.kernels.padding import pad_naive
+
+# Activation fused into the forward epilogue.
+ACT_LINEAR = 0
+ACT_RELU = 1
+
+
+def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
+    """y[n, r, c, f] = b[f] + sum_{i,j,ch} xp[n, r*sh+i, c*sw+j, ch] * w[i, j, ch, f]. Returns y."""
+    kh, kw, cin, cout = w.shape
+    sh, sw = strides
+    xp, _, (oh, ow) = pad_naive(x, (kh, kw), strides, padding)
+    y = np.zeros((x.shape[0], oh, ow, cout))
+    for r in range(oh):
+        for c in range(ow):
+            patch = xp[:, r * sh:r * sh + kh, c * sw:c * sw + kw, :]  # (n, kh, kw, cin)
+            y[:, r, c, :] = np.tensordot(patch, w, axes=3) + b
+    return y
+
+
+# --- the fast kernel ---------------------------------------------------------------------------
+#
+# Every fast kernel works on flat views of C-contiguous NHWC arrays. In a zero-halo input xp, the
+# patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
+#     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
+# with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
+# The products are register-blocked: 8 output pixels x 8 channels are summed in tuples of 8 scalars,
+# which LLVM keeps in registers and its SLP vectoriser turns into 8-wide vector multiply-adds.
+# Channels left over (cout % 8, e.g. a single-channel output) are dot products of each pixel's patch
+# with w[..., f], 8 patch elements per vector. Each output is summed in a fixed order, so the result
+# does not depend on the number of threads. A block at the right edge overlaps the previous one
+# instead of running past it (the overlapped outputs are computed twice, identically).
+
+
+@njit()
+def _patch_start(q, ow, sh, rstride, dx):
+    """Offset in one sample of xp of the patch of output pixel q (raster order: r = q // ow)."""
+    return (q // ow) * sh * rstride + (q % ow) * dx
+
+
+@njit(fastmath=FASTMATH)
+def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
+    """8 output pixels x one channel of conv2d_forward: each pixel's patch (starting at ``starts``
+    in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time; the elements past the
+    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout]."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    tail = a0
+    for i in range(kh):
+        o_i = i * rstride
+        for m in range(0, row8, 8):
+            v = load8(wf, i * row + m)
+            a0 = fma8v(a0, load8(xf, b0 + o_i + m), v)
+            a1 = fma8v(a1, load8(xf, b1 + o_i + m), v)
+            a2 = fma8v(a2, load8(xf, b2 + o_i + m), v)
+            a3 = fma8v(a3, load8(xf, b3 + o_i + m), v)
+            a4 = fma8v(a4, load8(xf, b4 + o_i + m), v)
+            a5 = fma8v(a5, load8(xf, b5 + o_i + m), v)
+            a6 = fma8v(a6, load8(xf, b6 + o_i + m), v)
+            a7 = fma8v(a7, load8(xf, b7 + o_i + m), v)
+        for k in range(o_i + row8, o_i + row):
+            tail = fma8(tail, wf[i * row + k - o_i], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
+                                                       xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
+    acc = (bf + (hsum8(a0) + tail[0]), bf + (hsum8(a1) + tail[1]), bf + (hsum8(a2) + tail[2]),
+           bf + (hsum8(a3) + tail[3]), bf + (hsum8(a4) + tail[4]), bf + (hsum8(a5) + tail[5]),
+           bf + (hsum8(a6) + tail[6]), bf + (hsum8(a7) + tail[7]))
+    scatter8(yf, o, cout, acc, relu)
+
+
+@njit(parallel=prange_only(), fastmath=FASTMATH)
+def conv2d_forward(xp, w, b, sh, sw, act, y):
+    """y[n, r, c, f] = act(b[f] + sum_{i,j,ch} xp[n, r*sh+i, c*sw+j, ch] * w[i, j, ch, f]).
+
+    xp: (n, hp, wp, cin) padded input; w: (kh, kw, cin, cout); b: (cout,); act: ACT_LINEAR or
+    ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous.
+
+    Optimizations: samples in parallel; no im2col buffer: a patch row is kw*cin contiguous numbers
+    of xp; 8 output pixels (raster order, across rows) x 8 channels summed in 64 register
+    accumulators, one vector multiply-add per patch element; channels left over (cout % 8) as 8
+    dot products along the patch, 8 elements per vector; bias and ReLU fused into the store; each
+    output summed in a fixed order (identical for any number of threads).
+    """
+    n, oh, ow, cout = y.shape
+    kh, kw, cin, _ = w.shape
+    _, hp, wp, _ = xp.shape
+    row = kw * cin          # patch length along one kernel row, contiguous in xp
+    rstride = wp * cin      # from one xp row to the next
+    dx = sw * cin           # from one output pixel's patch to the next along a row
+    npix = oh * ow
+    rjump = sh * rstride - ow * dx  # extra move at the end of an output row
+    xf = xp.reshape(n * hp * rstride)
+    wm = w.reshape(kh * row, cout)    # wm[i*row + k] = row k of W_i
+    yf = y.reshape(n * npix * cout)
+    relu = act == ACT_RELU
+    f8 = cout - cout % 8    # channels done 8 at a time; the rest one at a time
+    row8 = row - row % 8
+    wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
+    for e in range(kh * row):
+        for f in range(f8, cout):
+            wl[f - f8, e] = wm[e, f]
+    zeros8 = np.zeros(8, dtype=y.dtype)
+    for s in numba.prange(n):
+        xs, ys = s * hp * rstride, s * npix * cout
+        for blk in range((npix + 7) // 8 if npix >= 8 else 0):
+            q = min(8 * blk, npix - 8)
+            r, c = q // ow, q % ow   # then step along the raster, without dividing
+            b0 = xs + r * sh * rstride + c * dx
+            r, c, b1 = next_pixel(r, c, b0, oh, ow, dx, rjump, 0)
+            r, c, b2 = next_pixel(r, c, b1, oh, ow, dx, rjump, 0)
+            r, c, b3 = next_pixel(r, c, b2, oh, ow, dx, rjump, 0)
+            r, c, b4 = next_pixel(r, c, b3, oh, ow, dx, rjump, 0)
+            r, c, b5 = next_pixel(r, c, b4, oh, ow, dx, rjump, 0)
+            r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
+            r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
+            for f0 in range(0, f8, 8):  # 8 pixels x 8 channels
+                a0 = load8(b, f0)
+                a1 = a0
+                a2 = a0
+                a3 = a0
+                a4 = a0
+                a5 = a0
+                a6 = a0
+                a7 = a0
+                for i in range(kh):
+                    o = i * rstride  # the 8 patches along kernel row i
+                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
+                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
+                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
+                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
+                    for k in range(row):
+                        v = load8(wm[i * row + k], f0)
+                        a0 = fma8(a0, p0[k], v)
+                        a1 = fma8(a1, p1[k], v)
+                        a2 = fma8(a2, p2[k], v)
+                        a3 = fma8(a3, p3[k], v)
+                        a4 = fma8(a4, p4[k], v)
+                        a5 = fma8(a5, p5[k], v)
+                        a6 = fma8(a6, p6[k], v)
+                        a7 = fma8(a7, p7[k], v)
+                o = ys + q * cout + f0
+                store8(yf, o, a0, relu)
+                store8(yf, o + cout, a1, relu)
+                store8(yf, o + 2 * cout, a2, relu)
+                store8(yf, o + 3 * cout, a3, relu)
+                store8(yf, o + 4 * cout, a4, relu)
+                store8(yf, o + 5 * cout, a5, relu)
+                store8(yf, o + 6 * cout, a6, relu)
+                store8(yf, o + 7 * cout, a7, relu)
+            starts = (b0, b1, b2, b3, b4, b5, b6, b7)
+            for f in range(f8, cout):   # channels left over, one at a time
+                _forward_dot(xf, wl[f - f8], b[f], yf, starts, ys + q * cout + f, kh, row, row8, rstride, cout,
+                             relu, zeros8)
+        # fewer than 8 output pixels: one output at a time
+        for q in range(npix if npix < 8 else 0):
+            bq = xs + _patch_start(q, ow, sh, rstride, dx)
+            for f in range(cout):
+                acc = b[f]
+                for i in range(kh):
+                    for k in range(row):
+                        acc += xf[bq + i * rstride + k] * wm[i * row + k, f]
+                yf[ys + q * cout + f] = max(acc, 0) if relu else acc

@@ -1,0 +1,400 @@
+"""The kernel and bias gradients of the 2-D convolution: the slow, obvious versions and the fast
+kernels, with the one pass over dy that prepares them.
+
+    dw[i, j, ch, f] = sum_{n,r,c} xp[n, r*sh + i, c*sw + j, ch] * dy[n, r, c, f]
+    db[f]           = sum_{n,r,c} dy[n, r, c, f]
+
+Shapes as in conv_forward.py. Both sums run over the batch in fixed chunks (config.n_chunks), each
+chunk in order, then the chunks in order: the result does not depend on the number of threads.
+See docs/conv2d.md.
+"""
+import numba
+import numpy as np
+
+from autoenc.kernels.blocks import add8, at, fma8, load8, next_pixel, scatter8, store8, where_positive8
+from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, njit, prange_only
+from autoenc.kernels.padding import pad_naive
+
+
+def conv2d_backward_kernel_naive(x, dy, kernel_size, strides=(1, 1), padding="valid"):
+    """dw[i, j, ch, f] = sum_{n,r,c} xp[n, r*sh+i, c*sw+j, ch] * dy[n, r, c, f]. Returns dw."""
+    kh, kw = kernel_size
+    sh, sw = strides
+    xp, _, (oh, ow) = pad_naive(x, kernel_size, strides, padding)
+    dw = np.zeros((kh, kw, x.shape[3], dy.shape[3]))
+    for r in range(oh):
+        for c in range(ow):
+            patch = xp[:, r * sh:r * sh + kh, c * sw:c * sw + kw, :]
+            dw += np.tensordot(patch, dy[:, r, c, :], axes=([0], [0]))
+    return dw
+
+
+def conv2d_backward_bias_naive(dy):
+    """db[f] = sum_{n,r,c} dy[n, r, c, f]. Returns db."""
+    return dy.astype(np.float64).sum(axis=(0, 1, 2))
+
+
+# --- the fast kernels --------------------------------------------------------------------------
+
+
+@njit()
+def _sum_chunks(part, out):
+    """out[f] = part[0, f] + part[1, f] + ..., added in order. part: (nc, c); out: (c,)."""
+    for f in range(out.size):
+        acc = part[0, f]
+        for k in range(1, part.shape[0]):
+            acc += part[k, f]
+        out[f] = acc
+
+
+@njit(parallel=prange_only(), fastmath=FASTMATH)
+def conv2d_backward_bias(dy, db):
+    """db[f] = sum_{n,r,c} dy[n, r, c, f]. dy: (n, oh, ow, cout); db: (cout,), overwritten.
+
+    Optimizations: fixed chunks of the batch in parallel, then the chunks added in order (the same
+    result for any number of threads). Conv2D gets db from :func:`conv2d_backward_dz` instead.
+    """
+    n, oh, ow, cout = dy.shape
+    nc = max(1, min(n, MAX_CHUNKS))
+    part = np.zeros((nc, cout), dtype=db.dtype)
+    for k in numba.prange(nc):
+        for s in range(k * n // nc, (k + 1) * n // nc):
+            for r in range(oh):
+                for c in range(ow):
+                    for f in range(cout):
+                        part[k, f] += dy[s, r, c, f]
+    _sum_chunks(part, db)
+
+
+@njit(parallel=prange_only())
+def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
+    """The one pass over the output gradient that the three gradient kernels need:
+
+        dz = dy where y > 0, else 0     (relu; otherwise dz = dy)
+        db[f] = sum_{n,r,c} dz[n, r, c, f]
+        dzp[n, top + r*sh, left + c*sw] = dz[n, r, c]   (as dilate_pad_into; skipped if dzp has no samples)
+
+    dy, y, dz: (n, oh, ow, c); dzp: (n, hp, wp, c), zero elsewhere, or (0, hp, wp, c) to skip;
+    part: (nc, c) work array (nc = n_chunks(n)); db: (c,). dz, dzp, part and db are overwritten.
+    db is summed like conv2d_backward_bias (fixed chunks of the batch, then the chunks in order),
+    so the two agree bit for bit.
+
+    Optimizations: one read of dy (and y) for three results, saving two passes over dz; chunks of
+    the batch in parallel; 8 channels at a time in a register tuple (one vector load, mask, store
+    and add).
+    """
+    n, oh, ow, c = dy.shape
+    nc = part.shape[0]
+    pad = dzp.shape[0] > 0
+    _, hp, wp, _ = dzp.shape
+    dyf, yf, dzf = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
+    dzpf = dzp.reshape(dzp.size)
+    c8 = c - c % 8
+    zero = dz.dtype.type(0)
+    for k in numba.prange(nc):
+        pk = part[k]
+        for f in range(c):
+            pk[f] = 0
+        for s in range(k * n // nc, (k + 1) * n // nc):
+            for r in range(oh):
+                i0 = (s * oh + r) * ow * c                      # row r of sample s in dy, y, dz
+                p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
+                for f0 in range(0, c8, 8):  # 8 channels at a time
+                    acc = load8(pk, f0)
+                    for q in range(ow):
+                        i = i0 + q * c + f0
+                        v = load8(dyf, i)
+                        if relu:
+                            v = where_positive8(v, load8(yf, i), zero)
+                        store8(dzf, i, v, False)
+                        if pad:
+                            store8(dzpf, p0 + q * sw * c + f0, v, False)
+                        acc = add8(acc, v)
+                    store8(pk, f0, acc, False)
+                for f in range(c8, c):      # channels left over
+                    a = pk[f]
+                    for q in range(ow):
+                        i = i0 + q * c + f
+                        v = dyf[i] if not relu or yf[i] > 0 else zero
+                        dzf[i] = v
+                        if pad:
+                            dzpf[p0 + q * sw * c + f] = v
+                        a += v
+                    pk[f] = a
+    _sum_chunks(part, db)
+
+
+@njit(fastmath=FASTMATH)
+def _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, oA, oB, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of two (8 patch elements x 8 channels) blocks over m output pixels: element
+    vectors at offsets oA, oB of each patch (first elements eA, eB), channels from fA, fB; pixels
+    from xs in flat xp and ts in flat dy. Two pixels per step; written into pf at chunk offset pk."""
+    a0 = load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    b0 = a0
+    b1 = a0
+    b2 = a0
+    b3 = a0
+    b4 = a0
+    b5 = a0
+    b6 = a0
+    b7 = a0
+    r, c, x0, t = 0, 0, xs, ts
+    for _ in range(m // 2):     # pixels t and t + 1 (x0 and x1)
+        r, c, x1 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        xa, xb, ya, yb = load8(xf, x0 + oA), load8(xf, x0 + oB), load8(xf, x1 + oA), load8(xf, x1 + oB)
+        d, e, g, h = load8(dyf, t + fA), load8(dyf, t + fB), load8(dyf, t + cout + fA), \
+            load8(dyf, t + cout + fB)
+        a0 = fma8(fma8(a0, d[0], xa), g[0], ya)
+        a1 = fma8(fma8(a1, d[1], xa), g[1], ya)
+        a2 = fma8(fma8(a2, d[2], xa), g[2], ya)
+        a3 = fma8(fma8(a3, d[3], xa), g[3], ya)
+        a4 = fma8(fma8(a4, d[4], xa), g[4], ya)
+        a5 = fma8(fma8(a5, d[5], xa), g[5], ya)
+        a6 = fma8(fma8(a6, d[6], xa), g[6], ya)
+        a7 = fma8(fma8(a7, d[7], xa), g[7], ya)
+        b0 = fma8(fma8(b0, e[0], xb), h[0], yb)
+        b1 = fma8(fma8(b1, e[1], xb), h[1], yb)
+        b2 = fma8(fma8(b2, e[2], xb), h[2], yb)
+        b3 = fma8(fma8(b3, e[3], xb), h[3], yb)
+        b4 = fma8(fma8(b4, e[4], xb), h[4], yb)
+        b5 = fma8(fma8(b5, e[5], xb), h[5], yb)
+        b6 = fma8(fma8(b6, e[6], xb), h[6], yb)
+        b7 = fma8(fma8(b7, e[7], xb), h[7], yb)
+        r, c, x0 = next_pixel(r, c, x1, oh, ow, dx, rjump, sjump)
+        t += 2 * cout
+    if m % 2:                   # the chunk's last pixel
+        xa, xb = load8(xf, x0 + oA), load8(xf, x0 + oB)
+        d, e = load8(dyf, t + fA), load8(dyf, t + fB)
+        a0, a1, a2, a3 = fma8(a0, d[0], xa), fma8(a1, d[1], xa), fma8(a2, d[2], xa), fma8(a3, d[3], xa)
+        a4, a5, a6, a7 = fma8(a4, d[4], xa), fma8(a5, d[5], xa), fma8(a6, d[6], xa), fma8(a7, d[7], xa)
+        b0, b1, b2, b3 = fma8(b0, e[0], xb), fma8(b1, e[1], xb), fma8(b2, e[2], xb), fma8(b3, e[3], xb)
+        b4, b5, b6, b7 = fma8(b4, e[4], xb), fma8(b5, e[5], xb), fma8(b6, e[6], xb), fma8(b7, e[7], xb)
+    pA, pB = pk + eA * cout + fA, pk + eB * cout + fB   # a_j, b_j: channel f + j, 8 elements
+    scatter8(pf, pA, cout, a0, False)
+    scatter8(pf, pA + 1, cout, a1, False)
+    scatter8(pf, pA + 2, cout, a2, False)
+    scatter8(pf, pA + 3, cout, a3, False)
+    scatter8(pf, pA + 4, cout, a4, False)
+    scatter8(pf, pA + 5, cout, a5, False)
+    scatter8(pf, pA + 6, cout, a6, False)
+    scatter8(pf, pA + 7, cout, a7, False)
+    scatter8(pf, pB, cout, b0, False)
+    scatter8(pf, pB + 1, cout, b1, False)
+    scatter8(pf, pB + 2, cout, b2, False)
+    scatter8(pf, pB + 3, cout, b3, False)
+    scatter8(pf, pB + 4, cout, b4, False)
+    scatter8(pf, pB + 5, cout, b5, False)
+    scatter8(pf, pB + 6, cout, b6, False)
+    scatter8(pf, pB + 7, cout, b7, False)
+
+
+@njit(fastmath=FASTMATH)
+def _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, es, offs, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of 8 element vectors (first elements es, at offsets offs of each patch) x
+    channel f, over m output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+    o0, o1, o2, o3, o4, o5, o6, o7 = offs
+    a0 = load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    r, c, x0 = 0, 0, xs
+    for t in range(ts + f, ts + m * cout + f, cout):
+        d = dyf[t]
+        a0 = fma8(a0, d, load8(xf, x0 + o0))
+        a1 = fma8(a1, d, load8(xf, x0 + o1))
+        a2 = fma8(a2, d, load8(xf, x0 + o2))
+        a3 = fma8(a3, d, load8(xf, x0 + o3))
+        a4 = fma8(a4, d, load8(xf, x0 + o4))
+        a5 = fma8(a5, d, load8(xf, x0 + o5))
+        a6 = fma8(a6, d, load8(xf, x0 + o6))
+        a7 = fma8(a7, d, load8(xf, x0 + o7))
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+    scatter8(pf, pk + es[0] * cout + f, cout, a0, False)
+    scatter8(pf, pk + es[1] * cout + f, cout, a1, False)
+    scatter8(pf, pk + es[2] * cout + f, cout, a2, False)
+    scatter8(pf, pk + es[3] * cout + f, cout, a3, False)
+    scatter8(pf, pk + es[4] * cout + f, cout, a4, False)
+    scatter8(pf, pk + es[5] * cout + f, cout, a5, False)
+    scatter8(pf, pk + es[6] * cout + f, cout, a6, False)
+    scatter8(pf, pk + es[7] * cout + f, cout, a7, False)
+
+
+@njit(fastmath=FASTMATH)
+def _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of patch elements e..e+7 (gathered from offsets offs) x channels f0..f0+7,
+    over m output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+    o0, o1, o2, o3, o4, o5, o6, o7 = offs
+    a0 = load8(zeros8, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    r, c, x0 = 0, 0, xs
+    for t in range(ts + f0, ts + m * cout + f0, cout):
+        v = load8(dyf, t)
+        a0 = fma8(a0, at(xf, x0 + o0), v)
+        a1 = fma8(a1, at(xf, x0 + o1), v)
+        a2 = fma8(a2, at(xf, x0 + o2), v)
+        a3 = fma8(a3, at(xf, x0 + o3), v)
+        a4 = fma8(a4, at(xf, x0 + o4), v)
+        a5 = fma8(a5, at(xf, x0 + o5), v)
+        a6 = fma8(a6, at(xf, x0 + o6), v)
+        a7 = fma8(a7, at(xf, x0 + o7), v)
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+    p = pk + e * cout + f0
+    store8(pf, p, a0, False)
+    store8(pf, p + cout, a1, False)
+    store8(pf, p + 2 * cout, a2, False)
+    store8(pf, p + 3 * cout, a3, False)
+    store8(pf, p + 4 * cout, a4, False)
+    store8(pf, p + 5 * cout, a5, False)
+    store8(pf, p + 6 * cout, a6, False)
+    store8(pf, p + 7 * cout, a7, False)
+
+
+@njit(fastmath=FASTMATH)
+def _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rjump, sjump, zeros8):
+    """Weight gradients of patch elements e..e+7 (gathered from offsets offs) x channel f, over m
+    output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+    o0, o1, o2, o3, o4, o5, o6, o7 = offs
+    acc = load8(zeros8, 0)
+    r, c, x0 = 0, 0, xs
+    for t in range(ts + f, ts + m * cout + f, cout):
+        acc = fma8(acc, dyf[t], (at(xf, x0 + o0), at(xf, x0 + o1), at(xf, x0 + o2), at(xf, x0 + o3),
+                                  at(xf, x0 + o4), at(xf, x0 + o5), at(xf, x0 + o6), at(xf, x0 + o7)))
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+    scatter8(pf, pk + e * cout + f, cout, acc, False)
+
+
+@njit(parallel=prange_only(), fastmath=FASTMATH)
+def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
+    """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
+    sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten.
+
+    Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
+    least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
+    (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
+    channels left over (cout % 8) take 8 element vectors x 1 channel. Narrower rows gather 8 patch
+    elements x 8 channels, or x 1 channel for the channels left over.
+
+    Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
+    number of threads); no im2col buffer: patches read in place in xp; 16 vector accumulators, two
+    output pixels per step, one branch-free step to the next pixel (next_pixel), so the inner loop
+    stays one basic block in registers.
+    """
+    n, oh, ow, cout = dy.shape
+    kh, kw, cin, _ = dw.shape
+    _, hp, wp, _ = xp.shape
+    nc = part.shape[0]
+    row = kw * cin
+    ke = kh * row           # patch elements e = i*row + k, at offset i*rstride + k in xp
+    rstride = wp * cin
+    dx = sw * cin
+    rjump = sh * rstride - ow * dx
+    sjump = (hp - oh * sh) * rstride
+    xf = xp.reshape(n * hp * rstride)
+    dyf = dy.reshape(n * oh * ow * cout)
+    pf = part.reshape(nc * ke * cout)
+    f8 = cout - cout % 8
+    zero = dw.dtype.type(0)
+    npix = oh * ow
+    zeros8 = np.zeros(8, dtype=dw.dtype)
+    offsets = np.empty(ke, np.int64)
+    for e in range(ke):
+        offsets[e] = (e // row) * rstride + e % row
+    # element vectors: 8 neighbouring elements of one kernel row; the last in a row overlaps the
+    # one before instead of running past the row. vstart[v] is the first element of vector v.
+    nvr = (row + 7) // 8 if row >= 8 else 0
+    nv = kh * nvr
+    vstart = np.empty(max(nv, 1), np.int64)
+    for v in range(nv):
+        vstart[v] = (v // nvr) * row + min(8 * (v % nvr), row - 8)
+    # units (element vector, first of 8 channels), taken in pairs; an odd last unit pairs with itself
+    nu = nv * (cout // 8)
+    ue = np.empty(nu + 1, np.int64)
+    uf = np.empty(nu + 1, np.int64)
+    for u in range(nu):
+        ue[u], uf[u] = vstart[u // (cout // 8)], 8 * (u % (cout // 8))
+    if nu > 0:
+        ue[nu], uf[nu] = ue[nu - 1], uf[nu - 1]
+    for kc in numba.prange(nc):
+        s0, s1 = kc * n // nc, (kc + 1) * n // nc
+        m = (s1 - s0) * npix        # output pixels in this chunk
+        pk = kc * ke * cout
+        xs, ts = s0 * hp * rstride, s0 * npix * cout
+        for pair in range((nu + 1) // 2 if row >= 8 else 0):
+            eA, fA, eB, fB = ue[2 * pair], uf[2 * pair], ue[2 * pair + 1], uf[2 * pair + 1]
+            _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, offsets[eA], offsets[eB], cout, oh, ow, dx,
+                     rjump, sjump, zeros8)
+        # channels left over, with kernel rows of 8 or more: 8 element vectors x 1 channel (the
+        # last group repeats its last vector where fewer than 8 are left)
+        for grp in range((nv + 7) // 8 if cout > f8 else 0):
+            v0 = 8 * grp
+            e0, e1, e2, e3 = vstart[v0], vstart[min(v0 + 1, nv - 1)], vstart[min(v0 + 2, nv - 1)], \
+                vstart[min(v0 + 3, nv - 1)]
+            e4, e5, e6, e7 = vstart[min(v0 + 4, nv - 1)], vstart[min(v0 + 5, nv - 1)], \
+                vstart[min(v0 + 6, nv - 1)], vstart[min(v0 + 7, nv - 1)]
+            o0, o1, o2, o3 = offsets[e0], offsets[e1], offsets[e2], offsets[e3]
+            o4, o5, o6, o7 = offsets[e4], offsets[e5], offsets[e6], offsets[e7]
+            for f in range(f8, cout):
+                _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, (e0, e1, e2, e3, e4, e5, e6, e7),
+                                (o0, o1, o2, o3, o4, o5, o6, o7), cout, oh, ow, dx, rjump, sjump, zeros8)
+        # kernel rows narrower than 8 (cin of 1 or 2): blocks of 8 patch elements (gathered) x 8
+        # channels, summed over every pixel of the chunk
+        for blk in range((ke + 7) // 8 if row < 8 and ke >= 8 else 0):
+            e = min(8 * blk, ke - 8)
+            o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
+            o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
+            offs = (o0, o1, o2, o3, o4, o5, o6, o7)
+            for f0 in range(0, f8, 8):
+                _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump, sjump, zeros8)
+            for f in range(f8, cout):
+                _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rjump, sjump, zeros8)
+        # fewer than 8 patch elements (tiny kernels): one weight at a time
+        for e in range(ke if ke < 8 else 0):
+            for f in range(cout):
+                acc1 = zero
+                for s in range(s0, s1):
+                    for r in range(oh):
+                        xrow = (s * hp + r * sh) * rstride
+                        drow = (s * oh + r) * ow * cout + f
+                        for c in range(ow):
+                            acc1 += xf[xrow + c * dx + offsets[e]] * dyf[drow + c * cout]
+                pf[pk + e * cout + f] = acc1
+    # the chunks, added in order
+    for i in range(kh):
+        for j in range(kw):
+            for ch in range(cin):
+                for f in range(cout):
+                    acc = part[0, i, j, ch, f]
+                    for kc in range(1, nc):
+                        acc += part[kc, i, j, ch, f]
+                    dw[i, j, ch, f] = acc
+
+
+def conv2d_backward_kernel(xp, dy, sh, sw, dw):
+    """dw[i, j, ch, f] = sum_{n,r,c} xp[n, r*sh+i, c*sw+j, ch] * dy[n, r, c, f].
+
+    xp: (n, hp, wp, cin) padded input of the forward pass; dy: (n, oh, ow, cout);
+    dw: (kh, kw, cin, cout), overwritten. The batch is summed in fixed chunks, then the chunks in
+    order, so the result does not depend on the number of threads.
+
+    Optimizations: those of :func:`conv2d_backward_kernel_chunks`, which Conv2D calls with its work
+    array kept; this wrapper allocates it.
+    """
+    part = np.empty((n_chunks(xp.shape[0]),) + dw.shape, dtype=dw.dtype)
+    conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw)

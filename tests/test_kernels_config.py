@@ -1,0 +1,105 @@
+"""kernels/config.py: the Numba cache must never stop autoenc. With no writable cache directory (a
+read-only container) the kernels compile in memory, with one warning; a damaged cache file (truncated,
+or another function's) is recompiled and rewritten. Each case runs in a fresh process, on a copy of
+the package, with its own NUMBA_CACHE_DIR."""
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# import autoenc (every kernel is declared, so every cache is located), then run two small kernels;
+# prints a digest of their results
+CHILD = r"""
+import hashlib, warnings
+warnings.simplefilter("always")
+import numpy as np
+import autoenc
+from autoenc.kernels import pooling, upsampling
+x = np.random.default_rng(0).standard_normal((2, 5, 3, 4)).astype(np.float32)
+y = np.empty((2, 10, 9, 4), np.float32)
+upsampling.upsample2d_forward(x, 2, 3, y)
+p, argmax = np.empty((2, 3, 2, 4), np.float32), np.empty((2, 3, 2, 4), np.int32)
+pooling.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, p, argmax)
+print("DIGEST", hashlib.sha256(y.tobytes() + p.tobytes() + argmax.tobytes()).hexdigest())
+"""
+
+
+def copy_package(dest):
+    """autoenc, without caches, at dest/autoenc; returns dest."""
+    shutil.copytree(ROOT / "autoenc", dest / "autoenc", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def run(pkg_dir, cache_dir, extra_env=None):
+    env = {**os.environ, "PYTHONPATH": str(pkg_dir), "NUMBA_CACHE_DIR": str(cache_dir),
+           "PYTHONDONTWRITEBYTECODE": "1", **(extra_env or {})}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    result = subprocess.run([sys.executable, "-c", CHILD], cwd=pkg_dir, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digest = [line for line in result.stdout.splitlines() if line.startswith("DIGEST")][0]
+    return digest, result.stderr
+
+
+@pytest.fixture(scope="module")
+def clean_digest(tmp_path_factory):
+    """The results with a working cache, and that cache (filled)."""
+    base = tmp_path_factory.mktemp("clean")
+    pkg = copy_package(base / "pkg")
+    digest, err = run(pkg, base / "cache")
+    assert "Numba cache" not in err, err
+    return digest, pkg, base / "cache"
+
+
+def test_no_writable_cache_directory_compiles_without_a_cache(tmp_path, clean_digest):
+    pkg = copy_package(tmp_path / "ro")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    # every place Numba could cache in is blocked, for root too (a file where a directory must go):
+    # NUMBA_CACHE_DIR, the package's own __pycache__ folders, and the user-wide cache
+    for folder in [p for p in (pkg / "autoenc").rglob("*") if p.is_dir()] + [pkg / "autoenc"]:
+        (folder / "__pycache__").write_text("not a directory")
+    for path in sorted(pkg.rglob("*"), reverse=True):      # and read-only, for everyone else
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        digest, err = run(pkg, blocker / "numba", {"XDG_CACHE_HOME": str(blocker / "xdg"),
+                                                   "HOME": str(blocker / "home")})
+    finally:
+        for path in pkg.rglob("*"):
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert digest == clean_digest[0]
+    assert err.count("no writable Numba cache directory") == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another function's"])
+def test_a_damaged_cache_is_recompiled(tmp_path, clean_digest, damage):
+    digest0, pkg, filled = clean_digest
+    cache = tmp_path / "cache"
+    shutil.copytree(filled, cache)
+    index = sorted(cache.rglob("*.nbi"))
+    data = sorted(cache.rglob("*.nbc"))
+    assert len(index) >= 2 and data
+    if damage == "truncated":   # half the functions lose the end of their index, the others of their data
+        for k, f in enumerate(index):
+            files = [f] if k % 2 else [d for d in data if d.name.startswith(f.name[:-len(".nbi")] + ".")]
+            for g in files:
+                g.write_bytes(g.read_bytes()[:len(g.read_bytes()) // 2])
+    else:   # every data file replaced by the first one: the compiled code of another function
+        for f in data[1:]:
+            shutil.copyfile(data[0], f)
+    digest, err = run(pkg, cache)
+    assert digest == digest0
+    assert "damaged Numba cache entry" in err or "Numba cache entry of" in err, err
+    assert err.count("RuntimeWarning") == 1, err
+    assert "Traceback" not in err
+    # the recompiled kernels were saved: the next start loads them, without a word
+    digest, err = run(pkg, cache)
+    assert digest == digest0
+    assert "Numba cache" not in err, err
