@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from autoenc import files, utils
+from autoenc import files
 from autoenc.tensorboard import EventFileWriter
 
 

@@ -2,7 +2,7 @@
 weights files. The methods of the model delegate here, as Keras' do to its saving module:
 
     model.save("model.autoenc")                           # save_model
-    model = autoenc.models.load_model("model.autoenc")   # load_model, given Model.from_config
+    model = autoenc.models.load_model("model.autoenc")   # load_model_file, given Model.from_config
     model.save_weights("w.npz"); model.load_weights("w.npz")
 
 This module knows a model only through its public face (``layers``, ``get_config``, ``set_weights``,
@@ -130,7 +130,7 @@ MAX_DIMENSION = 2**31 - 1       # an input dimension above this cannot be a real
 
 
 class _Malformed(Exception):
-    """Raised inside ``_field`` blocks; load_model turns it into a ValueError naming the file."""
+    """Raised inside ``_field`` blocks; load_model_file turns it into a ValueError naming the file."""
 
 
 @contextlib.contextmanager
@@ -267,7 +267,7 @@ def _random_states(document, model):
     return [(generator, state) for generator, state, _ in states]
 
 
-def load_model(filepath, from_config, custom_objects=None, compile=True, restore_random_state=True):
+def load_model_file(filepath, from_config, custom_objects=None, compile=True, restore_random_state=True):
     """The model saved at ``filepath`` by ``model.save``, built by ``from_config(architecture,
     custom_objects, on_layer)`` (``autoenc.models.load_model`` passes Model's or Sequential's), with its
     weights, (if saved and ``compile``) its compile settings and optimizer state, and (with
@@ -364,7 +364,7 @@ def _compile_from(model, document, arrays, custom_objects):
 
 
 def load_metadata(filepath):
-    """The ``metadata`` dict given to ``save_model`` (checked like ``load_model``, without building)."""
+    """The ``metadata`` dict given to ``save_model`` (checked like ``load_model_file``, without building)."""
     metadata = read_model_file(filepath)[0].get("metadata")
     if not isinstance(metadata, dict):
         raise ValueError(f"{os.fspath(filepath)!r} has a malformed {_MODEL}: metadata should be an object, "

@@ -171,4 +171,4 @@ def test_given_learning_rate_is_used_and_recorded(tmp_path):
     assert train(tmp_path / "run", "--epochs", "1", "--learning-rate", "0.002") == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["learning_rate"] == 0.002
-    assert saving.load_model(tmp_path / "run" / "model.autoenc").optimizer.learning_rate == pytest.approx(0.002)
+    assert models.load_model(tmp_path / "run" / "model.autoenc").optimizer.learning_rate == pytest.approx(0.002)

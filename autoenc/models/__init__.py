@@ -17,8 +17,8 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
     has another format version, is truncated, is malformed (naming the field), declares more than it
     holds, or fails its checksum; sizes are checked before anything is allocated (see autoenc.saving).
     """
-    return saving.load_model(filepath, _from_config, custom_objects=custom_objects, compile=compile,
-                             restore_random_state=restore_random_state)
+    return saving.load_model_file(filepath, _from_config, custom_objects=custom_objects, compile=compile,
+                                  restore_random_state=restore_random_state)
 
 
 def _from_config(architecture, custom_objects, on_layer):
