@@ -30,7 +30,8 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _sigmoid(z, out):
+def sigmoid_into(z, out):
+    """out = 1 / (1 + e^-z), elementwise, without overflow. z, out: arrays of one shape."""
     # 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) for z < 0: neither form overflows
     e = np.exp(-np.abs(z))
     np.divide(1, 1 + e, out=out)
@@ -155,13 +156,13 @@ def _softsign_backward(dy, y, z, dz):
 
 
 def _silu_forward(z, y):
-    _sigmoid(z, y)
+    sigmoid_into(z, y)
     y *= z
 
 
 def _silu_backward(dy, y, z, dz):
     s = np.empty_like(dz)
-    _sigmoid(z, s)
+    sigmoid_into(z, s)
     np.multiply(dy, s * (1 + z * (1 - s)), out=dz)
 
 
@@ -197,7 +198,7 @@ def _exponential_backward(dy, y, z, dz):
 _RULES = {
     "linear": (_linear_forward, _linear_backward, {}),
     "relu": (_relu_forward, _relu_backward, {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}),
-    "sigmoid": (_sigmoid, _sigmoid_backward, {}),
+    "sigmoid": (sigmoid_into, _sigmoid_backward, {}),
     "tanh": (_tanh_forward, _tanh_backward, {}),
     "softmax": (_softmax_forward, _softmax_backward, {"axis": -1}),
     "leaky_relu": (_leaky_relu_forward, _leaky_relu_backward, {"negative_slope": 0.2}),

@@ -12,7 +12,7 @@ See docs/mse.md and docs/bce.md.
 """
 import numpy as np
 
-from autoenc.activations import _sigmoid
+from autoenc.activations import sigmoid_into
 
 EPSILON = 1e-7
 
@@ -125,7 +125,7 @@ class BinaryCrossentropy(Loss):
         _check(y_true, z)
         loss = _bce_from_logits(y_true, z)
         grad = np.empty_like(z) if out is None else out
-        _sigmoid(z, grad)
+        sigmoid_into(z, grad)
         grad -= y_true
         grad *= z.dtype.type(1 / z.size)
         return loss, grad

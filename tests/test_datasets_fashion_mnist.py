@@ -55,7 +55,8 @@ def assert_same(loaded, arrays):
         np.testing.assert_array_equal(got, arrays[key])
 
 
-@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="Debian package dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(not all((DEBIAN_DIR / name).is_file() for name, _ in fashion_mnist.FILES.values()),
+                    reason="Debian package dataset-fashion-mnist is not installed (its files are missing)")
 def test_debian_copy(monkeypatch):
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIRS", AS_WRITTEN[1])
     (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()

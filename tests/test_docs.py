@@ -51,7 +51,8 @@ def test_kernel_modules_link_their_pages():
     for module, page in [("autoenc/kernels/convolution.py", "conv2d.md"), ("autoenc/kernels/pooling.py",
                          "maxpooling2d.md"), ("autoenc/kernels/upsampling.py", "upsampling2d.md"),
                          ("autoenc/losses.py", "mse.md"), ("autoenc/losses.py", "bce.md"),
-                         ("autoenc/optimizers.py", "adam.md")]:
+                         ("autoenc/optimizers.py", "adam.md"),
+                         ("autoenc/kernels/normalization.py", "batchnorm.md")]:
         text = (ROOT / module).read_text()
         docstring = text[text.index('"""'):text.index('"""', text.index('"""') + 3)]
         assert f"docs/{page}" in docstring, module

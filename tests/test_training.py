@@ -293,3 +293,19 @@ def test_a_custom_train_step_may_fit_on_x_alone():
     plain.compile("adam", "mse")
     with pytest.raises(ValueError, match="needs targets y"):   # the built-in step needs targets
         plain.fit(data(4), verbose=0)
+
+
+def test_nan_stop_restores_batchnorm_moving_statistics():
+    """A moving variance that overflows to Inf stops training like a weight that does (it used to go
+    unnoticed: only the flat trainable buffer was checked), and the NaN stop puts the moving statistics
+    back with the weights (they are not in the flat trainable buffer)."""
+    from autoenc.layers import BatchNormalization, Dense
+    from autoenc.models import Sequential
+    from autoenc.optimizers import SGD
+    x = np.random.default_rng(0).random((64, 6)).astype(np.float32)
+    model = Sequential([Input(shape=(6,)), Dense(8), BatchNormalization(), Dense(6, activation="sigmoid")])
+    model.compile(optimizer=SGD(learning_rate=1e30), loss="mse")
+    with pytest.warns(RuntimeWarning, match="Training stopped"):
+        model.fit(x, x, epochs=3, batch_size=8, verbose=0, shuffle=False)
+    stats = model.layers[1].non_trainable_weights
+    assert len(stats) == 2 and all(np.all(np.isfinite(s)) for s in stats)

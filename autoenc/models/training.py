@@ -342,7 +342,7 @@ class Trainer:
                 snapshot.take(epoch, step)
                 step_logs = self.train_step(self._step_data(xb, yb))
                 loss = float(step_logs["loss"])
-                if math.isfinite(loss) and np.isfinite(self._flat_params).all():
+                if math.isfinite(loss) and self._weights_are_finite():
                     snapshot.done()  # the step is complete, and its loss was finite
                 else:
                     self._stop_on_nan(snapshot, loss, epoch, step)
@@ -404,6 +404,11 @@ class Trainer:
             out[lo:hi] = self.forward(batch if len(batch) > 1 else batch[0], training=False)
         return out
 
+    def _weights_are_finite(self):
+        """Whether every trainable parameter and every non-trainable weight (moving statistics) is finite."""
+        return bool(np.isfinite(self._flat_params).all()) and all(
+            np.isfinite(w).all() for w in self.non_trainable_weights)
+
     def _stop_on_nan(self, snapshot, loss, epoch, step):
         """After a step whose loss or parameters are not finite: go back to the last weights whose
         loss was finite (a finite loss means finite outputs on that batch), stop, and say which."""
@@ -429,13 +434,14 @@ class Trainer:
 
 
 class _StepSnapshot:
-    """Copies of the parameters and optimizer state (``get_state``) before the step under way and before
-    the last step whose loss was finite, to go back to when a step is interrupted or produces NaN.
-    Two sets of buffers, allocated once and refilled in turn."""
+    """Copies of the parameters, the non-trainable weights (BatchNormalization's moving statistics) and
+    the optimizer state (``get_state``) before the step under way and before the last step whose loss
+    was finite, to go back to when a step is interrupted or produces NaN. Two sets of buffers,
+    allocated once and refilled in turn."""
 
     def __init__(self, model):
         self.model = model
-        self._states = [None, None]   # each [params, iterations, slots (None or a list of dicts)]
+        self._states = [None, None]   # each [params, iterations, slots (None or dicts), non-trainable]
         self._current = 0             # index of the state before the step under way
         self._finite = None           # index of the state before the last step with a finite loss
         self.finite_at = None         # that step's (epoch, step)
@@ -448,11 +454,16 @@ class _StepSnapshot:
         m, state = self.model, self.model.optimizer.get_state()
         saved = self._states[k]
         slots = state["slots"]
-        if saved is None or saved[0].shape != m._flat_params.shape or not _same_layout(saved[2], slots):
+        fixed = m.non_trainable_weights
+        if saved is None or saved[0].shape != m._flat_params.shape or not _same_layout(saved[2], slots) or [
+                a.shape for a in saved[3]] != [w.shape for w in fixed]:
             saved = self._states[k] = [np.empty_like(m._flat_params), 0,
                                        None if slots is None else [{n: np.empty_like(v) for n, v in s.items()}
-                                                                   for s in slots]]
+                                                                   for s in slots],
+                                       [np.empty_like(w) for w in fixed]]
         np.copyto(saved[0], m._flat_params)
+        for copy, w in zip(saved[3], fixed):
+            np.copyto(copy, w)
         saved[1] = state["iterations"]
         for copy, live in zip(saved[2] or [], slots or []):
             for n, v in live.items():
@@ -479,6 +490,8 @@ class _StepSnapshot:
     def _put(self, saved):
         m = self.model
         np.copyto(m._flat_params, saved[0])
+        for copy, w in zip(saved[3], m.non_trainable_weights):
+            np.copyto(w, copy)
         live = m.optimizer.get_state()["slots"]
         if saved[2] is not None and live is not None and _same_layout(saved[2], live):
             for copy, slot in zip(saved[2], live):
