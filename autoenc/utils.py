@@ -1,7 +1,15 @@
-"""Random state and small helpers shared by the package."""
+"""Random state, the compute lock and small helpers shared by the package."""
+import threading
+
 import numpy as np
 
 _rng = np.random.default_rng()
+
+# Layers keep work buffers and the values their backward pass reads between calls, so two threads must
+# not run a layer at the same time. Every public computation (predict, evaluate, fit, train_on_batch,
+# model(x), layer(x), ...) holds this lock for one batch: calls from several threads take turns batch
+# by batch, and each batch already uses every core (the kernels' prange loops).
+compute_lock = threading.RLock()
 
 
 def set_random_seed(seed):

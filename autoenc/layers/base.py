@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from autoenc import activations, initializers, regularizers
+from autoenc import activations, initializers, regularizers, utils
 
 _name_counts = {}
 
@@ -212,8 +212,9 @@ class Layer:
                 bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
                 what = f"input {k}" if isinstance(arrays, list) else "input"
                 raise ValueError(f"Layer {self.name!r} {what} contains NaN or Inf (first at index {bad}: {a[bad]})")
-        self._build_once(shape)
-        return np.array(self.forward(arrays, training=training), copy=True)
+        with utils.compute_lock:   # work buffers are the layer's: one thread at a time
+            self._build_once(shape)
+            return np.array(self.forward(arrays, training=training), copy=True)
 
     def _call_symbolic(self, inputs):
         if isinstance(inputs, KerasTensor):

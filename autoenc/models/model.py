@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from autoenc import initializers, layers as layers_module, regularizers, saving
+from autoenc import initializers, layers as layers_module, regularizers, saving, utils
 from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer, format_shape, unique_name
 from autoenc.models.training import Trainer
 
@@ -302,7 +302,8 @@ class Model(Trainer):
             raise TypeError("Calling a Model on symbolic tensors (nesting models) is not supported; "
                             "build one Model from the layers instead")
         xs = self._prepare_x(x, "x")
-        return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=training), copy=True)
+        with utils.compute_lock:
+            return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=training), copy=True)
 
     # --- files (written and read by autoenc.saving) ---------------------------------------------
 

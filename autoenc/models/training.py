@@ -12,6 +12,7 @@ gradient are computed from the pre-activation z (the output layer's ``logits``),
 TensorFlow backend does: stable when the sigmoid saturates. See docs/training_step.md.
 """
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -47,6 +48,7 @@ class Trainer:
         self._loss_grad = None        # dL/dy_pred, reused between steps
         self._batch_buffers = None    # shuffled batches are gathered here
         self._epoch, self._step = 0, 0   # where fit is, for the interrupt message
+        self._fit_lock = threading.Lock()   # held by a running fit: a second one is refused
 
     # --- compile -------------------------------------------------------------------------------
 
@@ -242,18 +244,21 @@ class Trainer:
         self._require_compiled("train_on_batch")
         xs, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_flat_parameters()
-        return self._batch_result(self.train_step(self._step_data(xs, y)))
+        with utils.compute_lock:
+            return self._batch_result(self.train_step(self._step_data(xs, y)))
 
     def test_on_batch(self, x, y=None):
         """The loss on one batch, without updating."""
         self._require_compiled("test_on_batch")
         xs, y = self._prepare_xy(x, y, "test_on_batch")
-        return self._batch_result(self.test_step(self._step_data(xs, y)))
+        with utils.compute_lock:
+            return self._batch_result(self.test_step(self._step_data(xs, y)))
 
     def predict_on_batch(self, x):
         """The model output for one batch (a new array)."""
         xs = self._prepare_x(x, "x")
-        return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=False), copy=True)
+        with utils.compute_lock:
+            return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=False), copy=True)
 
     # --- loops ---------------------------------------------------------------------------------
 
@@ -293,8 +298,17 @@ class Trainer:
             xs, y = [a[:split] for a in xs], None if y is None else y[:split]
         else:
             val = None
-        self._ensure_flat_parameters()
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError(f"fit is already running on model {self.name!r} (in another thread): two fits of one "
+                               "model would mix their steps; wait for the first, or train a copy")
+        try:
+            return self._fit(xs, y, val, callbacks, verbose, epochs, initial_epoch, batch_size, shuffle,
+                             validation_batch_size)
+        finally:
+            self._fit_lock.release()
 
+    def _fit(self, xs, y, val, callbacks, verbose, epochs, initial_epoch, batch_size, shuffle, validation_batch_size):
+        self._ensure_flat_parameters()
         n = xs[0].shape[0]
         steps = -(-n // batch_size)
         verbose = 1 if verbose == "auto" else verbose
@@ -339,13 +353,16 @@ class Trainer:
                     xb, yb = self._gather_batch(xs, y, order[lo:hi])
                 self._step = step
                 cb.on_train_batch_begin(step)
-                snapshot.take(epoch, step)
-                step_logs = self.train_step(self._step_data(xb, yb))
-                loss = float(step_logs["loss"])
-                if math.isfinite(loss) and self._weights_are_finite():
-                    snapshot.done()  # the step is complete, and its loss was finite
-                else:
-                    self._stop_on_nan(snapshot, loss, epoch, step)
+                with utils.compute_lock:   # one step at a time; other threads' predict calls wait
+                    snapshot.take(epoch, step)
+                    step_logs = self.train_step(self._step_data(xb, yb))
+                    loss = float(step_logs["loss"])
+                    finite = math.isfinite(loss) and self._weights_are_finite()
+                    if finite:
+                        snapshot.done()  # the step is complete, and its loss was finite
+                    else:
+                        self._stop_on_nan(snapshot, loss, epoch, step)
+                if not finite:
                     return
                 seen += hi - lo
                 for k, v in step_logs.items():
@@ -378,7 +395,9 @@ class Trainer:
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             yb = None if y is None else y[lo:hi]
-            for k, v in self.test_step(self._step_data([a[lo:hi] for a in xs], yb)).items():
+            with utils.compute_lock:
+                step_logs = self.test_step(self._step_data([a[lo:hi] for a in xs], yb))
+            for k, v in step_logs.items():
                 totals[k] = totals.get(k, 0.0) + v * (hi - lo)
         return {k: v / n for k, v in totals.items()}
 
@@ -401,7 +420,8 @@ class Trainer:
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             batch = [a[lo:hi] for a in xs]
-            out[lo:hi] = self.forward(batch if len(batch) > 1 else batch[0], training=False)
+            with utils.compute_lock:   # the layers' work buffers hold one batch at a time
+                out[lo:hi] = self.forward(batch if len(batch) > 1 else batch[0], training=False)
         return out
 
     def _weights_are_finite(self):
