@@ -103,3 +103,16 @@ def test_a_damaged_cache_is_recompiled(tmp_path, clean_digest, damage):
     digest, err = run(pkg, cache)
     assert digest == digest0
     assert "Numba cache" not in err, err
+
+
+def test_every_kernel_is_compiled_through_config_njit():
+    """A bare numba.njit(cache=True) crashes the import where no cache directory is writable (the
+    failure config.njit exists to prevent): no module of the package may use one."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1] / "autoenc"
+    bare = [f"{path.relative_to(root.parent)}:{k + 1}" for path in sorted(root.rglob("*.py"))
+            if path.name != "config.py"
+            for k, line in enumerate(path.read_text().splitlines())
+            if re.search(r"numba\.(njit|jit)\(", line.split("#")[0])]
+    assert bare == []

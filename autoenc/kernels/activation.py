@@ -13,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-from autoenc.kernels.config import prange_only
+from autoenc.kernels.config import njit, prange_only
 
 _BLOCKS = 64  # fixed blocks run in parallel (elementwise: the result does not depend on the split)
 _SQRT_HALF = 0.7071067811865476        # 1 / sqrt(2)
@@ -34,21 +34,21 @@ def gelu_backward_naive(dy, z, dz):
         dz[k] = float(dy[k]) * (0.5 * math.erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x))
 
 
-@numba.njit(cache=True)
+@njit()
 def _gelu_forward_1d(a, out):
     for k in range(out.size):
         x = np.float64(a[k])  # erfc in double, then rounded once to out's dtype
         out[k] = 0.5 * x * math.erfc(-x * _SQRT_HALF)
 
 
-@numba.njit(cache=True)
+@njit()
 def _gelu_backward_1d(g, a, out):
     for k in range(out.size):
         x = np.float64(a[k])
         out[k] = g[k] * (0.5 * math.erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x))
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def gelu_forward(z, y):
     """y = 0.5 z erfc(-z / sqrt 2). z, y: C-contiguous, one shape; y overwritten.
     Optimizations: 64 fixed blocks in parallel; each element computed in float64, rounded once."""
@@ -59,7 +59,7 @@ def gelu_forward(z, y):
         _gelu_forward_1d(a[lo:hi], out[lo:hi])
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def gelu_backward(dy, z, dz):
     """dz = dy (Phi(z) + z phi(z)). dy, z, dz: C-contiguous, one shape; dz overwritten."""
     g, a, out = dy.reshape(dy.size), z.reshape(z.size), dz.reshape(dz.size)

@@ -19,7 +19,7 @@ Pads pt, pl come from conv_padding (TensorFlow's rule, the odd row or column aft
 import numba
 import numpy as np
 
-from autoenc.kernels.config import prange_only
+from autoenc.kernels.config import njit, prange_only
 from autoenc.kernels.convolution import conv_padding
 
 
@@ -55,7 +55,7 @@ def avgpool2d_backward_naive(dy, x_shape, pool_size, strides, padding):
     return dx
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def avgpool2d_forward(x, ph, pw, sh, sw, pt, pl, y):
     """Average pooling over the valid part of each window. x: (n, h, w, c); y: (n, oh, ow, c),
     overwritten. ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see conv_padding).
@@ -83,7 +83,7 @@ def avgpool2d_forward(x, ph, pw, sh, sw, pt, pl, y):
                     out[ch] = out[ch] / count  # a division, as TensorFlow: no rounded 1/count
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def avgpool2d_backward(dy, ph, pw, sh, sw, pt, pl, dx):
     """dx[n, rr, qq, ch] = sum over windows (r, q) holding (rr, qq) of dy[n, r, q, ch] / count[r, q].
 

@@ -23,7 +23,7 @@ x - mean, never E[x^2] - E[x]^2, which cancels catastrophically when |mean| >> s
 import numba
 import numpy as np
 
-from autoenc.kernels.config import n_chunks, prange_only  # noqa: F401 (the layer sizes the scratch with n_chunks)
+from autoenc.kernels.config import n_chunks, njit, prange_only  # noqa: F401 (the layer sizes the scratch with n_chunks)
 
 # Elementwise passes cut the rows into this many fixed blocks run in parallel (each element is
 # computed alone, so how blocks are shared out does not change the result).
@@ -81,7 +81,7 @@ def normalize_backward_dx_naive(dy, x, mean, rstd, gamma, sum_dy, sum_dy_xhat):
 # --- the kernels ------------------------------------------------------------------------------
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def channel_moments(x, part, mean, var):
     """mean[ch] = (1/m) sum_k x[k, ch]; var[ch] = (1/m) sum_k (x[k, ch] - mean[ch])^2.
 
@@ -120,7 +120,7 @@ def channel_moments(x, part, mean, var):
         var[ch] = s / m
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def normalize_forward(x, inv, shift, y):
     """y[k, ch] = x[k, ch] * inv[ch] + shift[ch]. x, y: (m, c), C-contiguous, y overwritten; inv,
     shift: (c,) of x's dtype. With inv = gamma * rstd, shift = beta - mean * inv this is the batch
@@ -134,7 +134,7 @@ def normalize_forward(x, inv, shift, y):
                 out[ch] = row[ch] * inv[ch] + shift[ch]
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def normalize_backward_sums(dy, x, mean, rstd, part, sum_dy, sum_dy_xhat):
     """sum_dy[ch] = sum_k dy[k, ch] (dbeta); sum_dy_xhat[ch] = sum_k dy[k, ch] * xhat[k, ch] (dgamma),
     xhat = (x - mean) * rstd.
@@ -164,7 +164,7 @@ def normalize_backward_sums(dy, x, mean, rstd, part, sum_dy, sum_dy_xhat):
         sum_dy_xhat[ch] = t
 
 
-@numba.njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only())
 def normalize_backward_dx(dy, x, mean, rstd, gamma, sum_dy, sum_dy_xhat, dx):
     """dx[k, ch] = gamma[ch] * rstd[ch] * (dy[k, ch] - sum_dy[ch]/m - xhat[k, ch] * sum_dy_xhat[ch]/m),
     xhat = (x - mean) * rstd: the input gradient through the batch mean and variance.

@@ -24,6 +24,9 @@ from autoenc import optimizers as optimizers_module
 from autoenc import utils
 
 
+_FIT_FLAG_LOCK = threading.Lock()   # makes the check-and-set of a model's ``_fitting`` atomic
+
+
 class NotCompiledError(ValueError, RuntimeError):
     """Training or evaluating a model that has not been compiled."""
 
@@ -48,7 +51,7 @@ class Trainer:
         self._loss_grad = None        # dL/dy_pred, reused between steps
         self._batch_buffers = None    # shuffled batches are gathered here
         self._epoch, self._step = 0, 0   # where fit is, for the interrupt message
-        self._fit_lock = threading.Lock()   # held by a running fit: a second one is refused
+        self._fitting = False         # a fit is running (a second one, from another thread, is refused)
 
     # --- compile -------------------------------------------------------------------------------
 
@@ -298,14 +301,16 @@ class Trainer:
             xs, y = [a[:split] for a in xs], None if y is None else y[:split]
         else:
             val = None
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError(f"fit is already running on model {self.name!r} (in another thread): two fits of one "
-                               "model would mix their steps; wait for the first, or train a copy")
+        with _FIT_FLAG_LOCK:
+            if self._fitting:
+                raise RuntimeError(f"fit is already running on model {self.name!r} (in another thread): two fits "
+                                   "of one model would mix their steps; wait for the first, or train a copy")
+            self._fitting = True
         try:
             return self._fit(xs, y, val, callbacks, verbose, epochs, initial_epoch, batch_size, shuffle,
                              validation_batch_size)
         finally:
-            self._fit_lock.release()
+            self._fitting = False
 
     def _fit(self, xs, y, val, callbacks, verbose, epochs, initial_epoch, batch_size, shuffle, validation_batch_size):
         self._ensure_flat_parameters()
