@@ -138,6 +138,8 @@ def _check_unique_names(layers):
     in one) would overwrite each other's weights."""
     seen = set()
     for layer in layers:
+        if not (layer.params or getattr(layer, "_gen", None) is not None):   # Inputs: nothing stored by name
+            continue
         if layer.name in seen:
             raise ValueError(f"The model has two layers named {layer.name!r} (inside different sub-models?); "
                              "files store weights by layer name: give the layers unique names")
