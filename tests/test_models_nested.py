@@ -126,6 +126,22 @@ def test_nested_trains_bit_identically_to_the_same_layers_in_one_graph(loss):
     assert all(np.array_equal(a, b) for a, b in zip(ae.get_weights(), twin.get_weights()))
 
 
+@pytest.mark.parametrize("loss", ["mean_squared_error", "binary_crossentropy"])
+def test_gradient_check_through_sub_models(loss):
+    """float64 central differences of the whole nested model (loss included) against its backward, which
+    runs each sub-model's backward: a correct gradient is off by ~1e-9 (truncation h^2 and rounding
+    eps64 / h), a wrong one by O(1)."""
+    autoenc.set_random_seed(3)   # initial weights with live relu units (a dead one has gradient 0 = 0)
+    encoder, _, ae = triple()
+    ae.compile(optimizer="adam", loss=loss)
+    x = data(4, dtype=np.float64)
+    ae.predict(x)
+    assert (ae.layer_output(encoder.get_layer("e1")) > 0).any(axis=0).sum() >= 2
+    errors = autoenc.gradcheck(ae, x, x)
+    assert set(errors) == {"input", "e1/kernel", "e1/bias", "e2/kernel", "e2/bias", "d1/kernel", "d1/bias"}
+    assert max(errors.values()) < 1e-6, errors
+
+
 def test_training_the_outer_model_trains_the_shared_layers():
     encoder, decoder, ae = triple()
     x = data(64)
