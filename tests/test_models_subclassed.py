@@ -253,7 +253,7 @@ def test_custom_train_step_must_return_a_dict():
 
 def test_gradient_tape_says_how_to_write_a_train_step():
     with pytest.raises(TypeError, match="no GradientTape.*compute_loss_and_gradient.*docs/custom_layer.md"):
-        autoenc.models.training.GradientTape()
+        autoenc.GradientTape()   # code written for tf.GradientTape, with tf swapped for autoenc
 
 
 # --- what cannot be traced -------------------------------------------------------------------------

@@ -152,6 +152,8 @@ class Model(Trainer):
         self._graph_layers = []   # the graph's layers (InputLayers included) in Keras' order
         if inputs is not None or outputs is not None:
             self._init_graph(inputs, outputs)
+            if not self._trainable:
+                self.trainable = False   # freezes the layers
 
     _default_name = "functional"
 
@@ -163,6 +165,8 @@ class Model(Trainer):
     def __setattr__(self, name, value):
         # attribute tracking, as Keras': layers and models (or lists of them) assigned to public attributes
         # are the subclassed model's layers, in assignment order
+        if name.startswith("_"):   # the model's own state (set at every training step: keep it cheap)
+            return super().__setattr__(name, value)
         tracked = self.__dict__.get("_tracked")
         items = list(value.values()) if isinstance(value, dict) else (
             list(value) if isinstance(value, (list, tuple)) else [value])
@@ -171,7 +175,7 @@ class Model(Trainer):
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning layers to "
                                f"attributes (self.{name} = ...)")
         super().__setattr__(name, value)
-        if tracked is not None and not name.startswith("_"):
+        if tracked is not None:
             if found:
                 tracked[name] = found
             else:
