@@ -13,6 +13,7 @@ from autoenc.layers import Input
 from autoenc.gradcheck import adjoint_check, gradcheck
 from autoenc.kernels.config import reference_kernels, set_reference_kernels
 from autoenc.models import Model, Sequential
+from autoenc.models.training import GradientTape  # noqa: F401  (refuses, saying how to write a train_step)
 from autoenc.utils import set_random_seed
 
 __all__ = ["Input", "Model", "Sequential", "set_random_seed", "activations", "backend", "callbacks", "datasets",

@@ -18,7 +18,7 @@ from autoenc.models.model import Model
 
 
 def _layers_of(obj):
-    return obj.layers if isinstance(obj, Model) else [obj]
+    return obj.flat_layers() if isinstance(obj, Model) else [obj]   # sub-models expanded
 
 
 def _check_parameter_attributes(layer):

@@ -23,7 +23,10 @@ content is caught, not only what the zip's own CRC-32s catch.
 The architecture is the model's ``get_config()``: it lists each layer as ``{"class_name", "config",
 "inbound"}``: the layer's class, its ``get_config()`` and the names of the layers whose outputs feed it
 (autoenc layers are called once per model, so a layer's name also names its output tensor). That is
-enough to rebuild any functional DAG; a Sequential model is rebuilt with ``Sequential``.
+enough to rebuild any functional DAG; a Sequential model is rebuilt with ``Sequential``. A nested model
+(format version 2) is one entry of class "Functional" or "Sequential" whose config is its own
+architecture; its layers' weights are stored under their own names like the others' (``flat_layers``),
+so the encoder and decoder of a loaded autoencoder are models sharing its layers.
 
 The file also keeps the state of autoenc's random generator (``autoenc.utils.rng()``, used to shuffle
 batches, drop out units and initialise new layers): loading it back makes training resumed from the
@@ -40,7 +43,11 @@ from autoenc import files, losses, optimizers, utils
 from autoenc.files import atomic_write, read_npz
 
 FORMAT = "autoenc.model"
-VERSION = 1
+VERSION = 2            # the newest format this autoenc writes and reads
+READABLE_VERSIONS = (1, 2)
+# version 2 adds nested models (an architecture entry of class "Functional" or "Sequential" whose config is
+# the sub-model's own architecture); a model without them is still written as version 1, readable by any
+NESTED_CLASS_NAMES = ("Functional", "Sequential")
 _HEADER = "format.json"
 _MODEL = "model.json"
 
@@ -92,14 +99,16 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
     if not overwrite and os.path.exists(filepath):
         raise FileExistsError(f"{filepath} exists and overwrite=False")
     architecture = model.get_config()   # first: it refuses a model that is not built
+    layers = model.flat_layers()
+    _check_unique_names(layers)
     arrays = {}
-    for layer in model.layers:
+    for layer in layers:
         for name, p in layer.params.items():
             arrays[f"weights/{layer.name}/{name}"] = np.asarray(p)
     document = {"architecture": architecture, "compile": None, "optimizer": None,
                 "random_state": utils.rng().bit_generator.state, "metadata": metadata or {},
                 # layers with a generator of their own (Dropout(seed=...)) continue where they were
-                "layer_random_states": {layer.name: layer._gen.bit_generator.state for layer in model.layers
+                "layer_random_states": {layer.name: layer._gen.bit_generator.state for layer in layers
                                         if getattr(layer, "_gen", None) is not None}}
     if include_optimizer and model.compiled:
         document["compile"] = {"loss": model.loss.get_config(), "metrics": [name for name, _ in model.metrics]}
@@ -113,8 +122,28 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
             for name, value in s.items():
                 arrays[f"optimizer/{k}/{name}"] = np.asarray(value)
     arrays[_MODEL] = _to_array(document)
-    arrays[_HEADER] = _to_array({"format": FORMAT, "version": VERSION, "sha256": _digest(arrays)})
+    version = VERSION if _nests_models(architecture) else 1
+    arrays[_HEADER] = _to_array({"format": FORMAT, "version": version, "sha256": _digest(arrays)})
     atomic_write(filepath, lambda f: np.savez(f, **arrays))
+
+
+def _nests_models(architecture):
+    """Whether an architecture (a model's get_config()) holds a nested model entry."""
+    return any(isinstance(e, dict) and e.get("class_name") in NESTED_CLASS_NAMES
+               for e in architecture.get("layers", []))
+
+
+def _check_unique_names(layers):
+    """Weights are stored by layer name: two layers of one name (two loaded copies of a model nested
+    in one) would overwrite each other's weights."""
+    seen = set()
+    for layer in layers:
+        if not (layer.params or getattr(layer, "_gen", None) is not None):   # Inputs: nothing stored by name
+            continue
+        if layer.name in seen:
+            raise ValueError(f"The model has two layers named {layer.name!r} (inside different sub-models?); "
+                             "files store weights by layer name: give the layers unique names")
+        seen.add(layer.name)
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -202,9 +231,9 @@ def _documents(filepath):
     header, document = documents
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{filepath!r} is not an autoenc model file (format {header!r})")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{filepath!r} is an autoenc model file of format version {header.get('version')!r}; "
-                         f"this autoenc reads version {VERSION}")
+                         f"this autoenc reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     if not isinstance(document, dict):
         raise ValueError(f"{filepath!r}: {_MODEL} should be a JSON object, got {type(document).__name__}")
     return headers, header, document
@@ -260,7 +289,8 @@ def _random_states(document, model):
         layer_states = dict(document.get("layer_random_states", {}))
     for name, state in layer_states.items():
         with _field(f"layer_random_states.{name}"):
-            states.append((model.get_layer(name)._gen.bit_generator, state, f"layer_random_states.{name}"))
+            layer = next((l for l in model.flat_layers() if l.name == name), None)
+            states.append((layer._gen.bit_generator, state, f"layer_random_states.{name}"))
     for generator, state, where in states:
         with _field(where):
             type(generator)().state = state
@@ -305,7 +335,8 @@ def load_model_file(filepath, from_config, custom_objects=None, compile=True, re
             for layer in built:
                 layer.__dict__.pop("add_weight", None)
         expected = {_HEADER, _MODEL}
-        for layer in model.layers:
+        layers = model.flat_layers()
+        for layer in layers:
             missing = [f"weights/{layer.name}/{n}" for n in layer.params if f"weights/{layer.name}/{n}" not in headers]
             if missing:
                 raise _Malformed(f"architecture: the file lacks the weights {missing}")
@@ -327,7 +358,7 @@ def load_model_file(filepath, from_config, custom_objects=None, compile=True, re
                                  "state are float arrays")
         arrays = _verified_arrays(filepath, header)
         try:   # all checked (shapes, finiteness after the cast), then all assigned
-            model.set_weights([arrays[f"weights/{layer.name}/{n}"] for layer in model.layers for n in layer.params])
+            model.set_weights([arrays[f"weights/{layer.name}/{n}"] for layer in layers for n in layer.params])
         except ValueError as error:
             raise ValueError(f"{filepath!r}: {error}") from None
         if compiled:
@@ -380,7 +411,9 @@ def save_weights(model, filepath, overwrite=True):
     filepath = os.fspath(filepath)
     if not overwrite and os.path.exists(filepath):
         raise FileExistsError(f"{filepath} exists and overwrite=False")
-    arrays = {f"{layer.name}/{n}": p for layer in model.layers for n, p in layer.params.items()}
+    layers = model.flat_layers()
+    _check_unique_names(layers)
+    arrays = {f"{layer.name}/{n}": p for layer in layers for n, p in layer.params.items()}
     arrays["__order__"] = np.array(list(arrays))
     atomic_write(filepath, lambda f: np.savez(f, **arrays))
 

@@ -21,3 +21,15 @@ def test_example_runs_and_writes_its_pictures(script, tmp_path, monkeypatch, cap
     assert PICTURES[script] <= {p.name for p in tmp_path.iterdir()}
     assert "Wrote" in capsys.readouterr().out
 
+
+
+def test_tf_tutorial_autoencoders_runs(tmp_path, monkeypatch, capsys):
+    """TensorFlow's "Intro to Autoencoders": the three subclassed models train, encode and decode with
+    .numpy(), and the anomaly detector's threshold is computed (synthetic digits and ECG-like beats)."""
+    script = "tf_tutorial_autoencoders.py"
+    monkeypatch.setattr(sys, "argv", [script, "--synthetic", "--limit", "48", "--epochs", "1", "--ecg-epochs", "2",
+                                      "--out", str(tmp_path)])
+    runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    assert {"basic.png", "denoise.png", "ecg_loss.png"} <= {p.name for p in tmp_path.iterdir()}
+    out = capsys.readouterr().out
+    assert "Threshold:" in out and "Accuracy = " in out and "Wrote" in out

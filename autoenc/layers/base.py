@@ -29,7 +29,7 @@ def clear_session():
     _name_counts.clear()
 
 
-def _snake(name):
+def snake_case(name):
     s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
@@ -38,8 +38,37 @@ def format_shape(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+TRACE_HELP = ("autoenc builds a model from the layer calls made on its symbolic tensors (a layer or model "
+               "called on a KerasTensor returns one); arithmetic, NumPy or backend operations, .numpy() and "
+               "Python `if` on a symbolic tensor cannot be traced. Write the computation as a layer "
+               "(docs/custom_layer.md) or use autoenc's layers (Add, Activation, Reshape, ...)")
+
+
+class EagerArray(np.ndarray):
+    """What calling a layer or a model on arrays returns: a NumPy array (it works wherever one does)
+    that also answers ``.numpy()``, as a TensorFlow eager tensor does, so ``model(x).numpy()`` runs."""
+
+    def numpy(self):
+        """The same data as a plain ``np.ndarray`` (a view, not a copy)."""
+        return self.view(np.ndarray)
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        # a full reduction (y.sum(), np.mean(y)) gives a NumPy scalar, as it does on a plain array
+        if return_scalar or array.ndim == 0:
+            return array[()]
+        return super().__array_wrap__(array, context, return_scalar)
+
+
+def eager(array):
+    """``array`` (an np.ndarray) viewed as an EagerArray."""
+    return array.view(EagerArray)
+
+
 class KerasTensor:
-    """A symbolic tensor: a shape whose first entry (the batch) is None, and the node that made it."""
+    """A symbolic tensor: a shape whose first entry (the batch) is None, and the node that made it.
+
+    It holds no values: calling layers on it builds a graph. Operations on values (``x + 1``,
+    ``np.sum(x)``, ``x.numpy()``, ``if x: ...``) raise a TypeError saying what is supported."""
 
     def __init__(self, shape, dtype="float32", node=None, name=None):
         self.shape = tuple(shape)
@@ -53,6 +82,48 @@ class KerasTensor:
 
     def __repr__(self):
         return f"<KerasTensor shape={format_shape(self.shape)}, dtype={self.dtype}, name={self.name}>"
+
+    def _untraceable(self, what):
+        raise TypeError(f"{what} on the symbolic tensor {self!r} is not supported: {TRACE_HELP}")
+
+    def __bool__(self):
+        self._untraceable("Python control flow (`if`, `and`, `or`, bool())")
+
+    def __array__(self, dtype=None, copy=None):
+        self._untraceable("A NumPy operation")
+
+    def numpy(self):
+        self._untraceable(".numpy()")
+
+    def __len__(self):
+        self._untraceable("len()")
+
+    def __iter__(self):
+        self._untraceable("Iterating")
+
+    def __getitem__(self, key):
+        self._untraceable(f"Indexing [{key!r}]")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        self._untraceable(f"The NumPy function {ufunc.__name__}")
+
+    def __array_function__(self, func, types, args, kwargs):
+        self._untraceable(f"The NumPy function {func.__name__}")
+
+
+def _refuse_operator(symbol):
+    def operator(self, *other):
+        self._untraceable(f"The operator {symbol}")
+    return operator
+
+
+for _name, _symbol in [("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"), ("floordiv", "//"),
+                       ("mod", "%"), ("pow", "**"), ("matmul", "@")]:
+    setattr(KerasTensor, f"__{_name}__", _refuse_operator(_symbol))
+    setattr(KerasTensor, f"__r{_name}__", _refuse_operator(_symbol))
+for _name, _symbol in [("neg", "unary -"), ("pos", "unary +"), ("abs", "abs()"), ("lt", "<"), ("le", "<="),
+                       ("gt", ">"), ("ge", ">=")]:
+    setattr(KerasTensor, f"__{_name}__", _refuse_operator(_symbol))
 
 
 class Node:
@@ -82,7 +153,7 @@ class Layer:
             raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s): {sorted(kwargs)}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {name!r}")
-        self.name = name or unique_name(_snake(type(self).__name__))
+        self.name = name or unique_name(snake_case(type(self).__name__))
         self.trainable = bool(trainable)
         self.dtype = np.dtype(dtype or "float32")
         if self.dtype not in (np.float32, np.float64):
@@ -195,7 +266,8 @@ class Layer:
         """Raise ValueError if an input of ``shape`` does not fit this layer. Subclasses extend."""
 
     def __call__(self, inputs, training=False):
-        """On a symbolic tensor: record the call and return a symbolic output. On arrays: run forward."""
+        """On a symbolic tensor: record the call and return a symbolic output. On arrays: run forward
+        and return a copy of the output as an EagerArray (an ndarray that also answers ``.numpy()``)."""
         symbolic = isinstance(inputs, KerasTensor) or (
             isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, KerasTensor) for t in inputs))
         if symbolic:
@@ -214,7 +286,7 @@ class Layer:
                 raise ValueError(f"Layer {self.name!r} {what} contains NaN or Inf (first at index {bad}: {a[bad]})")
         with utils.compute_lock:   # work buffers are the layer's: one thread at a time
             self._build_once(shape)
-            return np.array(self.forward(arrays, training=training), copy=True)
+            return eager(np.array(self.forward(arrays, training=training), copy=True))
 
     def _call_symbolic(self, inputs):
         if isinstance(inputs, KerasTensor):

@@ -10,14 +10,25 @@ model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get
 The graph is public: ``model.nodes`` lists the layer calls in the order ``forward`` runs them, and
 ``model.layer_output(layer)`` is what a layer returned in the last forward pass (what callbacks such
 as autoenc.monitors.CollapseMonitor read after each training step).
+
+A model is also a layer of a bigger model (nesting, as in Keras): ``decoder(encoder(inp))`` records
+one node per sub-model, whose ``forward`` and ``backward`` run the sub-model's own graph, so the
+sub-models share their layers and weights with the outer model. ``flat_layers()`` lists the layers
+with the sub-models expanded, each once: the flat parameter buffer, get_weights and the files use it.
+
+A subclass that defines ``call(self, inputs, training=None)`` (and assigns its layers and sub-models
+as attributes in ``__init__``) is traced on first use: ``call`` runs once on symbolic inputs of the
+data's shape, and the layer calls it makes become the graph; from then on it is a functional model.
 """
 import contextlib
+import inspect
 import warnings
 
 import numpy as np
 
 from autoenc import initializers, layers as layers_module, regularizers, saving, utils
-from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer, format_shape, unique_name
+from autoenc.layers.base import (Input, InputLayer, KerasTensor, Layer, Node, snake_case, TRACE_HELP, eager,
+                                 format_shape, unique_name)
 from autoenc.models.training import Trainer
 
 
@@ -78,23 +89,117 @@ def _keras_order(nodes, outputs):
     return sorted(nodes, key=lambda n: (-depth[id(n)], first_seen[id(n)]))
 
 
-class Model(Trainer):
-    """A model from symbolic ``inputs`` (from ``Input``) to ``outputs`` (a layer call's result)."""
+def _expand_models(layers):
+    """``layers`` with every Model in it replaced by its own layers (recursively, with an explicit
+    stack), each layer once, in order: the layers that hold a nested model's weights."""
+    out, seen = [], set()
+    stack = list(reversed(layers))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, Model):
+            stack.extend(reversed(layer.layers))
+        else:
+            out.append(layer)
+    return out
 
-    def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
+
+class _TracedTraining:
+    """The ``training`` argument that ``call`` sees while it is traced: decided per call later, so it
+    refuses to be tested as a value."""
+
+    def __bool__(self):
+        raise TypeError("Python control flow on `training` (`if training:`) cannot be traced: call() runs once, "
+                        "on symbolic tensors, to build the graph. Pass training on to the layers instead "
+                        "(Dropout and BatchNormalization behave by it at each step); see docs/custom_layer.md")
+
+    def __repr__(self):
+        return "<training: decided at each call of the traced model>"
+
+
+class Model(Trainer):
+    """A model from symbolic ``inputs`` (from ``Input``) to ``outputs`` (a layer call's result), or a
+    subclass defining ``call(self, inputs, training=None)``, traced into such a graph on first use.
+
+    ``Model(inputs, outputs, name=None)``, ``Model(inputs=..., outputs=...)`` or, in a subclass,
+    ``super().__init__()`` / ``super().__init__(name=...)``, as Keras spells them.
+    """
+
+    # a model called inside another model is one node of it, and acts as a layer there
+    activity_regularizer = None
+    can_skip_dx = True
+
+    def __init__(self, inputs=None, outputs=None, name=None, trainable=True, dtype=None, **kwargs):
+        object.__setattr__(self, "_tracked", {})   # attribute name -> the layers/models assigned to it
         if kwargs:
             raise TypeError(f"Model got unexpected keyword argument(s): {sorted(kwargs)}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {name!r}")
         super().__init__()
-        self.name = name or unique_name(self._default_name)
+        base = snake_case(type(self).__name__) if self._subclassed() else self._default_name
+        self.name = name or unique_name(base)
         self.built = False
         self.stop_training = False
+        self.dtype = np.dtype(dtype or "float32")
+        self._trainable = bool(trainable)
+        self.inputs, self.outputs = [], []
         self._nodes = []      # the layer calls in forward order (InputLayers left out)
         self._values = None   # id(tensor) -> its array in the last forward pass
         self._node_of = {}    # id(layer) -> the node calling it
+        self._layers = []
+        self._graph_layers = []   # the graph's layers (InputLayers included) in Keras' order
         if inputs is not None or outputs is not None:
             self._init_graph(inputs, outputs)
+            if not self._trainable:
+                self.trainable = False   # freezes the layers
 
     _default_name = "functional"
+
+    @classmethod
+    def _subclassed(cls):
+        """Whether this class defines its own ``call`` (a subclassed model, traced on first use)."""
+        return cls.call is not Model.call
+
+    def __setattr__(self, name, value):
+        # attribute tracking, as Keras': layers and models (or lists of them) assigned to public attributes
+        # are the subclassed model's layers, in assignment order
+        if name.startswith("_"):   # the model's own state (set at every training step: keep it cheap)
+            return super().__setattr__(name, value)
+        tracked = self.__dict__.get("_tracked")
+        items = list(value.values()) if isinstance(value, dict) else (
+            list(value) if isinstance(value, (list, tuple)) else [value])
+        found = [v for v in items if isinstance(v, (Layer, Model))]
+        if tracked is None and found:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning layers to "
+                               f"attributes (self.{name} = ...)")
+        super().__setattr__(name, value)
+        if tracked is not None:
+            if found:
+                tracked[name] = found
+            else:
+                tracked.pop(name, None)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        self.__dict__["_tracked"].pop(name, None)
+
+    def call(self, inputs, training=None):
+        """The model's computation on ``inputs``. A subclass overrides it with layer calls; here (a
+        functional model) it is calling the model: a new node on symbolic tensors, the output on arrays."""
+        return self(inputs, training=bool(training))
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Freeze (False) or unfreeze every layer of the model, sub-models' included, as Keras does."""
+        self._trainable = bool(value)
+        for layer in self.flat_layers():
+            layer.trainable = bool(value)
 
     def _init_graph(self, inputs, outputs):
         inputs, outputs = _as_list(inputs), _as_list(outputs)
@@ -113,18 +218,30 @@ class Model(Trainer):
             if isinstance(node.layer, InputLayer) and id(node.output) not in input_ids:
                 raise ValueError(f"Graph disconnected: the output depends on input {node.layer.name!r}, "
                                  "which is not among the model's inputs")
-        seen = set()
+        seen = {}   # id(layer) -> the node (layer or sub-model) through which it is called
         for node in nodes:
-            if id(node.layer) in seen:
-                raise ValueError(f"Layer {node.layer.name!r} is called more than once in this model; "
-                                 "autoenc does not support shared layers")
-            seen.add(id(node.layer))
+            for layer in _expand_models([node.layer]):
+                if isinstance(layer, InputLayer):   # a sub-model's own Input is not called
+                    continue
+                if id(layer) in seen:
+                    where = [f"sub-model {n.layer.name!r}" if n.layer is not layer else "directly"
+                             for n in (seen[id(layer)], node)]
+                    raise ValueError(f"Layer {layer.name!r} is called more than once in this model ({where[0]} "
+                                     f"and {where[1]}); autoenc does not support shared layers: a layer "
+                                     "or sub-model can be called once per model")
+                seen[id(layer)] = node
         self.inputs, self.outputs = inputs, outputs
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
         self._node_of = {id(n.layer): n for n in nodes}
         self._values = None   # the arrays of a previous graph (Sequential.add / pop) are stale
         # ``layers`` (and so get_weights) in Keras' order, which differs from ``nodes`` for branching graphs
-        self._layers = [node.layer for node in _keras_order(nodes, outputs)]
+        self._graph_layers = [node.layer for node in _keras_order(nodes, outputs)]
+        self._layers = list(self._graph_layers)
+        if self._subclassed():
+            # a subclassed model lists its attributes' layers (assignment order), then any other it called
+            tracked = [l for found in self._tracked.values() for l in found]
+            rest = [l for l in self._graph_layers if not isinstance(l, InputLayer)]
+            self._layers = list({id(l): l for l in tracked + rest}.values())
         self.built = True
         self.dtype = outputs[0].dtype
 
@@ -132,7 +249,16 @@ class Model(Trainer):
 
     @property
     def layers(self):
-        return list(self._layers) if self.built else []
+        """The model's layers, a sub-model being one entry, in Keras' order (which get_weights follows):
+        a functional model's by depth in the graph, a subclassed model's in attribute assignment order."""
+        if self.built:
+            return list(self._layers)
+        return list({id(l): l for found in self._tracked.values() for l in found}.values())
+
+    def flat_layers(self):
+        """Every layer, sub-models expanded into their layers (recursively), each layer once, in
+        get_weights order: the layers whose parameters the model trains and saves."""
+        return _expand_models(self.layers)
 
     @property
     def nodes(self):
@@ -148,15 +274,29 @@ class Model(Trainer):
         pass: copy it to keep it."""
         if isinstance(layer, str):
             layer = self.get_layer(layer)
-        node = self._node_of.get(id(layer))
-        if node is None or node.layer is not layer:
-            raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {self.name!r}")
-        return None if self._values is None else self._values.get(id(node.output))
+        models = [self]   # the layer may be inside a sub-model: look there too
+        while models:
+            model = models.pop()
+            node = model._node_of.get(id(layer))
+            if node is not None and node.layer is layer:
+                return None if model._values is None else model._values.get(id(node.output))
+            models.extend(n.layer for n in model._nodes if isinstance(n.layer, Model))
+        raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {self.name!r}")
 
     @property
     def output_layer(self):
-        """The layer whose output is the model's output (None before the model is built)."""
-        return self._nodes[-1].layer if self.built and self._nodes else None
+        """The layer whose output is the model's output (inside the last sub-model when the model ends
+        in one); None before the model is built."""
+        layer = self._nodes[-1].layer if self.built and self._nodes else None
+        while isinstance(layer, Model):
+            layer = layer._nodes[-1].layer if layer._nodes else None
+        return layer
+
+    @property
+    def logits(self):
+        """The output layer's pre-activation of the last forward pass (see Layer.logits)."""
+        layer = self.output_layer
+        return None if layer is None else layer.logits
 
     def get_layer(self, name=None, index=None):
         """The layer called ``name``, or at position ``index`` in ``layers``."""
@@ -171,6 +311,7 @@ class Model(Trainer):
 
     @property
     def input_shape(self):
+        self._require_built("input_shape")
         shapes = [t.shape for t in self.inputs]
         return shapes[0] if len(shapes) == 1 else shapes
 
@@ -180,22 +321,34 @@ class Model(Trainer):
 
     @property
     def weights(self):
-        return [w for layer in self.layers for w in layer.weights]
+        return [w for layer in self.flat_layers() for w in layer.weights]
 
     @property
     def trainable_weights(self):
-        return [w for layer in self.layers for w in layer.trainable_weights]
+        return [w for layer in self.flat_layers() for w in layer.trainable_weights]
 
     @property
     def non_trainable_weights(self):
-        return [w for layer in self.layers for w in layer.non_trainable_weights]
+        return [w for layer in self.flat_layers() for w in layer.non_trainable_weights]
+
+    @property
+    def params(self):
+        """{'layer/param': array} of every layer's parameters (sub-models expanded), read only: a
+        model used as a layer shows its parameters here; training and saving go through the layers."""
+        return {f"{layer.name}/{n}": p for layer in self.flat_layers() for n, p in layer.params.items()}
+
+    @property
+    def grads(self):
+        """{'layer/param': gradient} as ``params``, for the trainable weights."""
+        return {f"{layer.name}/{n}": g for layer in self.flat_layers() for n, g in layer.grads.items()}
 
     def count_params(self):
-        return sum(layer.count_params() for layer in self.layers)
+        return sum(layer.count_params() for layer in self.flat_layers())
 
     def get_weights(self):
-        """Copies of every parameter in Keras' order: layer by layer, kernel then bias."""
-        return [w for layer in self.layers for w in layer.get_weights()]
+        """Copies of every parameter in Keras' order: layer by layer (a sub-model's layers in its own
+        order, each layer once), kernel then bias."""
+        return [w for layer in self.flat_layers() for w in layer.get_weights()]
 
     def set_weights(self, weights):
         """Copy ``weights`` (as get_weights returns them) into the model's parameters.
@@ -203,7 +356,8 @@ class Model(Trainer):
         All or nothing: every array is checked (count, shape, and finite once cast to the layer's
         dtype: float64 1e39 is inf in float32) before any parameter is written."""
         weights = list(weights)
-        expected = [(layer, name, p) for layer in self.layers for name, p in layer.params.items()]
+        layers = self.flat_layers()
+        expected = [(layer, name, p) for layer in layers for name, p in layer.params.items()]
         if len(weights) != len(expected):
             raise ValueError(f"set_weights expects {len(expected)} arrays, got {len(weights)}")
         for k, (w, (layer, name, p)) in enumerate(zip(weights, expected)):
@@ -211,12 +365,19 @@ class Model(Trainer):
                 raise ValueError(f"set_weights: array {k} ({layer.name}/{name}) has shape {np.shape(w)}, "
                                  f"expected {p.shape}")
         cast, k = [], 0
-        for layer in self.layers:
+        for layer in layers:
             n = len(layer.params)
             cast.append(layer.check_weights(weights[k:k + n]))   # raises before anything is written
             k += n
-        for layer, arrays in zip(self.layers, cast):
+        for layer, arrays in zip(layers, cast):
             layer.set_weights(arrays)
+
+    def regularization_loss(self):
+        """The weight and activity penalties of every layer (sub-models included), as Layer's."""
+        return sum(layer.regularization_loss() for layer in self.flat_layers())
+
+    def add_regularization_gradients(self):
+        """Nothing: a sub-model's backward adds its layers' penalty gradients itself."""
 
     def summary(self, line_length=None, positions=None, print_fn=None, show_flops=False, batch_size=1, **kwargs):
         """Print the layers with output shapes and parameter counts, as Keras does; with ``show_flops``,
@@ -227,7 +388,9 @@ class Model(Trainer):
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for layer in self.layers:
             shape = layer.output_shape if not isinstance(layer, InputLayer) else layer.output.shape
-            rows.append((f"{layer.name} ({type(layer).__name__})", format_shape(shape), f"{layer.count_params()}"))
+            kind = "Functional" if type(layer) is Model else type(layer).__name__   # Keras' names
+            shape = "?" if shape is None else format_shape(shape)   # a subclassed model's unused layer
+            rows.append((f"{layer.name} ({kind})", shape, f"{layer.count_params()}"))
 
         def fmt(row):
             line = ""
@@ -251,8 +414,48 @@ class Model(Trainer):
 
     def _require_built(self, what):
         if not self.built:
-            raise ValueError(f"{type(self).__name__} {self.name!r} is not built yet: give it an Input (or an "
-                             f"input_shape) or call fit/predict before {what}()")
+            how = ("call build(input_shape), the model on data, or fit/predict" if self._subclassed() else
+                   "give it an Input (or an input_shape) or call fit/predict")
+            raise ValueError(f"{type(self).__name__} {self.name!r} is not built yet: {how} before {what}")
+
+    def build(self, input_shape):
+        """Build the model for inputs of ``input_shape`` (with the batch entry, e.g. (None, 28, 28); a list
+        of shapes for several inputs). A subclassed model is traced: ``call`` runs once on symbolic
+        inputs of that shape and the layer calls it makes become the graph. A functional model is built
+        when created: nothing to do."""
+        if self.built:
+            return
+        if not self._subclassed():
+            raise ValueError(f"Model {self.name!r} has no graph: create it as Model(inputs, outputs), or subclass "
+                             "Model and define call(self, inputs, training=None)")
+        several = isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (list, tuple))
+        shapes = [tuple(s) for s in (input_shape if several else [input_shape])]
+        for shape in shapes:
+            if len(shape) < 2:
+                raise ValueError(f"build expects an input shape with the batch entry, e.g. (None, 28, 28), got "
+                                 f"{input_shape!r}")
+        inputs = [Input(shape=shape[1:], dtype=self.dtype) for shape in shapes]
+        arg = inputs if several else inputs[0]
+        cls = type(self).__name__
+        kwargs = {"training": _TracedTraining()} if "training" in inspect.signature(self.call).parameters else {}
+        where = (f"{cls}.call could not be traced on a symbolic input of shape "
+                 f"{format_shape(shapes[0]) if not several else shapes}")
+        try:
+            outputs = self.call(arg, **kwargs)
+        except (TypeError, AttributeError) as error:
+            raise TypeError(f"{where}: {error}" + ("" if "docs/custom_layer.md" in str(error) else
+                                                   f". {TRACE_HELP}")) from error
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
+        if not isinstance(outputs, KerasTensor):
+            raise TypeError(f"{cls}.call returned {type(outputs).__name__} on a symbolic input, not the symbolic "
+                            f"tensor of a layer call. {TRACE_HELP}")
+        if outputs.node is None or isinstance(outputs.node.layer, InputLayer):
+            raise ValueError(f"{cls}.call returned its input unchanged: it calls no layer")
+        self._init_graph(arg, outputs)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
 
     # --- computing -----------------------------------------------------------------------------
 
@@ -270,13 +473,16 @@ class Model(Trainer):
         self._values = values
         return values[id(self.outputs[0])]
 
-    def backward(self, dy, from_logits=False, input_gradients=True):
+    def backward(self, dy, from_logits=False, input_gradients=True, need_dx=None):
         """Backpropagate dy = dL/d(output) through every layer, filling each layer's ``grads``.
 
         With ``from_logits`` dy is dL/dz for the output layer's pre-activation z. Returns the
         gradients with respect to the model inputs; with ``input_gradients=False`` (training) they
         are not needed, and layers that read only model inputs may skip computing them (None).
+        ``need_dx=False`` (what an outer model passes to a sub-model, as to a layer) means the same.
         """
+        if need_dx is False:
+            input_gradients = False
         grads = {id(self.outputs[0]): dy}
         last = self._nodes[-1]
         input_ids = {id(t) for t in self.inputs}
@@ -295,15 +501,39 @@ class Model(Trainer):
             for t, d in zip(node.inputs, dx if isinstance(dx, list) else [dx]):
                 grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         result = [grads.get(id(t)) for t in self.inputs]
+        if input_gradients:   # an input no layer reads has gradient zero
+            result = [np.zeros_like(self._values[id(t)]) if g is None else g for g, t in zip(result, self.inputs)]
         return result[0] if len(result) == 1 else result
 
-    def __call__(self, x, training=False):
-        if isinstance(x, KerasTensor) or (isinstance(x, (list, tuple)) and any(isinstance(t, KerasTensor) for t in x)):
-            raise TypeError("Calling a Model on symbolic tensors (nesting models) is not supported; "
-                            "build one Model from the layers instead")
+    def __call__(self, x, training=None, **kwargs):
+        """On symbolic tensors: one node of the graph being built (the model is nested: it shares its
+        layers and weights). On arrays: the output, a new EagerArray (an ndarray with ``.numpy()``)."""
+        unsupported = {k for k, v in kwargs.items() if v is not None}
+        if unsupported:
+            raise TypeError(f"Model call got unsupported keyword argument(s): {sorted(unsupported)}")
+        if isinstance(x, KerasTensor) or (isinstance(x, (list, tuple)) and x
+                                          and all(isinstance(t, KerasTensor) for t in x)):
+            return self._call_symbolic(x)
+        if isinstance(x, (list, tuple)) and any(isinstance(t, KerasTensor) for t in x):
+            raise TypeError(f"Model {self.name!r} was called on a mix of symbolic tensors and arrays: {x!r}")
         xs = self._prepare_x(x, "x")
         with utils.compute_lock:
-            return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=training), copy=True)
+            return eager(np.array(self.forward(xs if len(xs) > 1 else xs[0], training=bool(training)), copy=True))
+
+    def _call_symbolic(self, x):
+        tensors = _as_list(x)
+        if not self.built:
+            shapes = [t.shape for t in tensors]
+            self.build(shapes if len(shapes) > 1 else shapes[0])
+        if len(tensors) != len(self.inputs):
+            raise ValueError(f"Model {self.name!r} has {len(self.inputs)} input(s), called on {len(tensors)} tensors")
+        for t, own in zip(tensors, self.inputs):
+            if tuple(t.shape[1:]) != tuple(own.shape[1:]):
+                raise ValueError(f"Model {self.name!r} expects inputs of shape {format_shape(own.shape)}, "
+                                 f"called on {format_shape(t.shape)}")
+        out = KerasTensor(self.output_shape, self.dtype, name=self.name)
+        out.node = Node(self, tensors, out)
+        return out
 
     # --- files (written and read by autoenc.saving) ---------------------------------------------
 
@@ -333,11 +563,13 @@ class Model(Trainer):
         """The architecture as a JSON-able dict: ``{"class_name": "Model", "name", "layers", "inputs",
         "output"}``, each layer as ``{"class_name", "config", "inbound"}`` (the names of the layers
         feeding it; autoenc layers are called once per model, so a layer's name names its output).
+        A sub-model is one entry, its config its own architecture. A subclassed model is described by
+        the graph its ``call`` traced (it loads back as a functional Model computing the same).
         ``Model.from_config`` rebuilds the model from it (untrained weights)."""
         self._require_built("get_config")
         node_of = {id(node.layer): node for node in self._nodes}
         entries = []
-        for layer in self.layers:   # Keras' order: every layer after the layers that feed it
+        for layer in self._graph_layers:   # Keras' order: every layer after the layers that feed it
             node = node_of.get(id(layer))
             entries.append(layer_entry(layer, [] if node is None else [t.node.layer.name for t in node.inputs]))
         return {"class_name": "Model", "name": self.name, "layers": entries,
@@ -356,9 +588,7 @@ class Model(Trainer):
                 if entry["class_name"] == "InputLayer":
                     tensors[entry["config"]["name"]] = Input(**entry["config"])
                     continue
-                layer = layer_from_entry(entry, custom_objects)
-                if on_layer is not None:
-                    on_layer(layer)
+                layer = layer_from_entry(entry, custom_objects, on_layer)
                 inbound = [tensors[name] for name in entry["inbound"]]
                 tensors[layer.name] = layer(inbound[0] if len(inbound) == 1 else inbound)
         with config_field("architecture.inputs / architecture.output"):
@@ -387,8 +617,16 @@ def config_field(where, entry=None):
         raise ConfigError(f"{where}: {type(error).__name__}: {error}") from None
 
 
+MODEL_CLASS_NAMES = ("Functional", "Sequential")   # a nested model's entry in an architecture
+
+
 def layer_entry(layer, inbound):
-    """One layer of an architecture: {"class_name", "config", "inbound"}."""
+    """One layer of an architecture: {"class_name", "config", "inbound"}; a nested model's class_name is
+    "Sequential" or "Functional" (any other model, subclassed included, is saved as its graph)."""
+    if isinstance(layer, Model):
+        from autoenc.models.sequential import Sequential
+        kind = "Sequential" if isinstance(layer, Sequential) else "Functional"
+        return {"class_name": kind, "config": layer.get_config(), "inbound": inbound}
     if isinstance(layer, InputLayer):
         config = {"name": layer.name, "shape": list(layer.batch_shape[1:]), "dtype": layer.dtype.name}
     else:
@@ -396,9 +634,23 @@ def layer_entry(layer, inbound):
     return {"class_name": type(layer).__name__, "config": config, "inbound": inbound}
 
 
-def layer_from_entry(entry, custom_objects):
+def layer_from_entry(entry, custom_objects, on_layer=None):
     """The layer an architecture entry describes: its class (autoenc's, or from ``custom_objects``),
-    called with its config (regularizers and initializers deserialized). Names never import code."""
+    called with its config (regularizers and initializers deserialized), after which ``on_layer(layer)``
+    sees it, still unbuilt. A nested model's entry gives the model, rebuilt from its own architecture
+    (``on_layer`` sees each of its layers). Names never import code."""
+    class_name = entry["class_name"]
+    if class_name in MODEL_CLASS_NAMES:
+        from autoenc.models.sequential import Sequential
+        cls = Sequential if class_name == "Sequential" else Model
+        return cls.from_config(entry["config"], custom_objects, on_layer=on_layer)
+    layer = _leaf_from_entry(entry, custom_objects)
+    if on_layer is not None:
+        on_layer(layer)
+    return layer
+
+
+def _leaf_from_entry(entry, custom_objects):
     class_name, config = entry["class_name"], dict(entry["config"])
     cls = custom_objects.get(class_name) or getattr(layers_module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Layer)):

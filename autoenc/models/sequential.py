@@ -5,12 +5,14 @@ from autoenc.models.model import Model, config_field, layer_entry, layer_from_en
 
 class Sequential(Model):
     """``Sequential([layer, ...])`` or ``.add(layer)``. Built as soon as the input shape is known: from
-    an ``Input``/``InputLayer`` first, a first layer's ``input_shape=``, or the first data seen."""
+    an ``Input``/``InputLayer`` first, a first layer's ``input_shape=`` (or a built first model's
+    input), or the first data seen. An entry may be a model (``Sequential([encoder, decoder])``): it is
+    nested, sharing its layers and weights."""
 
     _default_name = "sequential"
 
-    def __init__(self, layers=None, name=None):
-        super().__init__(name=name)
+    def __init__(self, layers=None, name=None, trainable=True):
+        super().__init__(name=name, trainable=trainable)
         self._stack = []
         self._input = None
         for layer in layers or []:
@@ -28,10 +30,19 @@ class Sequential(Model):
                 raise ValueError("An Input can only be the first entry of a Sequential model")
             self._input = layer.output
             return
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add expects a Layer, got {layer!r}")
-        if not self._stack and self._input is None and layer._input_shape_arg is not None:
-            self._input = Input(shape=layer._input_shape_arg, dtype=layer.dtype)
+        if not isinstance(layer, (Layer, Model)):
+            raise TypeError(f"Sequential.add expects a Layer or a Model, got {layer!r}")
+        if layer is self:
+            raise ValueError(f"Sequential {self.name!r} cannot contain itself")
+        if not self._stack and self._input is None:
+            if isinstance(layer, Model):   # a built sub-model first: its input is the Sequential's
+                if layer.built:
+                    if len(layer.inputs) != 1:
+                        raise ValueError(f"A Sequential model has one input; model {layer.name!r} has "
+                                         f"{len(layer.inputs)}")
+                    self._input = Input(shape=layer.inputs[0].shape[1:], dtype=layer.dtype)
+            elif layer._input_shape_arg is not None:
+                self._input = Input(shape=layer._input_shape_arg, dtype=layer.dtype)
         self._stack.append(layer)
         self.built = False
         if self._input is not None and rebuild:
@@ -56,6 +67,7 @@ class Sequential(Model):
             self._input = Input(shape=shape[1:] if shape[0] is None else shape)
         if not self._stack:
             return
+        self.dtype = self._input.dtype
         x = self._input
         for layer in self._stack:
             x = layer(x)
@@ -84,9 +96,7 @@ class Sequential(Model):
             stack = [] if config["input"] is None else [Input(**config["input"])]
         for k, entry in enumerate(config["layers"]):
             with config_field(f"architecture.layers[{k}]", entry):
-                layer = layer_from_entry(entry, custom_objects)
-            if on_layer is not None:
-                on_layer(layer)
+                layer = layer_from_entry(entry, custom_objects, on_layer)
             stack.append(layer)
         with config_field("architecture.layers (connecting the Sequential model)"):
             return cls(stack, name=config["name"])

@@ -31,6 +31,17 @@ class NotCompiledError(ValueError, RuntimeError):
     """Training or evaluating a model that has not been compiled."""
 
 
+class GradientTape:
+    """Not supported: autoenc computes gradients with each layer's own backward, not by recording
+    operations. Here so that code written for ``tf.GradientTape`` fails with a clear message."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("autoenc has no GradientTape: gradients come from each layer's backward. In a custom "
+                        "train_step(self, data), run y_pred = self(x, training=True); loss, dy, "
+                        "from_logits = self.compute_loss_and_gradient(y, y_pred); self.backward(dy, "
+                        "from_logits=from_logits); self.apply_gradients(); return {'loss': loss}; see docs/custom_layer.md")
+
+
 def _metric_name(identifier):
     return identifier if isinstance(identifier, str) else getattr(identifier, "__name__", type(identifier).__name__)
 
@@ -80,7 +91,8 @@ class Trainer:
     def _ensure_flat_parameters(self):
         """Keep every trainable parameter (and its gradient) as a view into one flat buffer, so that
         the optimizer updates all of them in one call. Rebuilt if a layer's arrays were replaced."""
-        refs = [(layer, name) for layer in self.layers for name in layer.trainable_names]
+        # each layer once, sub-models expanded: a layer reached through two sub-models is trained once
+        refs = [(layer, name) for layer in self.flat_layers() for name in layer.trainable_names]
         self.optimizer.variable_sizes = [layer.params[n].size for layer, n in refs]  # for clipnorm, per variable
         flat = self._flat_params
         if flat is not None and refs == self._param_refs and all(
@@ -139,9 +151,12 @@ class Trainer:
         return getattr(getattr(self.output_layer, "activation", None), "name", None) == "sigmoid"
 
     def _require_built_for_data(self, x):
-        if not self.built:
-            first = x[0] if isinstance(x, (list, tuple)) else x
-            self.build((None,) + np.shape(first)[1:])
+        if not self.built:   # a Sequential without an input shape, or a subclassed model (traced here)
+            if isinstance(x, (list, tuple)) and len(x) > 1 and all(np.ndim(a) > 1 for a in x):
+                self.build([(None,) + np.shape(a)[1:] for a in x])
+            else:
+                first = x[0] if isinstance(x, (list, tuple)) else x
+                self.build((None,) + np.shape(first)[1:])
 
     def _prepare_xy(self, x, y, what="fit"):
         """The inputs (a list of arrays) and targets, checked and converted. y may be None only for
@@ -198,7 +213,7 @@ class Trainer:
         return float(loss) + self._regularization_loss(), grad, z is not None
 
     def _regularization_loss(self):
-        return sum(layer.regularization_loss() for layer in self.layers)
+        return sum(layer.regularization_loss() for layer in self.flat_layers())
 
     def apply_gradients(self):
         """One optimizer update of every trainable parameter from the gradients that ``backward``
@@ -240,7 +255,7 @@ class Trainer:
 
     @staticmethod
     def _batch_result(logs):
-        return logs["loss"] if len(logs) == 1 else list(logs.values())
+        return next(iter(logs.values())) if len(logs) == 1 else list(logs.values())
 
     def train_on_batch(self, x, y=None):
         """One update on one batch. Returns the loss before the update (regularization included)."""
@@ -248,7 +263,7 @@ class Trainer:
         xs, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_flat_parameters()
         with utils.compute_lock:
-            return self._batch_result(self.train_step(self._step_data(xs, y)))
+            return self._batch_result(self._checked_logs(self.train_step(self._step_data(xs, y))))
 
     def test_on_batch(self, x, y=None):
         """The loss on one batch, without updating."""
@@ -360,8 +375,8 @@ class Trainer:
                 cb.on_train_batch_begin(step)
                 with utils.compute_lock:   # one step at a time; other threads' predict calls wait
                     snapshot.take(epoch, step)
-                    step_logs = self.train_step(self._step_data(xb, yb))
-                    loss = float(step_logs["loss"])
+                    step_logs = self._checked_logs(self.train_step(self._step_data(xb, yb)))
+                    loss = step_logs.get("loss", 0.0)   # a custom train_step may log other names only
                     finite = math.isfinite(loss) and self._weights_are_finite()
                     if finite:
                         snapshot.done()  # the step is complete, and its loss was finite
@@ -382,6 +397,16 @@ class Trainer:
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
+
+    def _checked_logs(self, logs):
+        """A step's logs as {name: float}: train_step must return a dict (Keras' contract)."""
+        if not isinstance(logs, dict):
+            raise TypeError(f"{type(self).__name__}.train_step must return a dict of logs such as "
+                            f"{{'loss': value}}, got {type(logs).__name__}")
+        try:
+            return {k: float(v) for k, v in logs.items()}
+        except (TypeError, ValueError):
+            raise TypeError(f"{type(self).__name__}.train_step must return a dict of numbers, got {logs!r:.200}") from None
 
     def _gather_batch(self, xs, y, index):
         """x[index] and y[index] into reused buffers (no allocation per step)."""
