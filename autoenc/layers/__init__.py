@@ -3,6 +3,7 @@ from autoenc.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from autoenc.layers.avgpool import AveragePooling2D
 from autoenc.layers.base import Input, InputLayer, KerasTensor, Layer
 from autoenc.layers.convolution import Conv2D
+from autoenc.layers.convolution_transpose import Conv2DTranspose
 from autoenc.layers.core import Activation, Dense
 from autoenc.layers.dropout import Dropout
 from autoenc.layers.merging import Add, Concatenate
@@ -14,10 +15,11 @@ from autoenc.layers.upsampling import UpSampling2D
 
 # Keras' aliases
 Convolution2D = Conv2D
+Convolution2DTranspose = Conv2DTranspose
 MaxPool2D = MaxPooling2D
 AvgPool2D = AveragePooling2D
 
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Conv2D", "Convolution2D", "MaxPooling2D",
            "MaxPool2D", "UpSampling2D", "Dense", "Activation", "Flatten", "Reshape", "Dropout", "Add",
            "Concatenate", "LeakyReLU", "PReLU", "ELU", "ReLU", "Softmax", "BatchNormalization", "ZeroPadding2D",
-           "Cropping2D", "AveragePooling2D", "AvgPool2D"]
+           "Cropping2D", "AveragePooling2D", "AvgPool2D", "Conv2DTranspose", "Convolution2DTranspose"]
