@@ -294,9 +294,11 @@ def test_config_round_trip_and_saved_model(tmp_path):
     inputs = autoenc.Input(shape=(5, 6, 3))
     model = autoenc.Model(inputs, layers.Conv2DTranspose(2, 3, strides=2, padding="same", name="up")(inputs))
     assert model.layers[-1].output_shape == (None, 10, 12, 2)
-    summary = []
-    model.summary(print_fn=summary.append)
-    assert any("Conv2DTranspose" in line and "(None, 10, 12, 2)" in line for line in summary), summary
+    printed = []
+    model.summary(print_fn=printed.append)
+    lines = "\n".join(printed).splitlines()
+    assert any("up (Conv2DTranspose)" in line and "(None, 10, 12, 2)" in line and line.split()[-1] == "56"
+               for line in lines), lines
     path = str(tmp_path / "m.autoenc")
     model.save(path)
     back = autoenc.models.load_model(path)
