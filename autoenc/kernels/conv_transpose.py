@@ -129,7 +129,7 @@ class Conv2DTransposeKernels:
         # one pass: dz (relu mask), db, and dz copied into C's zero halo (dzp), which both C's
         # forward pass (dx) and C's kernel gradient (dw) read
         dz = ws.array("dz", dy.shape, y.dtype)
-        dzp = ws.array("dzp", (n, oh + pt + pb, ow + pl + pr, filters), y.dtype, zeros=True)
+        dzp = ws.array(f"dzp {pt} {pl}", (n, oh + pt + pb, ow + pl + pr, filters), y.dtype, zeros=True)
         db = dbias if dbias is not None else ws.array("db_unused", (filters,), y.dtype)
         conv2d_backward_dz(dy, y, relu, 1, 1, pt, pl, dz, dzp, ws.array("db_chunks", (n_chunks(n), filters), y.dtype),
                            db)
