@@ -244,3 +244,24 @@ def test_denoising_model_5_steps_float64():
         assert_close("denoising model float64: predictions", am.predict(x, verbose=0), km.predict(x, verbose=0), 1e-12)
     finally:
         keras.config.set_floatx("float32")
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_keras_file_of_the_denoising_model(tmp_path, suffix):
+    """A Keras file of the model loads into autoenc (.weights.h5: by layer name, both models named from
+    fresh counters: conv2d, conv2d_1, conv2d_transpose, conv2d_transpose_1, conv2d_2; .keras: in
+    config.json's order), kernels in Keras' (kh, kw, filters, cin) layout, and both predict the same."""
+    pytest.importorskip("h5py", reason="reading Keras weight files needs h5py (pip install autoenc[h5])")
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(5)
+    km = denoising_model(keras)
+    path = str(tmp_path / f"denoising{suffix}")
+    km.save_weights(path) if suffix == ".weights.h5" else km.save(path)
+    autoenc.backend.clear_session()
+    am = denoising_model(autoenc)
+    am.load_weights(path)
+    for wa, wk in zip(am.get_weights(), km.get_weights()):
+        np.testing.assert_array_equal(wa, wk)
+    x = images(8, offset=700)
+    assert_close(f"denoising model from a Keras {suffix} file: predictions", am.predict(x, verbose=0),
+                 km.predict(x, verbose=0))
