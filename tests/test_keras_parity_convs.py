@@ -28,6 +28,15 @@ TOL = 1e-5
 ACTIVATIONS = ["linear", "relu", "sigmoid", "tanh"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _keep_autoenc_random_state():
+    """Building autoenc layers here draws initial weights from autoenc's generator; put its state back
+    afterwards, so that the test files after this one see the generator as they would without it."""
+    state = autoenc.utils.rng().bit_generator.state
+    yield
+    autoenc.utils.rng().bit_generator.state = state
+
+
 def assert_close(check, a, b, tol=TOL):
     err = rel_err(a, b)
     assert err <= tol, f"{check}: max|a-b|/max|b| = {err:.3g} > {tol}"
