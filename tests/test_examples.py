@@ -11,6 +11,8 @@ PICTURES = {
     "denoising_autoencoder.py": {"denoised.png", "loss.png"},
     "sparse_autoencoder.py": {"reconstructions.png", "latent.png", "loss.png"},
     "dense_autoencoder.py": {"reconstructions.png", "model.png", "loss.png"},
+    "keras_io_denoising.py": {"noisy.png", "reconstructions.png", "denoised.png"},
+    "timeseries_anomaly.py": {"loss.png", "reconstruction.png", "anomalies.png"},
 }
 
 

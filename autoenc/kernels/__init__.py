@@ -10,6 +10,7 @@ Each module holds one concept, the fast jitted kernels beside their slow, obviou
     conv_input_grad.py   its input gradient dx (also a transposed convolution's forward pass)
     conv_weight_grad.py  its kernel and bias gradients dw, db
     convolution.py       Conv2DKernels: what a Conv2D layer calls, fast or reference
+    conv_transpose.py    Conv2DTransposeKernels: the adjoint of the convolution, from its three kernels
     pooling.py           max pooling, and MaxPool2DKernels
     upsampling.py        nearest-neighbour upsampling, and UpSample2DKernels
     elementwise.py       the sigmoid
@@ -24,8 +25,9 @@ from autoenc.kernels.conv_forward import conv2d_forward, conv2d_forward_naive
 from autoenc.kernels.conv_input_grad import conv2d_backward_input, conv2d_backward_input_naive
 from autoenc.kernels.conv_weight_grad import (conv2d_backward_bias, conv2d_backward_bias_naive, conv2d_backward_kernel,
                                               conv2d_backward_kernel_naive)
+from autoenc.kernels.conv_transpose import Conv2DTransposeKernels
 from autoenc.kernels.convolution import Conv2DKernels
-from autoenc.kernels.padding import conv_output_size, conv_padding, pad_into
+from autoenc.kernels.padding import conv_output_size, conv_padding, conv_transpose_output_size, pad_into
 from autoenc.kernels.pooling import (MaxPool2DKernels, maxpool2d_backward, maxpool2d_backward_naive, maxpool2d_forward,
                                      maxpool2d_forward_naive)
 from autoenc.kernels.upsampling import (UpSample2DKernels, upsample2d_backward, upsample2d_backward_naive,
@@ -35,6 +37,7 @@ from autoenc.kernels.workspace import Workspace
 __all__ = [
     "conv_output_size",
     "conv_padding",
+    "conv_transpose_output_size",
     "pad_into",
     "conv2d_forward",
     "conv2d_backward_input",
@@ -53,6 +56,7 @@ __all__ = [
     "upsample2d_forward_naive",
     "upsample2d_backward_naive",
     "Conv2DKernels",
+    "Conv2DTransposeKernels",
     "MaxPool2DKernels",
     "UpSample2DKernels",
     "Workspace",

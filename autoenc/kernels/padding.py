@@ -6,6 +6,12 @@ For one spatial axis of length ``size``, a window of ``kernel`` and a stride ``s
     'valid':  out = (size - kernel) // stride + 1,  no padding
     'same':   out = ceil(size / stride),  pad_total = max((out - 1) * stride + kernel - size, 0),
               pad_before = pad_total // 2, the odd row or column going after (bottom/right)
+    'causal': out = ceil(size / stride),  pad_before = kernel - 1, pad_after = 0 (Conv1D: output t
+              sees inputs up to t only)
+
+A transposed convolution runs this rule backwards (:func:`conv_transpose_output_size`, Keras'
+``compute_conv_transpose_output_shape``): its output is the input of the convolution it is the
+adjoint of, and its input that convolution's output.
 
 The fast kernels read their input inside a zero halo, ``xp[n, pt + r, pl + c, :] = x[n, r, c, :]``,
 so that every window is a run of contiguous rows and no index needs a bounds check.
@@ -30,12 +36,43 @@ def conv_padding(size, kernel, stride, padding):
         return total // 2, total - total // 2, out
     if padding == "valid":
         return 0, 0, (size - kernel) // stride + 1
-    raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    if padding == "causal":
+        return kernel - 1, 0, (size - 1) // stride + 1
+    raise ValueError(f"padding must be 'valid', 'same' or 'causal', got {padding!r}")
 
 
 def conv_output_size(size, kernel, stride, padding):
     """Output length along one axis (see :func:`conv_padding`)."""
     return conv_padding(size, kernel, stride, padding)[2]
+
+
+def conv_transpose_output_size(size, kernel, stride, padding, output_padding=None):
+    """Output length along one axis of a transposed convolution whose input has length ``size``
+    (Keras' rule, keras/src/backend/common/backend_utils.py ``_get_output_shape_given_tf_padding``):
+
+        'valid':  (size - 1) * stride + kernel + output_padding,  output_padding = max(stride - kernel, 0)
+                  when None
+        'same':   size * stride when output_padding is None, else
+                  (size - 1) * stride + kernel % 2 + output_padding
+
+    The result ``out`` is an input length of the forward convolution whose output has length
+    ``size``: ``conv_padding(out, kernel, stride, padding)[2] == size``. Where that fails (an even
+    kernel with 'same' and output_padding 0, for instance) TensorFlow refuses the shapes, and so
+    does this function, with a ValueError.
+    """
+    if padding == "valid":
+        out = (size - 1) * stride + kernel + (max(kernel, stride) - kernel if output_padding is None else output_padding)
+    elif padding == "same":
+        out = size * stride if output_padding is None else (size - 1) * stride + kernel % 2 + output_padding
+    else:
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    if out <= 0 or conv_padding(out, kernel, stride, padding)[2] != size:
+        raise ValueError(f"a transposed convolution with kernel {kernel}, stride {stride}, padding={padding!r} and "
+                         f"output_padding={output_padding} has no output length for an input of length {size} "
+                         f"(Keras' rule gives {out}, whose convolution has length "
+                         f"{conv_padding(out, kernel, stride, padding)[2] if out > 0 else 'none'}); change "
+                         f"output_padding")
+    return out
 
 
 def pad_naive(x, kernel_size, strides, padding):
