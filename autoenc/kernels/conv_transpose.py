@@ -29,15 +29,9 @@ from autoenc.kernels.conv_forward import ACT_LINEAR, ACT_RELU, conv2d_forward, c
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive, flip_kernel_into
 from autoenc.kernels.conv_weight_grad import (conv2d_backward_bias_naive, conv2d_backward_dz,
                                               conv2d_backward_kernel_chunks, conv2d_backward_kernel_naive)
-from autoenc.kernels.elementwise import sigmoid_backward, sigmoid_forward
+from autoenc.kernels.elementwise import activation_backward, activation_forward, fuses_relu
 from autoenc.kernels.padding import conv_padding, conv_transpose_output_size, dilate_pad_into
 from autoenc.kernels.workspace import Workspace
-
-
-def fuses_relu(activation):
-    """Whether ``activation`` is max(z, 0) itself, which the convolution kernel fuses into its store
-    (a relu with a slope, cap or threshold is not)."""
-    return activation.name == "relu" and not activation.uses_z
 
 
 class Conv2DTransposeKernels:
@@ -89,14 +83,7 @@ class Conv2DTransposeKernels:
             bias = ws.array("zero_bias", (filters,), kernel.dtype, zeros=True)
         z = ws.array("z", (n, oh, ow, filters), x.dtype)
         conv2d_forward(xs, wt, bias, 1, 1, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, z)
-        if fuses_relu(activation) or activation.name == "linear":
-            y = z
-        else:
-            y = ws.array("y", z.shape, x.dtype)
-            if activation.name == "sigmoid":
-                sigmoid_forward(z, y)
-            else:
-                activation.forward(z, y)
+        y = activation_forward(activation, z, ws)
         self._saved = (False, x, z, y)
         return z, y
 
@@ -114,13 +101,7 @@ class Conv2DTransposeKernels:
         ws = self.workspace
         dy = np.ascontiguousarray(dy, dtype=y.dtype)  # the kernels walk flat views
         relu = fuses_relu(activation) and not from_logits
-        if not (relu or from_logits or activation.name == "linear"):
-            act = ws.array("dact", dy.shape, y.dtype)
-            if activation.name == "sigmoid":
-                sigmoid_backward(dy, y, act)
-            else:
-                activation.backward(dy, y, act, z=z)
-            dy = act
+        dy = activation_backward(activation, dy, y, z, ws, from_logits)
         n, oh, ow, filters = dy.shape
         kh, kw, _, cin = kernel.shape
         sh, sw = self.strides

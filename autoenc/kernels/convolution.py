@@ -25,15 +25,9 @@ from autoenc.kernels.conv_forward import ACT_LINEAR, ACT_RELU, conv2d_forward, c
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive, conv2d_backward_input_padded
 from autoenc.kernels.conv_weight_grad import (conv2d_backward_bias_naive, conv2d_backward_dz,
                                               conv2d_backward_kernel_chunks, conv2d_backward_kernel_naive)
-from autoenc.kernels.elementwise import sigmoid_backward, sigmoid_forward
+from autoenc.kernels.elementwise import activation_backward, activation_forward, fuses_relu
 from autoenc.kernels.padding import conv_padding, pad_into
 from autoenc.kernels.workspace import Workspace
-
-
-def _plain_relu(activation):
-    """Whether ``activation`` is max(z, 0) itself, which the forward kernel fuses into its epilogue (a
-    relu with a slope, cap or threshold is not)."""
-    return activation.name == "relu" and not activation.uses_z
 
 
 class Conv2DKernels:
@@ -74,15 +68,8 @@ class Conv2DKernels:
         if bias is None:
             bias = ws.array("zero_bias", (cout,), kernel.dtype, zeros=True)
         z = ws.array("z", (n, oh, ow, cout), x.dtype)
-        conv2d_forward(xp, kernel, bias, sh, sw, ACT_RELU if _plain_relu(activation) else ACT_LINEAR, z)
-        if _plain_relu(activation) or activation.name == "linear":
-            y = z
-        else:
-            y = ws.array("y", z.shape, x.dtype)
-            if activation.name == "sigmoid":
-                sigmoid_forward(z, y)
-            else:
-                activation.forward(z, y)
+        conv2d_forward(xp, kernel, bias, sh, sw, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, z)
+        y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pt, pl), z, y)
         return z, y
 
@@ -100,14 +87,8 @@ class Conv2DKernels:
         pt, pl = pads
         ws = self.workspace
         dy = np.ascontiguousarray(dy, dtype=y.dtype)  # the kernels walk flat views
-        relu = _plain_relu(activation) and not from_logits
-        if not (relu or from_logits or activation.name == "linear"):
-            act = ws.array("dact", dy.shape, y.dtype)
-            if activation.name == "sigmoid":
-                sigmoid_backward(dy, y, act)
-            else:
-                activation.backward(dy, y, act, z=z)
-            dy = act
+        relu = fuses_relu(activation) and not from_logits
+        dy = activation_backward(activation, dy, y, z, ws, from_logits)
         sh, sw = self.strides
         n, h, w = x_shape[:3]
         kh, kw, cin, cout = kernel.shape

@@ -57,3 +57,37 @@ def sigmoid_backward(dy, y, dz):
     for blk in numba.prange(_BLOCKS):
         lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
         _sigmoid_backward_1d(a[lo:hi], b[lo:hi], out[lo:hi])
+
+
+# --- the activation of a convolution's epilogue, shared by Conv2DKernels and Conv2DTransposeKernels ----
+
+def fuses_relu(activation):
+    """Whether ``activation`` is max(z, 0) itself, which the convolution kernel fuses into its epilogue
+    (a relu with a slope, cap or threshold is not)."""
+    return activation.name == "relu" and not activation.uses_z
+
+
+def activation_forward(activation, z, ws):
+    """y = activation(z) into the work array "y" of ``ws`` (a Workspace); z itself where the kernel
+    already applied it (a plain relu, fused) or there is nothing to apply (linear)."""
+    if fuses_relu(activation) or activation.name == "linear":
+        return z
+    y = ws.array("y", z.shape, z.dtype)
+    if activation.name == "sigmoid":
+        sigmoid_forward(z, y)
+    else:
+        activation.forward(z, y)
+    return y
+
+
+def activation_backward(activation, dy, y, z, ws, from_logits):
+    """dy * activation'(z) into the work array "dact" of ``ws``; dy itself when the loss gave dL/dz
+    (``from_logits``), for linear, and for a fused relu (its mask is applied with the bias gradient)."""
+    if from_logits or fuses_relu(activation) or activation.name == "linear":
+        return dy
+    act = ws.array("dact", dy.shape, y.dtype)
+    if activation.name == "sigmoid":
+        sigmoid_backward(dy, y, act)
+    else:
+        activation.backward(dy, y, act, z=z)
+    return act
