@@ -10,7 +10,13 @@ FLOPs count the forward pass only, as 2 x multiply-adds (one multiply and one ad
 convention of most FLOP counters. A Conv2D output pixel of one filter takes kh*kw*cin multiply-adds:
 
     flops = 2 * batch * oh * ow * cout * kh * kw * cin          Conv2D
+    flops = 2 * batch * ih * iw * cin * kh * kw * cout          Conv2DTranspose (each input pixel is
+                                                                spread over kh*kw outputs)
+    flops = 2 * batch * osteps * cout * k * cin                 Conv1D
+    flops = 2 * batch * isteps * cin * k * cout                 Conv1DTranspose
     flops = 2 * batch * (rows) * in * units                     Dense (rows: every axis but the last)
+
+Transposed convolutions count only the multiply-adds whose input is not an inserted zero.
 
 Pooling, upsampling and reshapes only compare or copy: 0 multiply-adds. The backward pass of a
 convolution costs about twice its forward (one product for dx, one for dw). Activation memory is
@@ -35,10 +41,14 @@ def layer_flops(layer, batch_size=1):
         return int(layer.flops(batch_size))
     kind = type(layer).__name__
     out = _output_shape(layer)
-    if kind == "Conv2D":
-        kh, kw, cin, cout = layer.params["kernel"].shape
-        _, oh, ow, _ = out
-        return 2 * batch_size * oh * ow * cout * kh * kw * cin
+    if kind in ("Conv2D", "Conv1D"):
+        # kernel (kh, kw, cin, cout) or (k, cin, cout): every output pixel of every filter
+        taps = math.prod(layer.params["kernel"].shape)
+        return 2 * batch_size * math.prod(out[1:-1]) * taps
+    if kind in ("Conv2DTranspose", "Conv1DTranspose"):
+        # kernel (kh, kw, cout, cin) or (k, cout, cin): every input pixel of every input channel
+        taps = math.prod(layer.params["kernel"].shape)
+        return 2 * batch_size * math.prod(layer.input_shape[1:-1]) * taps
     if kind == "Dense":
         n_in, units = layer.params["kernel"].shape
         rows = math.prod(out[1:-1])

@@ -132,3 +132,17 @@ def test_gradient_norms_plot_on_a_full_disk_leaves_the_old_file(tmp_path):
         inspect.plot_gradient_norms(stats, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["norms.png"]
+
+
+def test_conv_family_flops_by_hand():
+    from autoenc.layers import Conv1D, Conv1DTranspose, Conv2DTranspose
+    inp = Input(shape=(5, 6, 3))
+    t = Conv2DTranspose(4, (3, 2), strides=2, padding="same")
+    model = Model(inp, t(inp))
+    # every one of 2*5*6*3 input values is multiplied by 3*2*4 kernel entries
+    assert inspect.layer_table(model, batch_size=2)[-1]["flops"] == 2 * (2 * 5 * 6 * 3) * (3 * 2 * 4)
+    seq = Input(shape=(9, 2))
+    c = Conv1D(5, 3, strides=2, padding="valid")(seq)          # 4 output steps
+    d = Conv1DTranspose(3, 4, strides=2, padding="same")(c)     # 4 input steps
+    rows = inspect.layer_table(Model(seq, d))
+    assert [r["flops"] for r in rows[1:]] == [2 * 4 * 5 * (3 * 2), 2 * 4 * 5 * (4 * 3)]
