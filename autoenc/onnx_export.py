@@ -428,9 +428,8 @@ def _signature(model, input_signature):
     if input_signature is None:
         return own
     specs = input_signature
-    if len(own) == 1 and not (isinstance(specs, (list, tuple)) and specs and
-                              (hasattr(specs[0], "shape") or isinstance(specs[0], (list, tuple)))):
-        specs = [specs]
+    if not isinstance(specs, (list, tuple)) or (specs and (specs[0] is None or isinstance(specs[0], (int, np.integer)))):
+        specs = [specs]   # one spec: a KerasTensor, an InputSpec, or one shape tuple (None, 28, 28, 1)
     if len(specs) == 1 and isinstance(specs[0], list) and len(own) > 1:   # Keras' [[spec1, spec2]]
         specs = specs[0]
     if len(specs) != len(own):
@@ -471,7 +470,9 @@ def to_onnx(model, input_signature=None, opset_version=None):
     from autoenc.models.model import Model
     if not isinstance(model, Model):
         raise TypeError(f"to_onnx expects an autoenc Model, got {type(model).__name__}")
-    model._require_built("export")
+    if not model.built:
+        raise ValueError(f"Model {model.name!r} is not built yet: call it on data (or build(input_shape)) "
+                         "before exporting it")
     newest = onnx.defs.onnx_opset_version()
     opset = DEFAULT_OPSET if opset_version is None else opset_version
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= newest:

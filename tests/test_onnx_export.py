@@ -40,6 +40,15 @@ TOL = 1e-5   # the issue's figure, relative to the output's scale
 
 
 @pytest.fixture(scope="module", autouse=True)
+def _print_figures(request):
+    """With AUTOENC_ONNX_FIGURES=1 (and -s), print each check's measured difference and derived bound."""
+    yield
+    if os.environ.get("AUTOENC_ONNX_FIGURES"):
+        for check, (err, derived) in sorted(FIGURES.items()):
+            print(f"  {check}: max rel diff {err:.2e} (derived bound {derived:.2e})")
+
+
+@pytest.fixture(scope="module", autouse=True)
 def _keep_autoenc_random_state():
     """Building models here draws initial weights from autoenc's generator; put its state back after."""
     state = autoenc.utils.rng().bit_generator.state
@@ -389,6 +398,14 @@ def test_every_activation(name, opset):
         assert_each_layer(f"activation {name}", model, xs)
 
 
+@pytest.mark.parametrize("name", [n for n in ACTIVATION_NAMES if n != "exponential"])
+def test_activations_at_saturating_inputs(name):
+    """Inputs far out in the tails (sigmoid, softplus, elu, gelu underflow or saturate) and at the kinks."""
+    inp = layers.Input(shape=(11,))
+    x = np.array([[-100, -30, -5, -1e-3, -1e-30, 0, 1e-30, 1e-3, 5, 30, 88]], np.float32)
+    assert_matches(f"activation {name} at saturating inputs", Model(inp, layers.Activation(name)(inp)), [x])
+
+
 def test_activation_layers_with_arguments():
     """LeakyReLU, ELU, ReLU (max_value, threshold, negative_slope in every combination), Softmax over two
     axes, PReLU (one alpha per channel and one per element), an activation layer as activation=."""
@@ -479,6 +496,8 @@ def test_export_arguments_as_keras(tmp_path, capsys):
         model.export(str(tmp_path / "m.onnx"), format="onnx", opset=17)
     with pytest.raises(ValueError, match="opset_version must be an int from 13"):
         model.export(str(tmp_path / "m.onnx"), format="onnx", opset_version=9)
+    with pytest.raises(ValueError, match="is not built yet"):
+        Denoise().export(str(tmp_path / "m.onnx"), format="onnx")
     model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False, opset_version=13)
     assert capsys.readouterr().out == ""
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 13
@@ -522,10 +541,3 @@ def test_without_onnx_the_error_names_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "autoenc\[onnx\]"'):
         seed_autoencoder().export("never.onnx", format="onnx")
     assert not os.path.exists("never.onnx")
-
-
-def test_figures(capsys):
-    """Prints the measured figures (run with -s); every check above asserted its own bound."""
-    with capsys.disabled():
-        for check, (err, derived) in sorted(FIGURES.items()):
-            print(f"  {check}: max rel diff {err:.2e} (derived bound {derived:.2e})")
