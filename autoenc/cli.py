@@ -6,6 +6,7 @@
     autoenc evaluate runs/digits-default
     autoenc reconstruct runs/digits-default --out reconstructions.png
     autoenc summary [RUN_OR_MODEL] [--plot model.svg]
+    autoenc export runs/digits-default --format onnx [--out model.onnx]    for onnxruntime (or keras: .keras)
 
 A run directory holds: model.autoenc (the model, checkpointed after every epoch), reconstructions.png,
 loss.png, latent.png and metrics.json.
@@ -18,6 +19,7 @@ the output saturates, where MSE's, 2 (p - x) p (1 - p) / m, does.
 """
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -321,6 +323,27 @@ def summary(args):
     return 0
 
 
+def export(args):
+    """Write the run's model as an ONNX graph (model.export) or a Keras 3 ``.keras`` file (model.save),
+    beside its model.autoenc unless --out says where."""
+    path = resolve_model_path(args.model)
+    suffix = {"onnx": ".onnx", "keras": ".keras"}[args.format]
+    out = args.out or os.path.splitext(path)[0] + suffix
+    if args.format == "keras" and not out.endswith(".keras"):
+        raise ValueError(f"--format keras writes a .keras file; --out must end in .keras, got {out!r}")
+    if args.format == "keras" and importlib.util.find_spec("autoenc.keras_format") is None:
+        raise ValueError("--format keras needs autoenc's .keras writer (autoenc.keras_format), which this "
+                         f"version of autoenc ({autoenc.__version__}) does not have")
+    model = models.load_model(path, restore_random_state=False)
+    if args.format == "onnx":
+        kwargs = {} if args.opset is None else {"opset_version": args.opset}
+        model.export(out, format="onnx", verbose=False, **kwargs)
+    else:
+        model.save(out)
+    print(f"Wrote {out}")
+    return 0
+
+
 # --- the parser -----------------------------------------------------------------------------------
 
 def _positive(text):
@@ -388,6 +411,17 @@ def make_parser():
                    help="a run directory or model file (default: the untrained seed model)")
     p.add_argument("--plot", default=None, help="also draw the layer graph into this file (.png or .svg)")
     p.set_defaults(run=summary)
+
+    p = sub.add_parser("export", help="write a trained model for onnxruntime (.onnx) or Keras (.keras)",
+                       description="Write the model of a run as an ONNX graph that onnxruntime serves, or as a Keras 3 "
+                                   ".keras file that keras.saving.load_model opens.")
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="a run directory or a model file")
+    p.add_argument("--format", choices=("onnx", "keras"), default="onnx", help="onnx (default) or keras")
+    p.add_argument("--out", default=None, help="the file to write (default: beside the model, model.onnx or "
+                                                 "model.keras)")
+    p.add_argument("--opset", type=_positive, default=None,
+                   help="ONNX opset version (default 17; 13 up to the installed onnx's newest)")
+    p.set_defaults(run=export)
     return parser
 
 
@@ -406,7 +440,7 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (OSError, ValueError, TypeError) as error:   # OSError: FileNotFoundError, DownloadError, ENOSPC ...
+    except (OSError, ValueError, TypeError, ImportError) as error:   # OSError: FileNotFoundError, DownloadError, ENOSPC ...
         print(f"autoenc {args.command}: {_one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -172,3 +172,59 @@ def test_given_learning_rate_is_used_and_recorded(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["learning_rate"] == 0.002
     assert models.load_model(tmp_path / "run" / "model.autoenc").optimizer.learning_rate == pytest.approx(0.002)
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+def _saved_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = models.seed_autoencoder()
+    model.compile(optimizer="adam", loss="mse")
+    model.save(str(run / "model.autoenc"))
+    return run, model
+
+
+def test_export_onnx_writes_what_onnxruntime_serves(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason='export to ONNX needs onnx and onnxruntime (pip install "autoenc[onnx]")')
+    pytest.importorskip("onnx", reason='export to ONNX needs onnx (pip install "autoenc[onnx]")')
+    run, model = _saved_run(tmp_path)
+    assert cli.main(["export", str(run), "--format", "onnx"]) == 0
+    assert capsys.readouterr().out.strip() == f"Wrote {run / 'model.onnx'}"
+    out = tmp_path / "elsewhere" / "m.onnx"
+    assert cli.main(["export", str(run / "model.autoenc"), "--out", str(out), "--opset", "13"]) == 0
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    expected = model.predict(x, verbose=0)
+    for path in (run / "model.onnx", out):
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        y = s.run(None, {s.get_inputs()[0].name: x})[0]
+        # the seed model exported: tests/test_onnx_export.py derives the bound; 1e-5 is the figure
+        assert np.abs(y - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_export_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    assert cli.main(["export", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("autoenc export: No model at") and err.count("\n") == 1
+    run, _ = _saved_run(tmp_path)
+    assert cli.main(["export", str(run), "--format", "keras", "--out", str(tmp_path / "m.h5")]) == 1
+    assert "--out must end in .keras, got" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", str(run), "--format", "tf"])
+    assert exit_info.value.code == 2
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "onnx", None)   # as if onnx were not installed
+    assert cli.main(["export", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "autoenc[onnx]"' in err
+    assert not (run / "model.onnx").exists()
+
+
+def test_export_keras_says_when_the_keras_writer_is_missing(tmp_path, capsys):
+    import importlib.util
+    if importlib.util.find_spec("autoenc.keras_format") is not None:
+        pytest.skip("this autoenc writes .keras files: tested with the .keras writer")
+    run, _ = _saved_run(tmp_path)
+    assert cli.main(["export", str(run), "--format", "keras"]) == 1
+    assert "needs autoenc's .keras writer" in capsys.readouterr().err
+    assert not (run / "model.keras").exists()

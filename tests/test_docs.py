@@ -25,10 +25,13 @@ def test_every_topic_has_a_page():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_page_examples_run(page, capsys):
+def test_page_examples_run(page, capsys, monkeypatch, tmp_path):
     code = blocks(page, "python")
     if page.name not in ("parity.md",):
         assert code, f"{page.name} has no worked example"
+    if page.name == "onnx.md":   # the optional extra
+        pytest.importorskip("onnxruntime", reason='docs/onnx.md needs onnx and onnxruntime (pip install "autoenc[onnx]")')
+        monkeypatch.chdir(tmp_path)   # it writes tiny.onnx
     namespace = {"__name__": f"docs_{page.stem}"}
     for k, block in enumerate(code):
         exec(compile(block, f"{page.name}[python block {k}]", "exec"), namespace)

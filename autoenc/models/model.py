@@ -546,6 +546,22 @@ class Model(Trainer):
                           "archive, see autoenc.saving) whatever the name", UserWarning, stacklevel=2)
         saving.save_model(self, filepath, overwrite=overwrite, **kwargs)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Export the model for inference, as Keras' ``Model.export``: ``format="onnx"`` writes an ONNX
+        graph that onnxruntime serves (:func:`autoenc.onnx_export.export_onnx`; needs
+        ``pip install "autoenc[onnx]"``); ``opset_version=`` is the one keyword argument it takes.
+        Keras' default format, a TensorFlow SavedModel, needs TensorFlow: autoenc refuses it."""
+        if format != "onnx":
+            raise ValueError(f"autoenc exports format='onnx' only, got format={format!r}"
+                             + (" (Keras' default, a TensorFlow SavedModel); pass format='onnx', or save a "
+                                "'.keras' file with model.save" if format == "tf_saved_model" else ""))
+        unknown = set(kwargs) - {"opset_version"}
+        if unknown:
+            raise TypeError(f"export(format='onnx') got unexpected keyword argument(s) {sorted(unknown)}; "
+                            "it takes verbose, input_signature and opset_version")
+        from autoenc import onnx_export
+        onnx_export.export_onnx(self, filepath, verbose=verbose, input_signature=input_signature, **kwargs)
+
     def save_weights(self, filepath, overwrite=True):
         """Write every parameter to an .npz file (keys 'layer/param'), atomically; see
         :func:`autoenc.saving.save_weights`."""
