@@ -159,6 +159,25 @@ def read_datasets(datasets, path, max_bytes):
         raise ValueError(f"{path}: a weight array cannot be read: {error}") from error
 
 
+def check_declared_sizes(datasets, path, max_bytes):
+    """Refuse, before anything is allocated, datasets that together declare more than ``max_bytes``,
+    or one that declares more than BOMB_RATIO times the bytes the file stores for it (above
+    BOMB_FLOOR_BYTES): a sparse or compressed dataset of a few KB asking for gigabytes. ``datasets``
+    as ``_datasets`` returns them."""
+    total = 0
+    for where, (_, arrays) in datasets.items():
+        for k, ds in enumerate(arrays):
+            declared = _nbytes(ds)
+            total += declared
+            stored = ds.id.get_storage_size()
+            if declared > BOMB_FLOOR_BYTES and declared > BOMB_RATIO * max(stored, 1):
+                raise ValueError(f"{path}: {where}/vars/{k} declares shape {ds.shape} ({declared} bytes) but the "
+                                 f"file stores {stored} bytes for it; refused before reading")
+    if total > max_bytes:
+        raise ValueError(f"{path}: its arrays declare {total} bytes, more than the limit of {max_bytes} bytes; "
+                         "the file is probably hostile or corrupt")
+
+
 def weight_paths(model):
     """{id(layer): h5 path} for every layer of ``model`` (an autoenc Model or Sequential, sub-models
     expanded): where Keras 3 keeps its variables, ``layers/conv2d``, ``layers/conv2d_1``,

@@ -580,7 +580,9 @@ def _compile(model, compile_config, datasets, where):
     variables = _trainable_variables(entries)
     groups = _slot_groups(optimizer)
     expected = 2 + sum(len(g) for g in groups) * len(variables) + (type(optimizer).__name__ == "Nadam")
-    if len(found) != expected:
+    if len(found) == 2 and expected > 2:   # an optimizer Keras never built (compiled, not trained): no slots yet
+        groups = []
+    elif len(found) != expected:
         raise _Refused(f"optimizer/vars holds {len(found)} arrays; {name} over the model's {len(variables)} "
                        f"trainable variables has {expected}")
     shapes = [()] * 2 + [layer.params[n].shape for g in groups for layer, n in variables for _ in g]
@@ -615,7 +617,7 @@ def _compile(model, compile_config, datasets, where):
                 start = offsets[(id(layer), n)]
                 buf[start:start + a.size] = a.reshape(-1)
                 k += 1
-    optimizer.set_state({"iterations": int(iterations), "slots": [slots] if groups else None})
+    optimizer.set_state({"iterations": int(iterations), "slots": [slots] if slots else None})
 
 
 def load_keras_model(filepath, custom_objects=None, compile=True):
@@ -641,6 +643,7 @@ def load_keras_model(filepath, custom_objects=None, compile=True):
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RecursionError) as error:
         raise ValueError(f"{filepath}: malformed config.json: {type(error).__name__}: {error}") from None
     with keras_files.open_weights(filepath, 0, source=weights) as (datasets, _):
+        keras_files.check_declared_sizes(datasets, filepath, files.MAX_BYTES)
         built = []
         check = _check_shapes_against(datasets, paths, filepath)
 
@@ -651,6 +654,9 @@ def load_keras_model(filepath, custom_objects=None, compile=True):
         cls = Sequential if architecture["class_name"] == "Sequential" else Model
         try:
             model = cls.from_config(architecture, {}, on_layer=on_layer)
+        except ValueError as error:   # the layer's own check (groups=2, a bad shape): name the file too
+            message = str(error)
+            raise ValueError(message if message.startswith(filepath) else f"{filepath}: {message}") from None
         finally:
             for layer in built:
                 layer.__dict__.pop("add_weight", None)
