@@ -242,12 +242,12 @@ def keras_config(model, include_optimizer=True):
     if include_optimizer and model.compiled:
         opt = model.optimizer
         loss = model.loss.get_config()
-        name = loss.pop("name")
+        loss_name = loss.pop("name")
         default = type(model.loss)().get_config()
         default.pop("name")
         config["compile_config"] = {
             "optimizer": _object("keras.optimizers", type(opt).__name__, {"name": opt.name, **opt.get_config()}),
-            "loss": name if loss == default else _object("keras.losses", type(model.loss).__name__, loss),
+            "loss": loss_name if loss == default else _object("keras.losses", type(model.loss).__name__, loss),
             "loss_weights": None, "metrics": [name for name, _ in model.metrics] or None,
             "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
     return config
@@ -255,7 +255,7 @@ def keras_config(model, include_optimizer=True):
 
 def _trainable_variables(entries):
     """[(layer, param name)] in Keras' model.trainable_variables order."""
-    return [(layer, n) for layer, _, _ in entries if not keras_class_name(layer) in MODEL_CLASSES
+    return [(layer, n) for layer, _, _ in entries if keras_class_name(layer) not in MODEL_CLASSES
             for n in layer.trainable_names]
 
 
@@ -548,7 +548,7 @@ def _loss_from(value, where):
         if name in LOSS_CLASSES:
             cls = LOSS_CLASSES[name]
             config = {k: v for k, v in config.items() if k not in ("name", "dtype")
-                      and not (k, v) in (("reduction", "sum_over_batch_size"), ("axis", -1), ("label_smoothing", 0.0))}
+                      and (k, v) not in (("reduction", "sum_over_batch_size"), ("axis", -1), ("label_smoothing", 0.0))}
             return cls(**_accepted(cls, config, where))
     raise _Refused(f"{where}: loss {str(value)[:200]} is not one autoenc has ({sorted(LOSS_CLASSES)})")
 
@@ -625,7 +625,7 @@ def load_keras_model(filepath, custom_objects=None, compile=True):
     Sequential, nested), weights and, when the file has them and ``compile``, its compile settings
     and optimizer state. See the module docstring for what is refused."""
     from autoenc.models import Model, Sequential
-    h5py = _import_h5py()
+    _import_h5py()   # a clear ImportError before anything else
     filepath = os.fspath(filepath)
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"No Keras file at {filepath}")
@@ -683,5 +683,4 @@ def load_keras_model(filepath, custom_objects=None, compile=True):
                 _compile(model, compile_config, datasets, "config.json compile_config")
             except _Refused as error:
                 raise ValueError(f"{filepath}: {error}") from None
-    del h5py
     return model

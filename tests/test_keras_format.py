@@ -371,6 +371,36 @@ def test_a_malformed_config_is_a_value_error_naming_the_file(tmp_path, good, edi
         load_model(keras_file(tmp_path / "bad.keras", config, metadata, h5))
 
 
+def _mutations(value, rng, depth=0):
+    """``value`` (a JSON document) with one random entry replaced by something of another kind."""
+    odd = [None, -1, 2**63, 1e308, "", "x" * 300, [], {}, [None], {"class_name": "Lambda"}, True, 0.5]
+    if isinstance(value, dict) and value and rng.random() < 0.85:
+        key = list(value)[rng.integers(len(value))]
+        out = dict(value)
+        out[key] = _mutations(value[key], rng, depth + 1) if rng.random() < 0.7 else odd[rng.integers(len(odd))]
+        if rng.random() < 0.1:
+            out.pop(key)
+        return out
+    if isinstance(value, list) and value and rng.random() < 0.85:
+        k = rng.integers(len(value))
+        return value[:k] + [_mutations(value[k], rng, depth + 1)] + value[k + 1:]
+    return odd[rng.integers(len(odd))]
+
+
+def test_a_fuzzed_config_is_a_value_error_or_a_model(tmp_path, good):
+    """300 random corruptions of config.json: each loads or raises ValueError naming the file, never
+    KeyError, TypeError, AttributeError, ... from inside the reader."""
+    config, metadata, h5 = good
+    rng = np.random.default_rng(0)
+    for k in range(300):
+        path = keras_file(tmp_path / f"fuzz{k}.keras", _mutations(config, rng), metadata, h5)
+        try:
+            load_model(path)
+        except ValueError as error:
+            assert f"fuzz{k}.keras" in str(error), str(error)
+        path.unlink()
+
+
 def test_weights_the_model_does_not_use_are_refused(tmp_path, good):
     config, metadata, h5 = good
     buffer = io.BytesIO(h5)
@@ -645,6 +675,22 @@ def test_a_keras_layer_autoenc_lacks_is_named(tmp_path):
     km.save(tmp_path / "lambda.keras")
     with pytest.raises(ValueError, match=r"lambda\.keras.*Lambda layer carries Python code"):
         load_model(tmp_path / "lambda.keras")
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_keras_weight_files_of_nested_models_load_into_autoenc(tmp_path, suffix):
+    """model.load_weights of a Keras file of the nested encoder/decoder, which keras_files refused
+    before: matched by Keras' paths, although autoenc's layer names (conv2d_7, ...) differ from Keras'."""
+    keras = _keras()
+    keras.utils.set_random_seed(0)
+    km = nested_model(keras)
+    path = tmp_path / f"nested{suffix}"
+    km.save_weights(path) if suffix == ".weights.h5" else km.save(path)
+    am = nested_model(autoenc)
+    am.load_weights(path)
+    for a, k in zip(am.get_weights(), km.get_weights()):
+        np.testing.assert_array_equal(a, k)
 
 
 @pytest.fixture(scope="module", autouse=True)
