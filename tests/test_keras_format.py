@@ -559,6 +559,8 @@ def one_more_adam_step(am, km, x, name):
         bound = adam_step_bound(w0.ravel().astype(np.float64), wk.ravel().astype(np.float64),
                                 m_a[k].ravel().astype(np.float64), mk.ravel().astype(np.float64),
                                 v_a[k].ravel().astype(np.float64), vk.ravel().astype(np.float64), lr=1e-3, t=t)
+        # up to 1 where both moments are near zero and s_a ~ s_k: then |u_a - u_k| = |m_a - m_k| / (s + eps),
+        # the bound's first term exactly (the conv bias before BatchNormalization measures 0.99994)
         excess = max(excess, float((np.abs(wa.ravel().astype(np.float64) - wk.ravel()) / bound).max()))
         werr = max(werr, rel_err(wa, wk))
     loss_err = abs(la - lk) / abs(lk)
