@@ -47,8 +47,8 @@ def test_a_plain_weights_file_loads(tmp_path):
     load_keras_weights(m, weights_file(tmp_path / "ok.weights.h5"))
     np.testing.assert_array_equal(m.get_weights()[0], KERNEL)
     np.testing.assert_array_equal(m.get_weights()[1], BIAS)
-    weights, order = read_keras_weights(tmp_path / "ok.weights.h5")
-    assert order == ["dense"] and [w.shape for w in weights["dense"]] == [(3, 2), (2,)]
+    weights, names = read_keras_weights(tmp_path / "ok.weights.h5")
+    assert names == {"layers/dense": None} and [w.shape for w in weights["layers/dense"]] == [(3, 2), (2,)]
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ from autoenc.models.sequential import Sequential
 
 def load_model(filepath, custom_objects=None, compile=True, restore_random_state=True):
     """The model saved at ``filepath`` by ``model.save``: same layers, names and weights, and (if saved
-    and ``compile``) compiled with the same loss and an optimizer in the same state.
+    and ``compile``) compiled with the same loss and an optimizer in the same state. A ``.keras`` file
+    (Keras 3's format, written by Keras or by autoenc) is built from its config.json with
+    :func:`autoenc.keras_format.load_keras_model`.
 
     custom_objects : {class name: class} for layers (or losses, optimizers) that are not autoenc's own.
     restore_random_state : also restore autoenc's random generator as it was when the file was written,
@@ -17,6 +19,9 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
     has another format version, is truncated, is malformed (naming the field), declares more than it
     holds, or fails its checksum; sizes are checked before anything is allocated (see autoenc.saving).
     """
+    if str(filepath).endswith(".keras"):   # Keras 3's own format (autoenc.keras_format; needs h5py)
+        from autoenc.keras_format import load_keras_model
+        return load_keras_model(filepath, custom_objects=custom_objects, compile=compile)
     return saving.load_model_file(filepath, _from_config, custom_objects=custom_objects, compile=compile,
                                   restore_random_state=restore_random_state)
 

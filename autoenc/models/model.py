@@ -539,8 +539,12 @@ class Model(Trainer):
 
     def save(self, filepath, overwrite=True, save_format=None, **kwargs):
         """Write the whole model (architecture, weights, optimizer state) to one file; see
-        :func:`autoenc.saving.save_model`. ``save_format`` (Keras 2's 'tf' / 'h5') is accepted for
-        pasted code and ignored with a warning: the file is always autoenc's own format."""
+        :func:`autoenc.saving.save_model`. A name ending in ``.keras`` gets Keras 3's own format, which
+        ``keras.saving.load_model`` opens (:func:`autoenc.keras_format.save_keras_model`; needs h5py).
+        ``save_format`` (Keras 2's 'tf' / 'h5') is accepted for pasted code and ignored with a warning."""
+        if str(filepath).endswith(".keras"):
+            from autoenc.keras_format import save_keras_model
+            return save_keras_model(self, filepath, overwrite=overwrite, **kwargs)
         if save_format is not None:
             warnings.warn(f"save_format={save_format!r} is ignored: autoenc writes its own format (an .npz "
                           "archive, see autoenc.saving) whatever the name", UserWarning, stacklevel=2)
