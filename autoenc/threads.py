@@ -8,10 +8,10 @@ waits for it; OpenMP's default spin-wait makes it worse, since the thread that h
 on the core the other one needs. benchmarks/threads.py measures it: an epoch 7x slower than on
 one thread. Two remedies, both here:
 
-1. ``configure()``, called when autoenc's kernels are imported, before any parallel call: a waiting
-   OpenMP thread spins briefly (GOMP_SPINCOUNT, about 0.1 ms) and then sleeps, instead of spinning
-   for milliseconds (GNU OpenMP's default). A variable the user has set is never changed, and
-   ``AUTOENC_THREADS=off`` leaves all of them alone.
+1. ``configure()``, called when autoenc's kernels are imported, before any parallel call: Numba's
+   OpenMP layer is tried first (before TBB), and a waiting OpenMP thread spins briefly
+   (GOMP_SPINCOUNT) and then sleeps, instead of spinning for milliseconds (GNU OpenMP's default).
+   A setting the user has made is never changed, and ``AUTOENC_THREADS=off`` leaves all of them alone.
 2. :class:`ThreadTuner`: ``fit`` times its steps on all threads and on one, now and then, and keeps
    the faster; on a busy machine one thread wins, on a quiet one all of them. The choice cannot
    change the results: every kernel sums in fixed chunks whatever the number of threads
@@ -21,9 +21,15 @@ one thread. Two remedies, both here:
 import os
 import time
 
-# Spin iterations of a waiting GNU OpenMP thread before it sleeps (GOMP's default: 300,000, a few
-# ms). 10,000 covers the gap between two kernel calls of a step on a quiet machine.
-GOMP_SPINCOUNT = "10000"
+# Spin iterations of a waiting GNU OpenMP thread before it sleeps: about 50 us, the gap between two
+# kernel calls of a step, so a quiet machine rarely pays for a wake-up (GOMP's default, 300,000, is
+# milliseconds: under load the finished thread spins on the core the late one waits for). Measured
+# by benchmarks/threads.py on a busy machine: 300 to 3,000 are alike, 0 (passive) and 10,000 slower.
+GOMP_SPINCOUNT = "1000"
+
+# Numba's threading layers in the order autoenc tries them, when the user chose none: OpenMP (GNU's,
+# with the short spin above) was the fastest here on a busy machine; TBB, where installed, the slowest.
+LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 
 # Variables that decide how OpenMP threads wait: if the user set any of them, autoenc sets none.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -54,25 +60,45 @@ def _pool_started():
 
 
 def configure(environ=None):
-    """Set autoenc's defaults for the OpenMP wait policy in ``environ`` (os.environ), unless the user
-    has set a wait variable, the policy is off, or it is too late (Numba's thread pool or OpenMP
-    already started). Returns {variable: value} of what it set (empty when nothing). Idempotent."""
+    """Set autoenc's defaults: the OpenMP wait policy in ``environ`` (os.environ) unless the user has
+    set a wait variable, and (for os.environ only) OpenMP first in Numba's threading-layer order
+    unless the user chose a layer or an order; nothing when the policy is off or it is too late
+    (Numba's thread pool or OpenMP already started). Returns {name: value} of what it set (empty
+    when nothing). Idempotent."""
     global _configured
     env = os.environ if environ is None else environ
     if environ is None and _configured is not None:
         return dict(_configured)
     chosen = {}
-    if policy_enabled() and not any(v in env for v in _WAIT_VARIABLES) and not (
-            environ is None and (_pool_started() or _openmp_loaded())):
+    late = environ is None and (_pool_started() or _openmp_loaded())
+    if policy_enabled() and not late and not any(v in env for v in _WAIT_VARIABLES):
         chosen["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
     env.update(chosen)
+    if environ is None and policy_enabled() and not late and _prefer_omp():
+        chosen["numba.config.THREADING_LAYER_PRIORITY"] = " ".join(LAYER_PRIORITY)
     if environ is None:
         _configured = chosen
     return dict(chosen)
 
 
+def _prefer_omp():
+    """Put OpenMP first in Numba's choice of threading layer (Numba's own order tries TBB first, where
+    it is installed), unless the user chose a layer or an order. Set in numba.config, not in the
+    environment: a changed NUMBA_* variable makes Numba reload its whole configuration at the next
+    compile, which would undo the SLP_VECTORIZE that kernels/config.py sets. True if it did."""
+    import numba
+    if any(v in os.environ for v in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")):
+        return False
+    cfg = numba.config
+    if str(cfg.THREADING_LAYER).lower() != "default" or list(cfg.THREADING_LAYER_PRIORITY) != ["tbb", "omp",
+                                                                                                "workqueue"]:
+        return False
+    cfg.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
+    return True
+
+
 def configured():
-    """What :func:`configure` set in os.environ at import: {variable: value}."""
+    """What :func:`configure` set at import: {environment variable or numba.config name: value}."""
     return dict(_configured or {})
 
 

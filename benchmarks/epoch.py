@@ -237,7 +237,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="seed", help=f"comma-separated, of: {', '.join(MODELS)}")
     ap.add_argument("--frameworks", default="autoenc,keras,torch")
-    ap.add_argument("--rounds", type=int, default=3, help="A B A B rounds, one process per framework each")
+    ap.add_argument("--rounds", type=int, help="A B A B rounds, one process per framework each (default 3; quick 2)")
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per process, after a warm-up")
     ap.add_argument("--images", type=int, help="images per epoch (default: 60 steps of the model's batch)")
     ap.add_argument("--predict", type=int, default=10000, help="images to predict")
@@ -247,8 +247,9 @@ def main():
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
-        args.models, args.rounds, args.epochs, args.predict = "seed", 2, 1, 2560
+        args.models, args.epochs, args.predict = "seed", 1, 2560
         args.images = args.images or 15 * MODELS["seed"][1]
+    args.rounds = args.rounds or (2 if args.quick else 3)
     models = args.models.split(",")
     bad = [m for m in models if m not in MODELS]
     if bad:

@@ -48,13 +48,15 @@ CHILD = textwrap.dedent("""
     x = np.ones((2, 3, 3, 4), np.float32)
     upsampling.upsample2d_forward(x, 2, 2, np.empty((2, 6, 6, 4), np.float32))   # starts the thread pool
     print("RESULT " + json.dumps({"layer": numba.threading_layer(), "configured": autoenc.threads.configured(),
+                                  "priority": list(numba.config.THREADING_LAYER_PRIORITY),
+                                  "slp": numba.config.SLP_VECTORIZE,
                                   **{k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}))
 """)
 
 
 def child(env):
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER", "AUTOENC_THREADS")}
+    base = {k: v for k, v in os.environ.items() if k not in (
+        "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "AUTOENC_THREADS")}
     base["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
     out = subprocess.run([sys.executable, "-c", CHILD], env={**base, **env}, capture_output=True, text=True,
                          timeout=600)
@@ -66,13 +68,19 @@ def child(env):
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no thread pool without the JIT")
 def test_import_sets_the_spin_count_before_the_pool_starts_and_keeps_the_users_choices():
     fresh = child({})
-    assert fresh["configured"] == {"GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT}
+    assert fresh["configured"] == {"GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT,
+                                   "numba.config.THREADING_LAYER_PRIORITY": "omp tbb workqueue"}
     assert fresh["GOMP_SPINCOUNT"] == threads.GOMP_SPINCOUNT and fresh["OMP_WAIT_POLICY"] is None
+    assert fresh["layer"] == "omp" and fresh["priority"] == ["omp", "tbb", "workqueue"]
+    assert fresh["slp"] == 1                   # the priority is set without making Numba reload its config
     user = child({"OMP_WAIT_POLICY": "active", "NUMBA_THREADING_LAYER": "workqueue"})
     assert user["configured"] == {} and user["OMP_WAIT_POLICY"] == "active" and user["GOMP_SPINCOUNT"] is None
-    assert user["layer"] == "workqueue"      # the layer is the user's (autoenc never chooses it)
+    assert user["layer"] == "workqueue"
+    order = child({"NUMBA_THREADING_LAYER_PRIORITY": "workqueue omp tbb"})
+    assert order["configured"] == {"GOMP_SPINCOUNT": threads.GOMP_SPINCOUNT} and order["layer"] == "workqueue"
     off = child({"AUTOENC_THREADS": "off"})
     assert off["configured"] == {} and off["GOMP_SPINCOUNT"] is None
+    assert off["priority"] == ["tbb", "omp", "workqueue"]   # Numba's own order
 
 
 # --- the tuner, on made-up step times (never timed) ------------------------------------------
