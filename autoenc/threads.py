@@ -5,15 +5,17 @@ Why. A training step of the seed model is about 44 short parallel regions (one p
 0.05-1 ms each on a quiet machine). Each region ends when its slowest thread does. When another
 program keeps a core busy, one of autoenc's threads is often waiting for the CPU, and every region
 waits for it; OpenMP's default spin-wait makes it worse, since the thread that has finished spins
-on the core the other one needs. benchmarks/threads.py measures it: an epoch 7x slower than on
-one thread. Two remedies, both here:
+on the core the other one needs (issue 15: an epoch of 18.6 s beside one busy process, 2.65 s on one
+thread; benchmarks/threads.py and benchmarks/regions.py measure it). Two remedies, both here:
 
 1. ``configure()``, called when autoenc's kernels are imported, before any parallel call: Numba's
    OpenMP layer is tried first (before TBB), and a waiting OpenMP thread spins briefly
    (GOMP_SPINCOUNT) and then sleeps, instead of spinning for milliseconds (GNU OpenMP's default).
    A setting the user has made is never changed, and ``AUTOENC_THREADS=off`` leaves all of them alone.
 2. :class:`ThreadTuner`: ``fit`` times its steps on all threads and on one, now and then, and keeps
-   the faster; on a busy machine one thread wins, on a quiet one all of them. The choice cannot
+   the faster, so a step is never much slower than on one thread, whatever the layer, the wait
+   policy the user chose and the load (with the short spin, all threads still won under load
+   here; with GOMP's default spin, one thread does). The choice cannot
    change the results: every kernel sums in fixed chunks whatever the number of threads
    (kernels/config.py), so a step gives the same numbers bit for bit on 1 thread or on 8
    (tests/test_threads.py checks it).
@@ -34,7 +36,7 @@ LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 # Variables that decide how OpenMP threads wait: if the user set any of them, autoenc sets none.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
-_configured = None   # what configure() set: {variable: value}
+_configured = None   # what configure() set at import: {name: value}
 
 
 def policy_enabled():
