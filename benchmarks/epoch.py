@@ -1,125 +1,169 @@
-"""One-epoch training time of the seed autoencoder: autoenc against Keras-TensorFlow and native
-PyTorch (whichever are installed), each in its own subprocess, on the same synthetic data.
+"""Training and predict speed of autoenc against Keras-TensorFlow (and PyTorch, where installed) on
+the seed autoencoder and on two wider ones, side by side in one run, optionally beside busy
+processes and with the kernels compiled for an older vector ISA.
 
-    python benchmarks/epoch.py [--epochs 3] [--frameworks autoenc,keras,torch]
+    python benchmarks/epoch.py [--models seed,wide64,wide128] [--frameworks autoenc,keras]
+                               [--rounds 3] [--load 1] [--isa native|avx2] [--quick]
 
-Seed model: Conv2D(16)-MaxPool-Conv2D(8)-MaxPool-Conv2D(8) / Conv2D(8)-Up-Conv2D(8)-Up-Conv2D(16)-
-Conv2D(1, sigmoid), 3x3 'same' ReLU, 28x28x1, batch 256, Adam, MSE; 60,000 training and 10,000
-validation images per epoch. One warm-up epoch, then the median of ``--epochs`` epochs. Also
-reports predict throughput (10,000 images, batch 256, best of 3) and the peak RSS of the process.
-Every framework gets 2 threads.
+Models (3x3 'same' convolutions with ReLU, a sigmoid output, Adam, MSE):
+    seed     28x28x1, Conv(16)-Pool-Conv(8)-Pool-Conv(8) / Conv(8)-Up-Conv(8)-Up-Conv(16)-Conv(1), batch 256
+    wide64   64x64x3, Conv(32)-Pool-Conv(64)-Pool / Conv(64)-Up-Conv(32)-Up-Conv(3), batch 64
+    wide128  128x128x3, Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool / Conv(128)-Up-Conv(64)-Up-Conv(32)-Up-Conv(3),
+             batch 16
+An epoch is ``--images`` synthetic images (default: 60 steps, 15,360 images of the seed model, as
+issue 15 counts). Each framework runs in its own subprocess, the frameworks interleaved A B A B for
+``--rounds`` rounds; each process does a warm-up epoch, then ``--epochs`` timed epochs (their
+median), then predicts ``--predict`` images (best of 3). The table gives the medians over rounds
+and the ratios to Keras. Every framework gets all CPUs (NUMBA_NUM_THREADS and TensorFlow's intra-
+and inter-op threads), unless NUMBA_NUM_THREADS is set.
+
+``--load N`` starts N busy processes (``sh -c 'while :; do :; done'``) beside the runs and kills
+them at the end. ``--isa avx2`` compiles autoenc's kernels for Haswell (NUMBA_CPU_NAME=haswell:
+AVX2 and FMA, 256-bit vectors; a cache of its own, so the first run compiles) and caps oneDNN at
+AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) for Keras. ``--quick``: the seed model, 15 steps, one timed epoch,
+2 rounds, about a minute on a quiet 2-core machine. The machine's load average is printed beside
+the figures: other work on the machine counts as load too.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
-# Measure the checkout this file sits in, not a copy of autoenc installed elsewhere.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-N_TRAIN, N_VAL, BATCH = 60000, 10000, 256
+# name -> (input shape, batch, layers): ("conv", filters) 3x3 same relu, ("pool",) 2x2 max, ("up",) 2x2
+# nearest, ("out", channels) 3x3 same sigmoid
+MODELS = {
+    "seed": ((28, 28, 1), 256, [("conv", 16), ("pool",), ("conv", 8), ("pool",), ("conv", 8), ("conv", 8), ("up",),
+                                ("conv", 8), ("up",), ("conv", 16), ("out", 1)]),
+    "wide64": ((64, 64, 3), 64, [("conv", 32), ("pool",), ("conv", 64), ("pool",), ("conv", 64), ("up",),
+                                 ("conv", 32), ("up",), ("out", 3)]),
+    "wide128": ((128, 128, 3), 16, [("conv", 32), ("pool",), ("conv", 64), ("pool",), ("conv", 128), ("pool",),
+                                    ("conv", 128), ("up",), ("conv", 64), ("up",), ("conv", 32), ("up",),
+                                    ("out", 3)]),
+}
+SEED_STEPS = 60   # an epoch of the seed model in issue 15: 60 steps of 256 = 15,360 images
 
 
-def data():
+def flops_per_step(name):
+    """Multiply-adds x 2 of the convolutions in one training step (forward, input and kernel
+    gradients: 3x the forward; the first layer's input gradient is not computed)."""
+    shape, batch, spec = MODELS[name]
+    h, w, c = shape
+    total = 0
+    first = True
+    for layer in spec:
+        if layer[0] in ("conv", "out"):
+            fwd = 2 * batch * h * w * 9 * c * layer[1]
+            total += fwd * (2 if first else 3)
+            c, first = layer[1], False
+        elif layer[0] == "pool":
+            h, w = -(-h // 2), -(-w // 2)
+        else:
+            h, w = h * 2, w * 2
+    return total
+
+
+def data(name, n):
     import numpy as np
-    rng = np.random.default_rng(0)
-    # smooth blobs in [0, 1], MNIST-like sparsity does not matter for speed
-    x = rng.random((N_TRAIN + N_VAL, 28, 28, 1), dtype=np.float32)
-    return x[:N_TRAIN], x[N_TRAIN:]
+    shape = MODELS[name][0]
+    return np.random.default_rng(0).random((n,) + shape, dtype=np.float32)
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def build(layers_module, model_cls, input_fn, name):
+    """The model `name` in autoenc or Keras (same layer names and arguments)."""
+    shape, _, spec = MODELS[name]
+    inp = input_fn(shape)
+    h = inp
+    for layer in spec:
+        if layer[0] == "conv":
+            h = layers_module.Conv2D(layer[1], 3, activation="relu", padding="same")(h)
+        elif layer[0] == "out":
+            h = layers_module.Conv2D(layer[1], 3, activation="sigmoid", padding="same")(h)
+        elif layer[0] == "pool":
+            h = layers_module.MaxPooling2D(2, padding="same")(h)
+        else:
+            h = layers_module.UpSampling2D(2)(h)
+    return model_cls(inp, h)
 
 
-def time_fit_and_predict(model, x_train, x_val, epochs):
-    """Seconds per fit epoch (a warm-up, then ``epochs`` more) and the best of 3 predicts, for a model
-    with Keras' fit/predict API (autoenc's or Keras')."""
+def time_fit_and_predict(model, x, xp, batch, epochs):
+    """Seconds per fit epoch over x (a warm-up, then ``epochs`` more) and the best of 3 predicts of xp,
+    for a model with Keras' fit/predict API (autoenc's or Keras')."""
     times = []
     for _ in range(epochs + 1):
         t = time.perf_counter()
-        model.fit(x_train, x_train, batch_size=BATCH, epochs=1, verbose=0, validation_data=(x_val, x_val))
+        model.fit(x, x, batch_size=batch, epochs=1, verbose=0)
         times.append(time.perf_counter() - t)
     pred = []
     for _ in range(3):
         t = time.perf_counter()
-        model.predict(x_val, batch_size=BATCH, verbose=0)
+        model.predict(xp, batch_size=batch, verbose=0)
         pred.append(time.perf_counter() - t)
     return {"epochs": times[1:], "warmup": times[0], "predict_s": min(pred)}
 
 
-def run_autoenc(epochs):
+def run_autoenc(name, images, n_predict, epochs):
     import numba
 
     import autoenc
-    x_train, x_val = data()
-    model = autoenc.models.seed_autoencoder()
+    x = data(name, images)
+    model = build(autoenc.layers, autoenc.Model, lambda s: autoenc.Input(shape=s), name)
     model.compile(optimizer="adam", loss="mean_squared_error")
-    timings = time_fit_and_predict(model, x_train, x_val, epochs)  # first: it starts Numba's threads
+    timings = time_fit_and_predict(model, x, x[:n_predict], MODELS[name][1], epochs)  # starts Numba's threads
+    cpu = os.environ.get("NUMBA_CPU_NAME") or "native"
     return {"version": f"autoenc {autoenc.__version__}, numba {numba.__version__} "
-                       f"({numba.threading_layer()}, {numba.get_num_threads()} threads)", **timings}
+                       f"({numba.threading_layer()}, {numba.config.NUMBA_NUM_THREADS} threads, {cpu})", **timings}
 
 
-def run_keras(epochs):
+def run_keras(name, images, n_predict, epochs):
     import keras
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
-    from keras import layers
-    x_train, x_val = data()
-    inp = keras.Input((28, 28, 1))
-    h = layers.Conv2D(16, 3, activation="relu", padding="same")(inp)
-    h = layers.MaxPooling2D(2, padding="same")(h)
-    h = layers.Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = layers.MaxPooling2D(2, padding="same")(h)
-    h = layers.Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = layers.Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = layers.UpSampling2D(2)(h)
-    h = layers.Conv2D(8, 3, activation="relu", padding="same")(h)
-    h = layers.UpSampling2D(2)(h)
-    h = layers.Conv2D(16, 3, activation="relu", padding="same")(h)
-    out = layers.Conv2D(1, 3, activation="sigmoid", padding="same")(h)
-    model = keras.Model(inp, out)
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count()))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    x = data(name, images)
+    model = build(keras.layers, keras.Model, lambda s: keras.Input(s), name)
     model.compile(optimizer="adam", loss="mean_squared_error")
-    return {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}",
-            **time_fit_and_predict(model, x_train, x_val, epochs)}
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
+    return {"version": f"keras {keras.__version__}, tensorflow {tf.__version__} ({threads} threads, {isa})",
+            **time_fit_and_predict(model, x, x[:n_predict], MODELS[name][1], epochs)}
 
 
-def run_torch(epochs):
-    import numpy as np
+def run_torch(name, images, n_predict, epochs):
     import torch
     from torch import nn
-    torch.set_num_threads(2)
-    x_train, x_val = data()
-    xt = torch.from_numpy(x_train).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-    xv = torch.from_numpy(x_val).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-    def conv(cin, cout, act=nn.ReLU):
-        return [nn.Conv2d(cin, cout, 3, padding=1), act()]
-    model = nn.Sequential(*conv(1, 16), nn.MaxPool2d(2), *conv(16, 8), nn.MaxPool2d(2), *conv(8, 8),
-                          *conv(8, 8), nn.Upsample(scale_factor=2), *conv(8, 8), nn.Upsample(scale_factor=2),
-                          *conv(8, 16), *conv(16, 1, nn.Sigmoid)).to(memory_format=torch.channels_last)
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count()))
+    torch.set_num_threads(threads)
+    shape, batch, spec = MODELS[name]
+    x = torch.from_numpy(data(name, images)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    mods, c = [], shape[2]
+    for layer in spec:
+        if layer[0] in ("conv", "out"):
+            mods += [nn.Conv2d(c, layer[1], 3, padding=1), nn.ReLU() if layer[0] == "conv" else nn.Sigmoid()]
+            c = layer[1]
+        elif layer[0] == "pool":
+            mods.append(nn.MaxPool2d(2, ceil_mode=True))
+        else:
+            mods.append(nn.Upsample(scale_factor=2))
+    model = nn.Sequential(*mods).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = nn.MSELoss()
 
     def epoch():
-        model.train()
-        order = torch.from_numpy(np.random.default_rng().permutation(N_TRAIN))
-        for lo in range(0, N_TRAIN, BATCH):
-            xb = xt[order[lo:lo + BATCH]]
+        order = torch.randperm(images)
+        for lo in range(0, images, batch):
+            xb = x[order[lo:lo + batch]]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), xb)
-            loss.backward()
+            loss_fn(model(xb), xb).backward()
             opt.step()
-        model.eval()
-        with torch.no_grad():
-            for lo in range(0, N_VAL, BATCH):
-                loss_fn(model(xv[lo:lo + BATCH]), xv[lo:lo + BATCH]).item()
 
     times = []
     for _ in range(epochs + 1):
@@ -130,72 +174,137 @@ def run_torch(epochs):
     with torch.no_grad():
         for _ in range(3):
             t = time.perf_counter()
-            for lo in range(0, N_VAL, BATCH):
-                model(xv[lo:lo + BATCH])
+            for lo in range(0, n_predict, batch):
+                model(x[lo:lo + batch])
             pred.append(time.perf_counter() - t)
-    return {"version": f"torch {torch.__version__} (channels_last)", "epochs": times[1:], "warmup": times[0],
-            "predict_s": min(pred)}
+    return {"version": f"torch {torch.__version__} ({threads} threads, channels_last)", "epochs": times[1:],
+            "warmup": times[0], "predict_s": min(pred)}
 
 
 RUNNERS = {"autoenc": run_autoenc, "keras": run_keras, "torch": run_torch}
-IMPORTS = {"autoenc": "autoenc", "keras": "tensorflow", "torch": "torch"}
+IMPORTS = {"autoenc": "numba", "keras": "tensorflow", "torch": "torch"}
 
 
-def child(name, epochs):
-    result = RUNNERS[name](epochs)
-    result["peak_rss_mb"] = peak_rss_mb()
-    print("RESULT " + json.dumps(result))
+@contextlib.contextmanager
+def busy_processes(n):
+    """n processes, each keeping one core busy, for the duration of the block."""
+    procs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
-def median(v):
-    v = sorted(v)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def child_env(framework, isa):
+    """The environment of a framework's subprocess: this checkout first on the path, all CPUs, the ISA cap."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    env.setdefault("BENCH_THREADS", env.get("NUMBA_NUM_THREADS", str(os.cpu_count())))
+    env.setdefault("NUMBA_NUM_THREADS", env["BENCH_THREADS"])
+    if isa == "avx2":
+        if framework == "autoenc":
+            env["NUMBA_CPU_NAME"] = "haswell"
+        else:
+            env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    return env
+
+
+def run_child(framework, name, images, n_predict, epochs, isa):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", framework, "--models", name,
+           "--images", str(images), "--predict", str(n_predict), "--epochs", str(epochs)]
+    out = subprocess.run(cmd, env=child_env(framework, isa), capture_output=True, text=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not line:
+        print(f"{framework} {name} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(line[0][7:])
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="seed", help=f"comma-separated, of: {', '.join(MODELS)}")
     ap.add_argument("--frameworks", default="autoenc,keras,torch")
-    ap.add_argument("--child")
+    ap.add_argument("--rounds", type=int, help="A B A B rounds, one process per framework each (default 3; quick 2)")
+    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per process, after a warm-up")
+    ap.add_argument("--images", type=int, help="images per epoch (default: 60 steps of the model's batch)")
+    ap.add_argument("--predict", type=int, default=10000, help="images to predict")
+    ap.add_argument("--load", type=int, default=0, help="busy processes beside the runs")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native")
+    ap.add_argument("--quick", action="store_true", help="seed model, 15 steps, 1 epoch, 2 rounds")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.epochs, args.predict = "seed", 1, 2560
+        args.images = args.images or 15 * MODELS["seed"][1]
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    models = args.models.split(",")
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        ap.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    images = {m: args.images or SEED_STEPS * MODELS[m][1] for m in models}
     if args.child:
-        child(args.child, args.epochs)
+        result = RUNNERS[args.child](models[0], images[models[0]], min(args.predict, images[models[0]]), args.epochs)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(result))
         return
-    import importlib.util
-    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    results = {}
-    for name in args.frameworks.split(","):
-        if importlib.util.find_spec(IMPORTS[name]) is None:
-            print(f"{name}: not installed, skipped", file=sys.stderr)
-            continue
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, __file__, "--child", name, "--epochs", str(args.epochs)], env=env,
-                             capture_output=True, text=True)
-        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-        if out.returncode or not line:
-            print(f"{name} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(line[0][7:])
-        print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
 
-    blas_env = {k: v for k, v in os.environ.items() if "BLAS" in k or k.startswith(("OMP_", "MKL_"))}
-    print(f"# Seed autoencoder, one epoch ({N_TRAIN:,} train + {N_VAL:,} validation images, batch {BATCH})\n")
-    print(f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; median of {args.epochs} epochs after a warm-up epoch; "
-          f"BLAS/OpenMP environment: {blas_env or 'none set'}\n")
-    print("| framework | epoch (s) | warm-up (s) | vs Keras-TF | vs PyTorch | predict (img/s) | "
-          "predict vs Keras | peak RSS (MB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    ref_k = median(results["keras"]["epochs"]) if "keras" in results else None
-    ref_t = median(results["torch"]["epochs"]) if "torch" in results else None
-    pk = N_VAL / results["keras"]["predict_s"] if "keras" in results else None
-    for name, r in results.items():
-        m = median(r["epochs"])
-        thr = N_VAL / r["predict_s"]
-        print(f"| {r['version']} | {m:.2f} | {r['warmup']:.2f} | "
-              f"{f'{m / ref_k:.2f}x' if ref_k else '-'} | {f'{m / ref_t:.2f}x' if ref_t else '-'} | "
-              f"{thr:,.0f} | {f'{thr / pk:.2f}x' if pk else '-'} | {r['peak_rss_mb']:.0f} |")
+    import importlib.util
+    frameworks = [f for f in args.frameworks.split(",") if importlib.util.find_spec(IMPORTS[f]) is not None]
+    skipped = sorted(set(args.frameworks.split(",")) - set(frameworks))
+    if skipped:
+        print(f"not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
+    results = {(m, f): [] for m in models for f in frameworks}
+    loads = [os.getloadavg()[0]]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with busy_processes(args.load):
+        for r in range(args.rounds):
+            for m in models:
+                for f in frameworks:   # A B A B: each round runs every framework once
+                    res = run_child(f, m, images[m], min(args.predict, images[m]), args.epochs, args.isa)
+                    loads.append(os.getloadavg()[0])
+                    if res:
+                        results[m, f].append(res)
+                        print(f"round {r + 1} {m} {f}: epoch {statistics.median(res['epochs']):.2f} s, "
+                              f"load {loads[-1]:.1f}", file=sys.stderr, flush=True)
+
+    print(f"# Training epoch and predict, side by side ({args.rounds} rounds A B A B, medians)\n")
+    versions = sorted({res[0]["version"] for res in results.values() if res})
+    print(f"{started:%Y-%m-%d %H:%M} UTC; {cpu_model()}, {os.cpu_count()} CPUs; Python {platform.python_version()}; "
+          f"{'; '.join(versions)}. Busy processes added: {args.load}; load average during the run "
+          f"{min(loads):.1f}-{max(loads):.1f}; ISA: {args.isa}; {args.epochs} timed epoch(s) per process after a "
+          "warm-up.\n")
+    print("| model | framework | epoch (s) | step (ms) | GFLOP/s | vs Keras | predict (img/s) | predict vs Keras | "
+          "peak RSS (MB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for m in models:
+        batch = MODELS[m][1]
+        steps = -(-images[m] // batch)
+        med = {}
+        for f in frameworks:
+            rs = results[m, f]
+            if rs:
+                med[f] = (statistics.median(statistics.median(r["epochs"]) for r in rs),
+                          statistics.median(min(args.predict, images[m]) / r["predict_s"] for r in rs),
+                          max(r["peak_rss_mb"] for r in rs))
+        for f, (epoch, ips, rss) in med.items():
+            vs = f"{epoch / med['keras'][0]:.2f}x" if "keras" in med else "-"
+            pvs = f"{ips / med['keras'][1]:.2f}x" if "keras" in med else "-"
+            gflops = flops_per_step(m) * steps / epoch / 1e9
+            print(f"| {m} ({images[m]:,} images, batch {batch}) | {f} | {epoch:.2f} | {epoch / steps * 1e3:.1f} | "
+                  f"{gflops:.0f} | {vs} | {ips:,.0f} | {pvs} | {rss:.0f} |")
 
 
 if __name__ == "__main__":

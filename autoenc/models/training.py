@@ -21,7 +21,7 @@ from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
 from autoenc import metrics as metrics_module
 from autoenc import optimizers as optimizers_module
-from autoenc import utils
+from autoenc import threads, utils
 
 
 _FIT_FLAG_LOCK = threading.Lock()   # makes the check-and-set of a model's ``_fitting`` atomic
@@ -344,8 +344,11 @@ class Trainer:
         self._epoch, self._step = initial_epoch, 0
         self.stop_training = False
         try:
-            self._fit_epochs(xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, steps, shuffle,
-                             validation_batch_size)
+            # each step on all threads or on one, whichever is faster now (the results are the same)
+            self._thread_tuner = threads.tuner_for_fit(getattr(self, "_thread_tuner", None))   # kept across fits
+            with threads.tuned_threads(self._thread_tuner) as self._run_step:
+                self._fit_epochs(xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, steps, shuffle,
+                                 validation_batch_size)
         except KeyboardInterrupt:
             snapshot.restore()
             print(f"\nTraining interrupted by the user at epoch {self._epoch + 1}, step {self._step + 1}; "
@@ -375,7 +378,8 @@ class Trainer:
                 cb.on_train_batch_begin(step)
                 with utils.compute_lock:   # one step at a time; other threads' predict calls wait
                     snapshot.take(epoch, step)
-                    step_logs = self._checked_logs(self.train_step(self._step_data(xb, yb)))
+                    data = self._step_data(xb, yb)
+                    step_logs = self._checked_logs(self._run_step(lambda: self.train_step(data), hi - lo))
                     loss = step_logs.get("loss", 0.0)   # a custom train_step may log other names only
                     finite = math.isfinite(loss) and self._weights_are_finite()
                     if finite:
