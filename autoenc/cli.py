@@ -331,9 +331,6 @@ def export(args):
     out = args.out or os.path.splitext(path)[0] + suffix
     if args.format == "keras" and not out.endswith(".keras"):
         raise ValueError(f"--format keras writes a .keras file; --out must end in .keras, got {out!r}")
-    if args.format == "keras" and importlib.util.find_spec("autoenc.keras_format") is None:
-        raise ValueError("--format keras needs autoenc's .keras writer (autoenc.keras_format), which this "
-                         f"version of autoenc ({autoenc.__version__}) does not have")
     model = models.load_model(path, restore_random_state=False)
     if args.format == "onnx":
         kwargs = {} if args.opset is None else {"opset_version": args.opset}
