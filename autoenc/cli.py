@@ -19,7 +19,6 @@ the output saturates, where MSE's, 2 (p - x) p (1 - p) / m, does.
 """
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
