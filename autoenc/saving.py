@@ -43,8 +43,9 @@ from autoenc import files, losses, optimizers, utils
 from autoenc.files import atomic_write, read_npz
 
 FORMAT = "autoenc.model"
-VERSION = 2            # the newest format this autoenc writes and reads
-READABLE_VERSIONS = (1, 2)
+VERSION = 3            # the newest format this autoenc writes and reads
+READABLE_VERSIONS = (1, 2, 3)
+# version 3 adds models of several outputs ("outputs" and [name, k] references) and the VAE (no loss)
 # version 2 adds nested models (an architecture entry of class "Functional" or "Sequential" whose config is
 # the sub-model's own architecture); a model without them is still written as version 1, readable by any
 NESTED_CLASS_NAMES = ("Functional", "Sequential")
@@ -111,7 +112,8 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
                 "layer_random_states": {layer.name: layer._gen.bit_generator.state for layer in layers
                                         if getattr(layer, "_gen", None) is not None}}
     if include_optimizer and model.compiled:
-        document["compile"] = {"loss": model.loss.get_config(), "metrics": [name for name, _ in model.metrics]}
+        document["compile"] = {"loss": None if model.loss is None else model.loss.get_config(),   # VAE: None
+                               "metrics": [name for name, _ in model.metrics]}
         opt = model.optimizer
         state = opt.get_state()
         slots = state["slots"] or []
@@ -122,7 +124,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
             for name, value in s.items():
                 arrays[f"optimizer/{k}/{name}"] = np.asarray(value)
     arrays[_MODEL] = _to_array(document)
-    version = VERSION if _nests_models(architecture) else 1
+    version = 3 if _has_several_outputs(architecture) else 2 if _nests_models(architecture) else 1
     arrays[_HEADER] = _to_array({"format": FORMAT, "version": version, "sha256": _digest(arrays)})
     atomic_write(filepath, lambda f: np.savez(f, **arrays))
 
@@ -131,6 +133,13 @@ def _nests_models(architecture):
     """Whether an architecture (a model's get_config()) holds a nested model entry."""
     return any(isinstance(e, dict) and e.get("class_name") in NESTED_CLASS_NAMES
                for e in architecture.get("layers", []))
+
+
+def _has_several_outputs(architecture):
+    """Whether an architecture or one of its nested models has several outputs, or is a VAE."""
+    return architecture.get("class_name") == "VAE" or "outputs" in architecture or any(
+        isinstance(e, dict) and e.get("class_name") in NESTED_CLASS_NAMES and _has_several_outputs(e["config"])
+        for e in architecture.get("layers", []))
 
 
 def _check_unique_names(layers):
@@ -373,9 +382,11 @@ def load_model_file(filepath, from_config, custom_objects=None, compile=True, re
 
 def _compile_from(model, document, arrays, custom_objects):
     with _field("compile.loss"):
-        loss_config = dict(document["compile"]["loss"])
-        name = loss_config.pop("name")
-        loss = custom_objects.get(name) if name in custom_objects else type(losses.get(name))(**loss_config)
+        loss = None   # a model with a loss of its own (the VAE)
+        if document["compile"]["loss"] is not None:
+            loss_config = dict(document["compile"]["loss"])
+            name = loss_config.pop("name")
+            loss = custom_objects.get(name) if name in custom_objects else type(losses.get(name))(**loss_config)
     with _field("optimizer"):
         opt_doc = document["optimizer"]
         cls = custom_objects.get(opt_doc["class_name"]) or getattr(optimizers, opt_doc["class_name"], None)
