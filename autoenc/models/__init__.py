@@ -3,7 +3,7 @@ from autoenc import saving
 from autoenc.models.model import Model
 from autoenc.models.seed import seed_autoencoder
 from autoenc.models.sequential import Sequential
-from autoenc.models.vae import VAE
+from autoenc.models.vae import VAE, keras_io_vae
 
 
 def load_model(filepath, custom_objects=None, compile=True, restore_random_state=True):
@@ -29,4 +29,4 @@ def _from_config(architecture, custom_objects, on_layer):
     return cls.from_config(architecture, custom_objects, on_layer=on_layer)
 
 
-__all__ = ["Model", "Sequential", "VAE", "load_model", "seed_autoencoder"]
+__all__ = ["Model", "Sequential", "VAE", "keras_io_vae", "load_model", "seed_autoencoder"]

@@ -147,3 +147,28 @@ class VAE(Model):
         if len(subs) != 2:
             raise ValueError(f"a VAE architecture holds an encoder and a decoder model, got {len(subs)} models")
         return cls(subs[0], subs[1], beta=beta, name=config.get("name"))
+
+
+def keras_io_vae(latent_dim=2, beta=1.0):
+    """keras-io's convolutional VAE for 28x28x1 images, built with autoenc's layers: the encoder
+    Conv2D(32, 3, strides 2) - Conv2D(64, 3, strides 2) - Flatten - Dense(16) - Dense(latent_dim) twice
+    (z_mean, z_log_var) - Sampling; the decoder Dense(7*7*64) - Reshape - Conv2DTranspose(64, 3,
+    strides 2) - Conv2DTranspose(32, 3, strides 2) - Conv2DTranspose(1, 3, sigmoid). ReLU inside."""
+    from autoenc import layers
+    encoder_inputs = layers.Input(shape=(28, 28, 1))
+    x = layers.Conv2D(32, 3, activation="relu", strides=2, padding="same")(encoder_inputs)
+    x = layers.Conv2D(64, 3, activation="relu", strides=2, padding="same")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16, activation="relu")(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    z = layers.Sampling()([z_mean, z_log_var])
+    encoder = Model(encoder_inputs, [z_mean, z_log_var, z], name="encoder")
+    latent_inputs = layers.Input(shape=(latent_dim,))
+    x = layers.Dense(7 * 7 * 64, activation="relu")(latent_inputs)
+    x = layers.Reshape((7, 7, 64))(x)
+    x = layers.Conv2DTranspose(64, 3, activation="relu", strides=2, padding="same")(x)
+    x = layers.Conv2DTranspose(32, 3, activation="relu", strides=2, padding="same")(x)
+    decoder_outputs = layers.Conv2DTranspose(1, 3, activation="sigmoid", padding="same")(x)
+    decoder = Model(latent_inputs, decoder_outputs, name="decoder")
+    return VAE(encoder, decoder, beta=beta)
