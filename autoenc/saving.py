@@ -26,7 +26,11 @@ The architecture is the model's ``get_config()``: it lists each layer as ``{"cla
 enough to rebuild any functional DAG; a Sequential model is rebuilt with ``Sequential``. A nested model
 (format version 2) is one entry of class "Functional" or "Sequential" whose config is its own
 architecture; its layers' weights are stored under their own names like the others' (``flat_layers``),
-so the encoder and decoder of a loaded autoencoder are models sharing its layers.
+so the encoder and decoder of a loaded autoencoder are models sharing its layers. A model of several
+outputs (format version 3) lists ``"outputs"`` instead of ``"output"``, and names the k-th output of a
+sub-model of several outputs ``[name, k]``; a VAE's architecture is its graph with class_name "VAE"
+and its beta, and its compile settings have no loss. Files without these are still written as
+version 1 or 2.
 
 The file also keeps the state of autoenc's random generator (``autoenc.utils.rng()``, used to shuffle
 batches, drop out units and initialise new layers): loading it back makes training resumed from the

@@ -177,3 +177,12 @@ def test_subclassed_model_may_return_several_outputs(rng):
     m = Two()
     out = m(rng.random((4, 5)).astype(np.float32))
     assert [o.shape for o in out] == [(4, 3), (4, 2)]
+
+
+def test_summary_shows_every_output_shape():
+    enc = encoder()
+    inp = layers.Input(shape=(6,))
+    outer = Model(inp, enc(inp))
+    lines = []
+    outer.summary(print_fn=lines.append, show_flops=True)
+    assert "(None, 2), (None, 2), (None, 2)" in lines[0]
