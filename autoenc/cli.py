@@ -3,13 +3,16 @@
     autoenc train                      10 epochs on MNIST (or synthetic digits offline), into ./runs/<name>/
     autoenc train --limit 6000 --epochs 2 --dataset digits     a quick run
     autoenc train --resume             continue the run from its last checkpoint
+    autoenc train --model vae          keras-io's variational autoencoder (latent plane 2-D), into ./runs/<dataset>-vae/
     autoenc evaluate runs/digits-default
     autoenc reconstruct runs/digits-default --out reconstructions.png
     autoenc summary [RUN_OR_MODEL] [--plot model.svg]
     autoenc export runs/digits-default --format onnx [--out model.onnx]    for onnxruntime (or keras: .keras)
 
 A run directory holds: model.autoenc (the model, checkpointed after every epoch), reconstructions.png,
-loss.png, latent.png and metrics.json.
+loss.png, latent.png and metrics.json; a VAE's also latent_scatter.png (the test images' z_mean coloured by
+label), manifold.png (decoded points of a grid of the latent plane) and samples.png (decoded draws of
+the prior N(0, I)).
 
 Recipes. ``--recipe seed`` is the post's: MSE loss, Adam with learning rate 1e-3, batch 256. On MNIST
 digits it can collapse: every ReLU of a decoder layer dies within the first epoch and the output goes
@@ -43,6 +46,7 @@ RECIPES = {
 DATASETS = ("auto", "mnist", "fashion_mnist", "digits")
 MODEL_FILE = "model.autoenc"
 RUN_KEYS = ("dataset", "recipe", "limit", "batch_size", "seed", "epochs_done", "history")  # what --resume reads
+MODELS = ("seed", "vae")
 BOTTLENECK = "conv2d_2"   # the third Conv2D, the post's "encoded" (Keras 2 called it conv2d_3)
 
 
@@ -92,6 +96,17 @@ def load_dataset(name, limit=None, say=print):
     # as datasets.load_images: scale by the largest value, add the channel axis
     scale = np.float32(255.0)
     return ((x_train.astype("float32") / scale)[..., None], (x_test.astype("float32") / scale)[..., None], used)
+
+
+def load_test_labels(used, limit, n_test):
+    """The labels of the ``n_test`` test images load_dataset gave for dataset ``used`` and ``limit``
+    (the synthetic digits are drawn again: the same seed gives the same digits and labels)."""
+    if used == "digits":
+        n = limit or 60000
+        (_, _), (_, y_test) = datasets.digits.load_data(n_train=n, n_test=max(1, n // 6), cache=not limit)
+    else:
+        (_, _), (_, y_test) = datasets.load(used)
+    return np.asarray(y_test[:n_test])
 
 
 def _test_count(limit, available):
@@ -187,7 +202,8 @@ def _find_run(args):
     if args.name:
         return os.path.join("runs", args.name)
     names = ["mnist", "digits"] if args.dataset == "auto" else [args.dataset]
-    candidates = [os.path.join("runs", f"{d}-{args.recipe}") for d in names]
+    kind = "vae" if args.model == "vae" else args.recipe
+    candidates = [os.path.join("runs", f"{d}-{kind}") for d in names]
     return next((c for c in candidates if os.path.exists(os.path.join(c, MODEL_FILE))), candidates[0])
 
 
@@ -206,6 +222,9 @@ def train(args):
                              f"not written by autoenc train; start a new run with another --out")
         args.dataset, args.recipe, args.limit = state["dataset"], state["recipe"], state["limit"]
         args.batch_size, args.seed = state["batch_size"], state["seed"]
+        args.model = state.get("model", "seed")
+    if args.model == "vae":
+        return train_vae(args, state, run_dir)
 
     autoenc.set_random_seed(args.seed)
     x_train, x_test, used = load_dataset(args.dataset, args.limit)
@@ -264,6 +283,83 @@ def train(args):
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     print(f"Done: val_loss {final.get('val_loss', float('nan')):.4f}, test MSE {metrics['final']['test_mse']:.4f} "
           f"after {state['epochs_done']} epochs in {metrics['train_seconds']:.0f} s. Wrote {run_dir}/: "
+          + ", ".join(metrics["files"]))
+    return 0
+
+
+def train_vae(args, state, run_dir):
+    """``autoenc train --model vae``: keras-io's VAE (models.keras_io_vae), Adam, its own loss; the run
+    directory as for the seed model, plus latent_scatter.png, manifold.png and samples.png."""
+    from autoenc.layers.base import clear_session
+    from autoenc.optimizers import Adam
+    autoenc.set_random_seed(args.seed)
+    x_train, x_test, used = load_dataset(args.dataset, args.limit)
+    run_dir = run_dir or os.path.join("runs", args.name or f"{used}-vae")
+    model_path = os.path.join(run_dir, MODEL_FILE)
+    os.makedirs(run_dir, exist_ok=True)
+    if state is not None and state["epochs_done"]:
+        model = models.load_model(model_path)   # weights, Adam's moments and the random state, as saved
+        print(f"Resuming {run_dir} after epoch {state['epochs_done']} of {args.epochs}")
+    else:
+        clear_session()
+        model = models.keras_io_vae(latent_dim=args.latent_dim, beta=args.beta)
+        rate = 1e-3 if args.learning_rate is None else args.learning_rate
+        model.compile(optimizer=Adam(rate))
+        state = {"model": "vae", "dataset": used, "requested_dataset": args.dataset, "recipe": "vae",
+                 "loss": "reconstruction_loss + beta * kl_loss", "beta": args.beta, "latent_dim": args.latent_dim,
+                 "learning_rate": rate, "batch_size": args.batch_size, "seed": args.seed, "limit": args.limit,
+                 "epochs_done": 0, "history": {}, "train_seconds": 0.0}
+    latent_dim = model.encoder.outputs[0].shape[1]
+    print(f"Training keras-io's variational autoencoder (latent {latent_dim}-D, beta {model.beta:g}) on "
+          f"{len(x_train)} {used} images ({len(x_test)} for validation); writing {run_dir}")
+    try:
+        history = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, shuffle=True,
+                            validation_data=x_test, initial_epoch=state["epochs_done"],
+                            callbacks=[RunCheckpoint(model_path, state)], verbose=args.verbose)
+        interrupted = getattr(history, "interrupted", False)
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        print(f"Interrupted. {model_path} holds the model after epoch {state['epochs_done']}; continue with: "
+              f"autoenc train --model vae --resume --out {run_dir} --epochs {args.epochs}")
+        return 130
+    title = f"{used}, VAE"
+    z_mean = model.encoder.predict(x_test, batch_size=256, verbose=0)[0]
+    probe = x_test[:10]
+    decoded = model.decoder.predict(z_mean[:10], verbose=0)
+    plotting.plot_reconstructions(probe, decoded, os.path.join(run_dir, "reconstructions.png"),
+                                  title=f"{title}: test images (top), decoded from their z_mean (bottom)")
+    plotting.plot_history(state["history"], os.path.join(run_dir, "loss.png"), title=title)
+    conv = [l for l in model.encoder.layers if type(l).__name__ == "Conv2D"][-1]
+    maps = layer_output(model.encoder, x_test[:5], conv.name)
+    plotting.plot_latent(maps[..., :16], os.path.join(run_dir, "latent.png"), images=x_test[:5],
+                         title=f"{title}: encoder's {conv.name}, first 16 of {maps.shape[-1]} channels")
+    labels = load_test_labels(used, args.limit, len(x_test))
+    if latent_dim == 2:
+        plotting.plot_latent_scatter(z_mean, labels, os.path.join(run_dir, "latent_scatter.png"),
+                                     title=f"{title}: z_mean of {len(x_test)} test images")
+        plotting.plot_manifold(model.decoder, os.path.join(run_dir, "manifold.png"), n=20, scale=1.0,
+                               title=f"{title}: decoded grid of the latent plane (keras-io's plot_latent_space)")
+    plotting.plot_samples(model.decoder, latent_dim, os.path.join(run_dir, "samples.png"), seed=args.seed,
+                          title=f"{title}: 64 draws z ~ N(0, I), decoded")
+    final = {k: _rounded(v[-1]) for k, v in state["history"].items()}
+    test = model.evaluate(x_test, batch_size=256, verbose=0, return_dict=True)
+    mse = float(np.mean((model.decoder.predict(z_mean, batch_size=256, verbose=0) - x_test) ** 2))
+    metrics = {"model": "vae", "dataset": used, "requested_dataset": state.get("requested_dataset", args.dataset),
+               "loss": state["loss"], "beta": model.beta, "latent_dim": latent_dim, "optimizer": "adam",
+               "learning_rate": state["learning_rate"], "batch_size": args.batch_size, "epochs": state["epochs_done"],
+               "seed": args.seed, "limit": args.limit, "train_samples": len(x_train), "test_samples": len(x_test),
+               "final": {**final, **{f"test_{k}": _rounded(v) for k, v in test.items()},
+                         "test_mse_from_z_mean": _rounded(mse)},
+               "history": {k: [_rounded(v) for v in vs] for k, vs in state["history"].items()},
+               "train_seconds": round(state.get("train_seconds", 0.0), 1), "versions": versions(),
+               "files": sorted(os.listdir(run_dir) + ["metrics.json"])}
+    metrics["files"] = sorted(set(metrics["files"]) - {f for f in metrics["files"]
+                                                       if f.startswith(".") or f.endswith(".part")})
+    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    print(f"Done: loss {final.get('loss', float('nan')):.2f} (reconstruction {final.get('reconstruction_loss', 0):.2f}, "
+          f"KL {final.get('kl_loss', 0):.2f}), val_loss {final.get('val_loss', float('nan')):.2f} after "
+          f"{state['epochs_done']} epochs in {metrics['train_seconds']:.0f} s. Wrote {run_dir}/: "
           + ", ".join(metrics["files"]))
     return 0
 
@@ -356,6 +452,13 @@ def _learning_rate(text):
     return value
 
 
+def _beta(text):
+    value = float(text)
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _run_directory(text):
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a run directory")
@@ -371,8 +474,14 @@ def make_parser():
                                    "loss.png, latent.png and metrics.json into the run directory.")
     p.add_argument("--dataset", choices=DATASETS, default="auto",
                    help="auto: MNIST if it can be had, else synthetic digits (default)")
+    p.add_argument("--model", choices=MODELS, default="seed",
+                   help="seed: the post's autoencoder (default); vae: keras-io's variational autoencoder")
+    p.add_argument("--latent-dim", type=_positive, default=2,
+                   help="--model vae: size of the latent code (default 2: the pictures of the plane)")
+    p.add_argument("--beta", type=_beta, default=1.0, help="--model vae: weight of the KL term (default 1)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="default",
-                   help="default: binary crossentropy; seed: the post's MSE (can collapse on MNIST)")
+                   help="default: binary crossentropy; seed: the post's MSE (can collapse on MNIST); "
+                        "not used by --model vae")
     p.add_argument("--epochs", type=_positive, default=10, help="total epochs (default 10)")
     p.add_argument("--batch-size", type=_positive, default=256, help="default 256")
     p.add_argument("--learning-rate", type=_learning_rate, default=None,

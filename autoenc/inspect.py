@@ -69,9 +69,10 @@ def layer_table(model, batch_size=1):
     rows = []
     for layer in model.layers:
         shape = _output_shape(layer)
+        shapes = shape if isinstance(shape, list) else [shape]   # a sub-model of several outputs: a list
         rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": shape,
                      "params": layer.count_params(), "flops": layer_flops(layer, batch_size),
-                     "activation_bytes": batch_size * math.prod(shape[1:]) * layer.dtype.itemsize})
+                     "activation_bytes": sum(batch_size * math.prod(s[1:]) * layer.dtype.itemsize for s in shapes)})
     return rows
 
 
@@ -86,7 +87,8 @@ def format_layer_table(model, batch_size=1):
     """The layer table as text: one line per layer, then the totals."""
     rows = layer_table(model, batch_size)
     head = ("Layer (type)", "Output Shape", "Param #", "FLOPs", "Activations")
-    lines = [(f"{r['name']} ({r['type']})", format_shape(r["output_shape"]), f"{r['params']:,}",
+    lines = [(f"{r['name']} ({r['type']})", ", ".join(map(format_shape, r["output_shape"])) if isinstance(
+              r["output_shape"], list) else format_shape(r["output_shape"]), f"{r['params']:,}",
               _human(r["flops"]), _human(r["activation_bytes"], "B")) for r in rows]
     widths = [max(len(row[k]) for row in [head] + lines) for k in range(len(head))]
 

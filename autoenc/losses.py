@@ -9,6 +9,13 @@ which for equal-sized samples is the mean over all m elements:
     from logits z (what Keras' TensorFlow backend uses when p = sigmoid(z)):
                           L = mean(max(z, 0) - z t + log(1 + e^-|z|))   dL/dz = (sigmoid(z) - t) / m
 See docs/mse.md and docs/bce.md.
+
+The two terms of a variational autoencoder's loss, as keras-io's VAE computes them (docs/vae.md), for
+a batch of n samples with latent codes of size k:
+    kl_divergence:           KL = (1/n) sum_{i,j} -0.5 (1 + v_ij - m_ij^2 - exp(v_ij))
+                             dKL/dm_ij = m_ij / n,   dKL/dv_ij = 0.5 (exp(v_ij) - 1) / n
+    reconstruction_crossentropy: R = (1/n) sum_i sum_{pixels} bce, bce averaged over the last axis (c)
+                             = (m / (n c)) * binary_crossentropy, and its gradient scaled alike
 """
 import numpy as np
 
@@ -171,6 +178,47 @@ def binary_crossentropy(y_true, y_pred):
     _check_finite(y_true, y_pred)
     p = np.clip(y_pred, EPSILON, 1 - EPSILON)
     return -np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p), axis=-1)
+
+
+def kl_divergence(z_mean, z_log_var):
+    """The KL divergence of N(z_mean, exp(z_log_var)) from N(0, 1), summed over the latent axis and
+    averaged over the batch, as keras-io's VAE: mean_i sum_j -0.5 (1 + v_ij - m_ij^2 - exp(v_ij)).
+
+    z_mean, z_log_var : arrays of shape (batch, latent). Returns a float."""
+    return kl_divergence_and_gradient(z_mean, z_log_var)[0]
+
+
+def kl_divergence_and_gradient(z_mean, z_log_var):
+    """(KL, dKL/dz_mean, dKL/dz_log_var) of :func:`kl_divergence`; the gradients are new arrays of
+    shape (batch, latent): m / n and 0.5 (exp(v) - 1) / n."""
+    m, v = np.asarray(z_mean), np.asarray(z_log_var)
+    if m.shape != v.shape or m.ndim != 2:
+        raise ValueError(f"z_mean and z_log_var must both have shape (batch, latent), got {m.shape} and {v.shape}")
+    one, half, n = m.dtype.type(1), m.dtype.type(0.5), m.shape[0]
+    exp_v = np.exp(v)
+    per_sample = np.sum(-half * (one + v - np.square(m) - exp_v), axis=1)
+    loss = float(np.mean(per_sample))
+    inv_n = m.dtype.type(1 / n)
+    return loss, m * inv_n, half * (exp_v - one) * inv_n
+
+
+def reconstruction_crossentropy(y_true, y_pred, logits=None, out=None):
+    """keras-io VAE's reconstruction loss: the binary crossentropy of each pixel (averaged over the
+    last axis, channels, as keras.losses.binary_crossentropy), summed over the rest of a sample,
+    averaged over the batch: R = sum(bce) / (n c). With ``logits`` (the decoder output's pre-activation
+    z, y_pred = sigmoid(z)) it is taken from z, as Keras' TensorFlow backend does after a sigmoid;
+    else from y_pred clipped to [1e-7, 1 - 1e-7].
+
+    y_true, y_pred, logits : arrays of shape (batch, ..., c). Returns (R, dR/d(logits or y_pred)), the
+    gradient written into ``out`` when given."""
+    bce = BinaryCrossentropy()
+    if logits is None:
+        loss, grad = bce.value_and_gradient(y_true, y_pred, out=out)
+    else:
+        loss, grad = bce.value_and_gradient_from_logits(y_true, logits, out=out)
+    scale = y_true.size / (y_true.shape[0] * y_true.shape[-1])   # pixels per sample: the mean becomes a sum
+    grad *= grad.dtype.type(scale)
+    return float(loss) * scale, grad
 
 
 _BY_NAME = {

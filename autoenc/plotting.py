@@ -265,3 +265,75 @@ def plot_model(model, path, show_shapes=True, title=None):
     if title:
         ax.text(0.2, 0.2, title, fontsize=11, weight="bold")
     return save_figure(fig, path)
+
+
+# --- variational autoencoders ---------------------------------------------------------------------
+
+def plot_latent_scatter(z_mean, labels, path, title=None):
+    """The 2-D codes of images coloured by their label (keras-io's ``plot_label_clusters``).
+
+    z_mean : ndarray of shape (n, 2), the encoder's z_mean of n images
+    labels : ndarray of shape (n,), ints (e.g. the digit or clothing class)
+    """
+    z_mean, labels = np.asarray(z_mean), np.asarray(labels)
+    if z_mean.ndim != 2 or z_mean.shape[1] != 2 or labels.shape != (len(z_mean),):
+        raise ValueError(f"plot_latent_scatter needs z_mean of shape (n, 2) and labels of shape (n,), got "
+                         f"{z_mean.shape} and {labels.shape}")
+    fig = Figure(figsize=(7.4, 6))
+    ax = fig.subplots()
+    points = ax.scatter(z_mean[:, 0], z_mean[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"z_mean of {len(z_mean)} test images")
+    return save_figure(fig, path)
+
+
+def _grid_figure(tiles, rows, cols, title, extent=None):
+    """tiles (rows * cols, h, w) as one picture of rows x cols tiles, without gaps."""
+    _, h, w = tiles.shape
+    picture = tiles.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    fig = Figure(figsize=(7.2, 7.2 * rows / cols + 0.6))
+    ax = fig.subplots()
+    ax.imshow(picture, cmap="Greys_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if extent is None:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        xs, ys = extent
+        step = max(1, cols // 6)
+        ax.set_xticks(np.arange(w // 2, cols * w, w)[::step], [f"{v:.1f}" for v in xs[::step]])
+        ax.set_yticks(np.arange(h // 2, rows * h, h)[::step], [f"{v:.1f}" for v in ys[::step]])
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_manifold(decoder, path, n=20, scale=1.0, title=None):
+    """Decoded points of a regular n x n grid of the 2-D latent plane, [-scale, scale]^2 (keras-io's
+    ``plot_latent_space``): z[0] grows to the right, z[1] upwards.
+
+    decoder : a model from (batch, 2) codes to images (batch, h, w, 1)
+    """
+    grid_x = np.linspace(-scale, scale, n)
+    grid_y = np.linspace(-scale, scale, n)[::-1]
+    z = np.array([[xi, yi] for yi in grid_y for xi in grid_x], np.float32)
+    tiles = _images(decoder.predict(z, batch_size=256, verbose=0), "decoded images")
+    fig = _grid_figure(tiles, n, n, title or f"decoded grid of the latent plane, [-{scale:g}, {scale:g}]^2",
+                       extent=(grid_x, grid_y))
+    return save_figure(fig, path)
+
+
+def plot_samples(decoder, latent_dim, path, n=8, seed=0, title=None):
+    """n x n images decoded from codes drawn from the prior N(0, I) of ``latent_dim`` dimensions.
+
+    decoder : a model from (batch, latent_dim) codes to images (batch, h, w, 1)
+    """
+    z = np.random.default_rng(seed).standard_normal((n * n, latent_dim)).astype(np.float32)
+    tiles = _images(decoder.predict(z, batch_size=256, verbose=0), "decoded images")
+    fig = _grid_figure(tiles, n, n, title or f"{n * n} draws z ~ N(0, I), decoded")
+    return save_figure(fig, path)

@@ -26,7 +26,11 @@ The architecture is the model's ``get_config()``: it lists each layer as ``{"cla
 enough to rebuild any functional DAG; a Sequential model is rebuilt with ``Sequential``. A nested model
 (format version 2) is one entry of class "Functional" or "Sequential" whose config is its own
 architecture; its layers' weights are stored under their own names like the others' (``flat_layers``),
-so the encoder and decoder of a loaded autoencoder are models sharing its layers.
+so the encoder and decoder of a loaded autoencoder are models sharing its layers. A model of several
+outputs (format version 3) lists ``"outputs"`` instead of ``"output"``, and names the k-th output of a
+sub-model of several outputs ``[name, k]``; a VAE's architecture is its graph with class_name "VAE"
+and its beta, and its compile settings have no loss. Files without these are still written as
+version 1 or 2.
 
 The file also keeps the state of autoenc's random generator (``autoenc.utils.rng()``, used to shuffle
 batches, drop out units and initialise new layers): loading it back makes training resumed from the
@@ -43,8 +47,9 @@ from autoenc import files, losses, optimizers, utils
 from autoenc.files import atomic_write, read_npz
 
 FORMAT = "autoenc.model"
-VERSION = 2            # the newest format this autoenc writes and reads
-READABLE_VERSIONS = (1, 2)
+VERSION = 3            # the newest format this autoenc writes and reads
+READABLE_VERSIONS = (1, 2, 3)
+# version 3 adds models of several outputs ("outputs" and [name, k] references) and the VAE (no loss)
 # version 2 adds nested models (an architecture entry of class "Functional" or "Sequential" whose config is
 # the sub-model's own architecture); a model without them is still written as version 1, readable by any
 NESTED_CLASS_NAMES = ("Functional", "Sequential")
@@ -111,7 +116,8 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
                 "layer_random_states": {layer.name: layer._gen.bit_generator.state for layer in layers
                                         if getattr(layer, "_gen", None) is not None}}
     if include_optimizer and model.compiled:
-        document["compile"] = {"loss": model.loss.get_config(), "metrics": [name for name, _ in model.metrics]}
+        document["compile"] = {"loss": None if model.loss is None else model.loss.get_config(),   # VAE: None
+                               "metrics": [name for name, _ in model.metrics]}
         opt = model.optimizer
         state = opt.get_state()
         slots = state["slots"] or []
@@ -122,7 +128,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True, metadata
             for name, value in s.items():
                 arrays[f"optimizer/{k}/{name}"] = np.asarray(value)
     arrays[_MODEL] = _to_array(document)
-    version = VERSION if _nests_models(architecture) else 1
+    version = 3 if _has_several_outputs(architecture) else 2 if _nests_models(architecture) else 1
     arrays[_HEADER] = _to_array({"format": FORMAT, "version": version, "sha256": _digest(arrays)})
     atomic_write(filepath, lambda f: np.savez(f, **arrays))
 
@@ -131,6 +137,13 @@ def _nests_models(architecture):
     """Whether an architecture (a model's get_config()) holds a nested model entry."""
     return any(isinstance(e, dict) and e.get("class_name") in NESTED_CLASS_NAMES
                for e in architecture.get("layers", []))
+
+
+def _has_several_outputs(architecture):
+    """Whether an architecture or one of its nested models has several outputs, or is a VAE."""
+    return architecture.get("class_name") == "VAE" or "outputs" in architecture or any(
+        isinstance(e, dict) and e.get("class_name") in NESTED_CLASS_NAMES and _has_several_outputs(e["config"])
+        for e in architecture.get("layers", []))
 
 
 def _check_unique_names(layers):
@@ -373,9 +386,11 @@ def load_model_file(filepath, from_config, custom_objects=None, compile=True, re
 
 def _compile_from(model, document, arrays, custom_objects):
     with _field("compile.loss"):
-        loss_config = dict(document["compile"]["loss"])
-        name = loss_config.pop("name")
-        loss = custom_objects.get(name) if name in custom_objects else type(losses.get(name))(**loss_config)
+        loss = None   # a model with a loss of its own (the VAE)
+        if document["compile"]["loss"] is not None:
+            loss_config = dict(document["compile"]["loss"])
+            name = loss_config.pop("name")
+            loss = custom_objects.get(name) if name in custom_objects else type(losses.get(name))(**loss_config)
     with _field("optimizer"):
         opt_doc = document["optimizer"]
         cls = custom_objects.get(opt_doc["class_name"]) or getattr(optimizers, opt_doc["class_name"], None)

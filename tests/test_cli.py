@@ -232,3 +232,27 @@ def test_export_keras_opens_in_keras_with_the_same_predictions(tmp_path, capsys)
     got = keras.saving.load_model(str(run / "model.keras")).predict(x, verbose=0)
     # same float32 weights, the same sums in another order: the per-layer parity bound (1e-5) carries over
     assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
+VAE_FILES = FILES | {"latent_scatter.png", "manifold.png", "samples.png"}
+
+
+def test_train_vae_writes_its_pictures_and_resumes(tmp_path, capsys):
+    run = tmp_path / "vae"
+    assert train(run, "--model", "vae", "--epochs", "1") == 0
+    assert {p.name for p in run.iterdir()} == VAE_FILES
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["model"] == "vae" and metrics["latent_dim"] == 2 and metrics["beta"] == 1.0
+    assert {"loss", "reconstruction_loss", "kl_loss", "val_loss", "test_loss", "test_kl_loss",
+            "test_mse_from_z_mean"} <= set(metrics["final"])
+    for name in VAE_FILES - {"model.autoenc", "metrics.json"}:
+        assert (run / name).read_bytes().startswith(b"\x89PNG")
+    assert isinstance(models.load_model(run / "model.autoenc"), models.VAE)
+    assert cli.main(["train", "--resume", "--out", str(run), "--epochs", "2", "--verbose", "0"]) == 0
+    assert "Resuming" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(metrics["history"]["kl_loss"]) == 2
+    assert cli.main(["evaluate", str(run), "--json"]) == 0
+    with pytest.raises(SystemExit) as usage:   # argparse's usage error, exit status 2
+        cli.main(["train", "--model", "vae", "--beta", "-1", "--out", str(tmp_path / "x")])
+    assert usage.value.code == 2 and "must be a finite number >= 0, got -1" in capsys.readouterr().err

@@ -13,12 +13,16 @@ PICTURES = {
     "dense_autoencoder.py": {"reconstructions.png", "model.png", "loss.png"},
     "keras_io_denoising.py": {"noisy.png", "reconstructions.png", "denoised.png"},
     "timeseries_anomaly.py": {"loss.png", "reconstruction.png", "anomalies.png"},
+    "keras_io_vae.py": {"latent_space.png", "label_clusters.png"},
 }
 
 
 @pytest.mark.parametrize("script", sorted(PICTURES))
 def test_example_runs_and_writes_its_pictures(script, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [script, "--limit", "48", "--epochs", "1", "--out", str(tmp_path)])
+    argv = [script, "--limit", "48", "--epochs", "1", "--out", str(tmp_path)]
+    if script == "keras_io_vae.py":
+        argv += ["--grid", "5"]   # keras-io's 30 x 30 grid is 900 predict calls
+    monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(EXAMPLES / script), run_name="__main__")   # in-process: the compiled kernels are reused
     assert PICTURES[script] <= {p.name for p in tmp_path.iterdir()}
     assert "Wrote" in capsys.readouterr().out

@@ -114,3 +114,46 @@ def test_training_path_does_not_scan_for_nan():
     loss = losses.get("mse")
     assert np.isnan(loss.value(y, p))
     assert np.isnan(loss.value_and_gradient(y, p)[0])
+
+
+# --- the VAE's two terms (keras-io's formulas) ------------------------------------------------------
+
+def test_kl_divergence_value_and_float64_gradient(rng):
+    m, v = rng.standard_normal((5, 3)), rng.uniform(-2, 1.5, (5, 3))
+    kl, dm, dv = losses.kl_divergence_and_gradient(m, v)
+    assert kl == pytest.approx(np.mean(np.sum(-0.5 * (1 + v - m ** 2 - np.exp(v)), axis=1)), rel=1e-14)
+    assert losses.kl_divergence(m, v) == kl
+    num_m = numeric_gradient(lambda q: losses.kl_divergence(q, v), m.copy())
+    num_v = numeric_gradient(lambda q: losses.kl_divergence(m, q), v.copy())
+    assert _relative_error(dm, num_m) < 1e-8 and _relative_error(dv, num_v) < 1e-8
+
+
+def test_kl_divergence_is_zero_at_the_prior_and_positive_elsewhere(rng):
+    zero = np.zeros((4, 2))
+    kl, dm, dv = losses.kl_divergence_and_gradient(zero, zero)   # q = N(0, 1) = the prior
+    assert kl == 0 and not dm.any() and not dv.any()
+    # by hand: one sample, m = 1, v = 0: -0.5 (1 + 0 - 1 - 1) = 0.5
+    assert losses.kl_divergence(np.array([[1.0]]), np.array([[0.0]])) == 0.5
+    assert losses.kl_divergence(rng.standard_normal((4, 2)), rng.standard_normal((4, 2))) > 0
+
+
+def test_kl_divergence_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 2\) and \(3, 4\)"):
+        losses.kl_divergence(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_reconstruction_crossentropy_sums_pixels_and_averages_the_batch(rng, from_logits):
+    """keras-io: mean over the batch of sum over (h, w) of binary crossentropy (itself a mean over the
+    channels); its float64 gradient, from the probabilities or from the logits."""
+    t = rng.random((3, 4, 5, 2))
+    z = rng.standard_normal((3, 4, 5, 2))
+    p = 1 / (1 + np.exp(-z))
+    per_pixel = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p), axis=-1)
+    expected = np.mean(np.sum(per_pixel, axis=(1, 2)))
+    value, grad = losses.reconstruction_crossentropy(t, p, logits=z if from_logits else None)
+    assert value == pytest.approx(expected, rel=1e-12)
+    wrt = z if from_logits else p
+    f = (lambda q: losses.reconstruction_crossentropy(t, 1 / (1 + np.exp(-q)), logits=q)[0]) if from_logits else (
+        lambda q: losses.reconstruction_crossentropy(t, q)[0])
+    assert _relative_error(grad, numeric_gradient(f, wrt.copy())) < 1e-7

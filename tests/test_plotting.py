@@ -101,3 +101,32 @@ def test_a_picture_written_on_a_full_disk_leaves_the_old_file(tmp_path, images):
         plotting.plot_reconstructions(images, 1 - images, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
+def test_vae_pictures(tmp_path):
+    from autoenc import layers
+    rng = np.random.default_rng(0)
+    plotting.plot_latent_scatter(rng.standard_normal((50, 2)), rng.integers(0, 10, 50), tmp_path / "s.png")
+    lat = Input(shape=(2,))
+    decoder = Model(lat, layers.Reshape((4, 4, 1))(layers.Dense(16, activation="sigmoid")(lat)))
+    plotting.plot_manifold(decoder, tmp_path / "m.png", n=5)
+    plotting.plot_samples(decoder, 2, tmp_path / "d.png", n=3)
+    for name in ("s.png", "m.png", "d.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+    with pytest.raises(ValueError, match=r"z_mean of shape \(n, 2\) and labels of shape \(n,\), got \(50, 3\)"):
+        plotting.plot_latent_scatter(np.zeros((50, 3)), np.zeros(50), tmp_path / "bad.png")
+
+
+def test_manifold_grid_is_keras_io_order(tmp_path, monkeypatch):
+    """keras-io's plot_latent_space: row i is z[1] = grid_y[i] (from +scale down), column j is z[0] = grid_x[j]."""
+    seen = []
+
+    class Decoder:
+        def predict(self, z, batch_size=None, verbose=0):
+            seen.append(np.array(z))
+            return np.zeros((len(z), 4, 4, 1), np.float32)
+
+    plotting.plot_manifold(Decoder(), tmp_path / "m.png", n=3, scale=2.0)
+    z = seen[0]
+    np.testing.assert_array_equal(z[:3], [[-2, 2], [0, 2], [2, 2]])     # the top row: z[1] = +2
+    np.testing.assert_array_equal(z[-1], [2, -2])

@@ -12,6 +12,7 @@ from autoenc.layers.normalization import BatchNormalization
 from autoenc.layers.padding import Cropping2D, ZeroPadding2D
 from autoenc.layers.pooling import MaxPooling2D
 from autoenc.layers.resampling1d import MaxPooling1D, UpSampling1D
+from autoenc.layers.sampling import Sampling
 from autoenc.layers.reshaping import Flatten, Reshape
 from autoenc.layers.upsampling import UpSampling2D
 
@@ -29,4 +30,4 @@ __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Conv2D", "Convolution
            "Concatenate", "LeakyReLU", "PReLU", "ELU", "ReLU", "Softmax", "BatchNormalization", "ZeroPadding2D",
            "Cropping2D", "AveragePooling2D", "AvgPool2D", "Conv2DTranspose", "Convolution2DTranspose",
            "Conv1D", "Convolution1D", "Conv1DTranspose", "Convolution1DTranspose", "MaxPooling1D", "MaxPool1D",
-           "UpSampling1D"]
+           "UpSampling1D", "Sampling"]

@@ -127,12 +127,17 @@ for _name, _symbol in [("neg", "unary -"), ("pos", "unary +"), ("abs", "abs()"),
 
 
 class Node:
-    """One call of a layer in a graph: its input tensors and its output tensor."""
+    """One call of a layer in a graph: its input tensors and its output tensor (``output``; for a call
+    of a model with several outputs, the list of its output tensors). ``outputs`` is always a list."""
 
     def __init__(self, layer, inputs, output):
         self.layer = layer
         self.inputs = inputs
         self.output = output
+
+    @property
+    def outputs(self):
+        return list(self.output) if isinstance(self.output, list) else [self.output]
 
 
 class Layer:

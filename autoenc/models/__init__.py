@@ -1,8 +1,9 @@
-"""Models: the functional ``Model`` and ``Sequential``, and ``load_model`` for files written by ``model.save``."""
+"""Models: the functional ``Model``, ``Sequential``, the variational autoencoder ``VAE``, and ``load_model`` for files written by ``model.save``."""
 from autoenc import saving
 from autoenc.models.model import Model
 from autoenc.models.seed import seed_autoencoder
 from autoenc.models.sequential import Sequential
+from autoenc.models.vae import VAE, keras_io_vae
 
 
 def load_model(filepath, custom_objects=None, compile=True, restore_random_state=True):
@@ -28,8 +29,9 @@ def load_model(filepath, custom_objects=None, compile=True, restore_random_state
 
 def _from_config(architecture, custom_objects, on_layer):
     """Model or Sequential, as the architecture says; ``on_layer`` sees each layer before it is built."""
-    cls = Sequential if architecture.get("class_name") == "Sequential" else Model
+    kind = architecture.get("class_name")
+    cls = Sequential if kind == "Sequential" else VAE if kind == "VAE" else Model
     return cls.from_config(architecture, custom_objects, on_layer=on_layer)
 
 
-__all__ = ["Model", "Sequential", "load_model", "seed_autoencoder"]
+__all__ = ["Model", "Sequential", "VAE", "keras_io_vae", "load_model", "seed_autoencoder"]

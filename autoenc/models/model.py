@@ -1,9 +1,11 @@
-"""The functional Model: a graph of layer calls from symbolic inputs to one output.
+"""The functional Model: a graph of layer calls from symbolic inputs to one output or several.
 
 ``Model(inputs, outputs)`` walks back from ``outputs`` through the nodes that the layer calls
 recorded, orders them so every node comes after its inputs, and from then on runs ``forward`` in
 that order and ``backward`` in the reverse order, adding up gradients where a tensor feeds
-several layers. Training (compile, fit, ...) lives in :mod:`autoenc.models.training`; files
+several layers. A model of several outputs (``Model(x, [z_mean, z_log_var, z])``, as Keras) returns a
+list from ``model(x)``, ``forward`` and ``predict``, and its ``backward`` takes one upstream gradient
+per output (None for an output the loss does not use: zero). Training (compile, fit, ...) lives in :mod:`autoenc.models.training`; files
 (save, save_weights, load_weights) are written and read by :mod:`autoenc.saving`, which knows the
 model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
 
@@ -207,8 +209,8 @@ class Model(Trainer):
             if not isinstance(t, KerasTensor):
                 raise TypeError(f"Model inputs and outputs must be symbolic tensors (from Input and layer "
                                 f"calls), got {t!r}")
-        if len(outputs) != 1:
-            raise ValueError(f"autoenc models have exactly one output, got {len(outputs)}")
+        if not outputs:
+            raise ValueError("Model needs at least one output, got an empty list")
         for t in inputs:
             if not isinstance(t.node.layer, InputLayer):
                 raise ValueError(f"Model inputs must come from Input(), got the output of layer {t.node.layer.name!r}")
@@ -279,18 +281,26 @@ class Model(Trainer):
             model = models.pop()
             node = model._node_of.get(id(layer))
             if node is not None and node.layer is layer:
-                return None if model._values is None else model._values.get(id(node.output))
+                if model._values is None:
+                    return None
+                values = [model._values.get(id(t)) for t in node.outputs]
+                return values[0] if len(values) == 1 else values
             models.extend(n.layer for n in model._nodes if isinstance(n.layer, Model))
         raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {self.name!r}")
 
     @property
     def output_layer(self):
-        """The layer whose output is the model's output (inside the last sub-model when the model ends
-        in one); None before the model is built."""
-        layer = self._nodes[-1].layer if self.built and self._nodes else None
-        while isinstance(layer, Model):
-            layer = layer._nodes[-1].layer if layer._nodes else None
-        return layer
+        """The layer whose output is the model's (first) output, inside a sub-model when the model ends
+        in one; None before the model is built."""
+        if not (self.built and self._nodes):
+            return None
+        t = self.outputs[0]
+        while isinstance(t.node.layer, Model):   # follow the tensor into the sub-model that made it
+            sub = t.node.layer
+            if not sub._nodes:
+                return None
+            t = sub.outputs[next(k for k, o in enumerate(t.node.outputs) if o is t)]
+        return None if isinstance(t.node.layer, InputLayer) else t.node.layer
 
     @property
     def logits(self):
@@ -317,7 +327,9 @@ class Model(Trainer):
 
     @property
     def output_shape(self):
-        return self.outputs[0].shape
+        """The output's shape (batch entry None); a list of shapes for a model of several outputs."""
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
 
     @property
     def weights(self):
@@ -389,7 +401,8 @@ class Model(Trainer):
         for layer in self.layers:
             shape = layer.output_shape if not isinstance(layer, InputLayer) else layer.output.shape
             kind = "Functional" if type(layer) is Model else type(layer).__name__   # Keras' names
-            shape = "?" if shape is None else format_shape(shape)   # a subclassed model's unused layer
+            shape = ("?" if shape is None else   # a subclassed model's unused layer
+                     ", ".join(map(format_shape, shape)) if isinstance(shape, list) else format_shape(shape))
             rows.append((f"{layer.name} ({kind})", shape, f"{layer.count_params()}"))
 
         def fmt(row):
@@ -447,11 +460,15 @@ class Model(Trainer):
                                                    f". {TRACE_HELP}")) from error
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from error
-        if not isinstance(outputs, KerasTensor):
+        several_out = isinstance(outputs, (list, tuple)) and outputs and all(isinstance(t, KerasTensor)
+                                                                             for t in outputs)
+        if not (isinstance(outputs, KerasTensor) or several_out):
             raise TypeError(f"{cls}.call returned {type(outputs).__name__} on a symbolic input, not the symbolic "
                             f"tensor of a layer call. {TRACE_HELP}")
-        if outputs.node is None or isinstance(outputs.node.layer, InputLayer):
-            raise ValueError(f"{cls}.call returned its input unchanged: it calls no layer")
+        for t in _as_list(outputs):
+            if t.node is None or isinstance(t.node.layer, InputLayer):
+                raise ValueError(f"{cls}.call returned its input unchanged: it calls no layer")
+        outputs = list(outputs) if several_out else outputs
         self._init_graph(arg, outputs)
 
     def __repr__(self):
@@ -461,7 +478,8 @@ class Model(Trainer):
 
     def forward(self, inputs, training=False):
         """Run every layer in order. ``inputs``: one array per model input. Returns the output array
-        (a buffer of the last layer, overwritten by the next call)."""
+        (a buffer of the layer that made it, overwritten by the next call), or the list of output
+        arrays for a model of several outputs."""
         values = {id(t): x for t, x in zip(self.inputs, _as_list(inputs))}
         for node in self._nodes:
             layer = node.layer
@@ -469,26 +487,46 @@ class Model(Trainer):
             y = layer.forward(args[0] if len(args) == 1 else args, training=training)
             if layer.activity_regularizer is not None:
                 layer.activity_forward(y)
-            values[id(node.output)] = y
+            if isinstance(node.output, list):   # a sub-model of several outputs
+                for t, v in zip(node.output, y):
+                    values[id(t)] = v
+            else:
+                values[id(node.output)] = y
         self._values = values
-        return values[id(self.outputs[0])]
+        ys = [values[id(t)] for t in self.outputs]
+        return ys[0] if len(ys) == 1 else ys
 
     def backward(self, dy, from_logits=False, input_gradients=True, need_dx=None):
         """Backpropagate dy = dL/d(output) through every layer, filling each layer's ``grads``.
 
-        With ``from_logits`` dy is dL/dz for the output layer's pre-activation z. Returns the
-        gradients with respect to the model inputs; with ``input_gradients=False`` (training) they
-        are not needed, and layers that read only model inputs may skip computing them (None).
-        ``need_dx=False`` (what an outer model passes to a sub-model, as to a layer) means the same.
+        dy : an array shaped like the output; for a model of several outputs, a list with one entry
+            per output, each shaped like it or None (the loss does not use that output: zero).
+        With ``from_logits`` dy is dL/dz for the output layer's pre-activation z (one output only).
+        Returns the gradients with respect to the model inputs; with ``input_gradients=False``
+        (training) they are not needed, and layers that read only model inputs may skip computing
+        them (None). ``need_dx=False`` (what an outer model passes to a sub-model, as to a layer)
+        means the same.
         """
         if need_dx is False:
             input_gradients = False
-        grads = {id(self.outputs[0]): dy}
+        dys = [dy] if len(self.outputs) == 1 else list(dy) if isinstance(dy, (list, tuple)) else None
+        if dys is None or len(dys) != len(self.outputs):
+            raise ValueError(f"Model {self.name!r} has {len(self.outputs)} outputs: backward needs a list of "
+                             f"{len(self.outputs)} gradients (None for an unused output), got {dy!r:.100}")
+        if from_logits and len(self.outputs) > 1:
+            raise ValueError("backward(from_logits=True) needs a model of one output")
+        grads = {}
+        for t, d in zip(self.outputs, dys):   # an output listed twice gets the sum
+            if d is not None:
+                grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         last = self._nodes[-1]
         input_ids = {id(t) for t in self.inputs}
         for node in reversed(self._nodes):
             layer = node.layer
-            g = grads.pop(id(node.output))
+            # a tensor no gradient reached (it feeds only unused outputs) has gradient zero
+            gs = [grads.pop(id(t), None) for t in node.outputs]
+            gs = [np.zeros_like(self._values[id(t)]) if g is None else g for g, t in zip(gs, node.outputs)]
+            g = gs if isinstance(node.output, list) else gs[0]
             if layer.activity_regularizer is not None:
                 g = layer.activity_backward(g, self._values[id(node.output)])
             kwargs = {"from_logits": True} if (from_logits and node is last) else {}
@@ -518,7 +556,8 @@ class Model(Trainer):
             raise TypeError(f"Model {self.name!r} was called on a mix of symbolic tensors and arrays: {x!r}")
         xs = self._prepare_x(x, "x")
         with utils.compute_lock:
-            return eager(np.array(self.forward(xs if len(xs) > 1 else xs[0], training=bool(training)), copy=True))
+            y = self.forward(xs if len(xs) > 1 else xs[0], training=bool(training))
+            return [eager(np.array(v, copy=True)) for v in y] if isinstance(y, list) else eager(np.array(y, copy=True))
 
     def _call_symbolic(self, x):
         tensors = _as_list(x)
@@ -531,8 +570,11 @@ class Model(Trainer):
             if tuple(t.shape[1:]) != tuple(own.shape[1:]):
                 raise ValueError(f"Model {self.name!r} expects inputs of shape {format_shape(own.shape)}, "
                                  f"called on {format_shape(t.shape)}")
-        out = KerasTensor(self.output_shape, self.dtype, name=self.name)
-        out.node = Node(self, tensors, out)
+        outs = [KerasTensor(t.shape, self.dtype, name=self.name) for t in self.outputs]
+        out = outs[0] if len(outs) == 1 else outs
+        node = Node(self, tensors, out)
+        for t in outs:
+            t.node = node
         return out
 
     # --- files (written and read by autoenc.saving) ---------------------------------------------
@@ -582,7 +624,9 @@ class Model(Trainer):
     def get_config(self):
         """The architecture as a JSON-able dict: ``{"class_name": "Model", "name", "layers", "inputs",
         "output"}``, each layer as ``{"class_name", "config", "inbound"}`` (the names of the layers
-        feeding it; autoenc layers are called once per model, so a layer's name names its output).
+        feeding it; autoenc layers are called once per model, so a layer's name names its output;
+        the k-th output of a sub-model of several outputs is ``[name, k]``). A model of several
+        outputs has ``"outputs"``, a list of such references, instead of ``"output"``.
         A sub-model is one entry, its config its own architecture. A subclassed model is described by
         the graph its ``call`` traced (it loads back as a functional Model computing the same).
         ``Model.from_config`` rebuilds the model from it (untrained weights)."""
@@ -591,9 +635,14 @@ class Model(Trainer):
         entries = []
         for layer in self._graph_layers:   # Keras' order: every layer after the layers that feed it
             node = node_of.get(id(layer))
-            entries.append(layer_entry(layer, [] if node is None else [t.node.layer.name for t in node.inputs]))
-        return {"class_name": "Model", "name": self.name, "layers": entries,
-                "inputs": [t.node.layer.name for t in self.inputs], "output": self.outputs[0].node.layer.name}
+            entries.append(layer_entry(layer, [] if node is None else [tensor_ref(t) for t in node.inputs]))
+        config = {"class_name": "Model", "name": self.name, "layers": entries,
+                  "inputs": [t.node.layer.name for t in self.inputs]}
+        if len(self.outputs) == 1:
+            config["output"] = tensor_ref(self.outputs[0])
+        else:
+            config["outputs"] = [tensor_ref(t) for t in self.outputs]
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None, on_layer=None):
@@ -602,17 +651,29 @@ class Model(Trainer):
         is called on each layer before it is built. A malformed config raises ConfigError (a
         ValueError) naming the entry."""
         custom_objects = dict(custom_objects or {})
-        tensors = {}   # layer name -> its output tensor
+        tensors = {}   # layer name -> its output tensor (a list for a sub-model of several outputs)
+
+        def tensor(ref):   # a name, or [name, k] for the k-th output of a sub-model
+            if isinstance(ref, list):
+                name, k = ref
+                if not isinstance(tensors[name], list) or isinstance(k, bool) or not isinstance(k, int):
+                    raise ValueError(f"{ref!r} names output {k!r} of {name!r}, which has one output")
+                return tensors[name][k]
+            if isinstance(tensors[ref], list):
+                raise ValueError(f"{ref!r} has several outputs: name one as [{ref!r}, k]")
+            return tensors[ref]
         for k, entry in enumerate(config["layers"]):
             with config_field(f"architecture.layers[{k}]", entry):
                 if entry["class_name"] == "InputLayer":
                     tensors[entry["config"]["name"]] = Input(**entry["config"])
                     continue
                 layer = layer_from_entry(entry, custom_objects, on_layer)
-                inbound = [tensors[name] for name in entry["inbound"]]
+                inbound = [tensor(ref) for ref in entry["inbound"]]
                 tensors[layer.name] = layer(inbound[0] if len(inbound) == 1 else inbound)
         with config_field("architecture.inputs / architecture.output"):
-            return cls([tensors[name] for name in config["inputs"]], tensors[config["output"]], name=config["name"])
+            outputs = ([tensor(ref) for ref in config["outputs"]] if "outputs" in config
+                       else tensor(config["output"]))
+            return cls([tensors[name] for name in config["inputs"]], outputs, name=config["name"])
 
 
 class ConfigError(ValueError):
@@ -638,6 +699,15 @@ def config_field(where, entry=None):
 
 
 MODEL_CLASS_NAMES = ("Functional", "Sequential")   # a nested model's entry in an architecture
+
+
+def tensor_ref(t):
+    """How an architecture names the symbolic tensor ``t``: its layer's name, or [name, k] when it is
+    the k-th output of a sub-model of several outputs."""
+    node = t.node
+    if isinstance(node.output, list):
+        return [node.layer.name, next(k for k, o in enumerate(node.output) if o is t)]
+    return node.layer.name
 
 
 def layer_entry(layer, inbound):

@@ -76,7 +76,10 @@ class Trainer:
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='mean_squared_error'")
         if loss_weights is not None:
-            raise ValueError("loss_weights is not supported: autoenc models have one output")
+            raise ValueError("loss_weights is not supported: a compiled loss applies to a model of one output")
+        if getattr(self, "built", False) and len(self.outputs) > 1:
+            raise ValueError(f"Model {self.name!r} has {len(self.outputs)} outputs: a compiled loss needs one. Train "
+                             "it inside a model of one output, or override train_step (as autoenc.models.VAE does)")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss)
         self.metrics = [(_metric_name(m), metrics_module.get(m)) for m in (metrics or [])]
@@ -167,6 +170,9 @@ class Trainer:
             if getattr(type(self), step.__name__) is not step:
                 return xs, None   # a custom step on x alone, as a VAE's
             raise ValueError(f"{what} needs targets y (for an autoencoder, y = x)")
+        if len(self.outputs) > 1:
+            raise ValueError(f"Model {self.name!r} has {len(self.outputs)} outputs: {what} with targets y needs a "
+                             "model of one output, or a train_step / test_step of its own")
         y = self._prepare_array(y, self.outputs[0].shape, "y")
         if y.shape[0] != xs[0].shape[0]:
             raise ValueError(f"x and y must have the same number of samples, got {xs[0].shape[0]} and {y.shape[0]}")
@@ -273,10 +279,11 @@ class Trainer:
             return self._batch_result(self.test_step(self._step_data(xs, y)))
 
     def predict_on_batch(self, x):
-        """The model output for one batch (a new array)."""
+        """The model output for one batch (a new array; a list of them for several outputs)."""
         xs = self._prepare_x(x, "x")
         with utils.compute_lock:
-            return np.array(self.forward(xs if len(xs) > 1 else xs[0], training=False), copy=True)
+            y = self.forward(xs if len(xs) > 1 else xs[0], training=False)
+            return [np.array(v, copy=True) for v in y] if isinstance(y, list) else np.array(y, copy=True)
 
     # --- loops ---------------------------------------------------------------------------------
 
@@ -304,6 +311,11 @@ class Trainer:
         if not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None:
+            if isinstance(validation_data, np.ndarray) or (isinstance(validation_data, tuple)
+                                                           and len(validation_data) == 1):
+                # x_val alone (or (x_val,), as Keras unpacks it): for a model whose test_step takes x alone
+                validation_data = (validation_data if isinstance(validation_data, np.ndarray)
+                                   else validation_data[0], None)
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
             val = self._prepare_xy(validation_data[0], validation_data[1], "validation")
@@ -446,17 +458,20 @@ class Trainer:
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
     def predict(self, x, batch_size=None, verbose="auto", **kwargs):
-        """The model output for every sample of x, computed in batches. Returns a new array."""
+        """The model output for every sample of x, computed in batches. Returns a new array, or a list
+        of arrays (one per output, as Keras) for a model of several outputs."""
         batch_size = self._check_batch_size(batch_size)
         xs = self._prepare_x(x, "x")
         n = xs[0].shape[0]
-        out = np.empty((n,) + tuple(self.outputs[0].shape[1:]), self.dtype)
+        outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             batch = [a[lo:hi] for a in xs]
             with utils.compute_lock:   # the layers' work buffers hold one batch at a time
-                out[lo:hi] = self.forward(batch if len(batch) > 1 else batch[0], training=False)
-        return out
+                ys = self.forward(batch if len(batch) > 1 else batch[0], training=False)
+                for out, y in zip(outs, ys if len(outs) > 1 else [ys]):
+                    out[lo:hi] = y
+        return outs[0] if len(outs) == 1 else outs
 
     def _weights_are_finite(self):
         """Whether every trainable parameter and every non-trainable weight (moving statistics) is finite."""
