@@ -171,9 +171,10 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     wf = w.reshape(kh * row * cout)
     yf = y.reshape(n * npix * cout)
     relu = act == ACT_RELU
-    # channels done 16 at a time (AVX-512, and patch rows of 16 or more numbers: with shorter rows
-    # the block's loads and stores, not its multiply-adds, take the time), then 8, then one at a time
-    f16 = cout - cout % 16 if LANES == 16 and row >= 16 else 0
+    # channels done 16 at a time (AVX-512, and patch rows of 32 or more numbers: with shorter rows
+    # the block's stores, not its multiply-adds, take the time, and two 8-wide blocks were as fast
+    # or faster when measured), then 8, then one at a time
+    f16 = cout - cout % 16 if LANES == 16 and row >= 32 else 0
     f8 = cout - cout % 8
     row8 = row - row % 8
     wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
