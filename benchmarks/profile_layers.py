@@ -60,10 +60,10 @@ def conv_shapes(model):
     """(name, n, h, w, cin, cout, first) of each 3x3 'same' stride-1 Conv2D of a built model."""
     from autoenc.layers import Conv2D
     out = []
-    for k, node in enumerate(model.nodes):
+    for node in model.nodes:
         layer = node.layer
         if isinstance(layer, Conv2D):
-            n, h, w, cin = layer.input_shape
+            _, h, w, cin = layer.input_shape
             out.append((layer.name, h, w, cin, layer.filters, not out))
     return out
 

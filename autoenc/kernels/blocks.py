@@ -77,28 +77,6 @@ def store16(out, k, v, relu):
 
 
 @njit()
-def gather8(a, k, step):
-    """The tuple (a[k], a[k + step], ..., a[k + 7*step])."""
-    return (a[k], a[k + step], a[k + 2 * step], a[k + 3 * step], a[k + 4 * step], a[k + 5 * step],
-            a[k + 6 * step], a[k + 7 * step])
-
-
-@njit()
-def gather16(a, k, step):
-    """The tuple (a[k], a[k + step], ..., a[k + 15*step])."""
-    return (a[k], a[k + step], a[k + 2 * step], a[k + 3 * step], a[k + 4 * step], a[k + 5 * step],
-            a[k + 6 * step], a[k + 7 * step], a[k + 8 * step], a[k + 9 * step], a[k + 10 * step],
-            a[k + 11 * step], a[k + 12 * step], a[k + 13 * step], a[k + 14 * step], a[k + 15 * step])
-
-
-@njit()
-def scatter16(out, k, step, v, relu):
-    """out[k + q*step] = v[q] for q < 16, or max(v[q], 0) when relu."""
-    for q in range(16):
-        out[k + q * step] = max(v[q], 0) if relu else v[q]
-
-
-@njit()
 def at(a, k):
     """a[k] for k >= 0, without the check for negative indices (which blocks vectorisation)."""
     return a[np.uint64(k)]

@@ -18,7 +18,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import LANES, at, fma8, fma8v, fma16, hsum8, load8, load16, next_pixel, scatter8, store8, store16
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8, load8, load16, next_pixel, scatter8, store8,
+                                    store16)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 

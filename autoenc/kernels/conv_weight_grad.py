@@ -11,7 +11,7 @@ See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import add8, at, fma8, gather8, load8, next_pixel, scatter8, store8, where_positive8
+from autoenc.kernels.blocks import add8, at, fma8, load8, next_pixel, store8, where_positive8
 from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, njit, prange_only
 
 # Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
