@@ -36,8 +36,8 @@ WIDE_CASES = [
     (9, 8, 64, 3, 1, 1, 1, 1, "valid"),   # 1x1 kernel, 3 output channels: dot products only
     (6, 6, 1, 64, 3, 3, 1, 1, "same"),    # one input channel, many output channels (rows of 3)
 ]
-# (h, w, cin, cout, n): the weight gradient's pixels in 2 tiles per chunk, the last one odd or even
-TILED_CASES = [(40, 40, 33, 31, 2), (41, 41, 33, 31, 1), (20, 20, 1, 255, 1), (23, 23, 3, 125, 2)]
+# (h, w, cin, cout, n): the weight gradient's pixels in several tiles per chunk, the last one odd or even
+TILED_CASES = [(40, 40, 64, 127, 2), (41, 41, 64, 127, 1), (33, 33, 1, 255, 1), (33, 33, 3, 253, 2)]
 
 
 def run_all(x, w, b, sh, sw, padding):
@@ -103,7 +103,8 @@ def test_wide_shapes_match_oracle(case):
 def test_weight_gradient_over_several_tiles_matches_oracle(h, wd, cin, cout, n):
     """More pixels per batch chunk than one tile holds: the sums carried from tile to tile."""
     tile = max(64, conv_weight_grad.TILE_FLOATS // (cout + cin)) // 2 * 2
-    assert h * wd > tile   # the case tests what it says
+    # the case tests what it says: a chunk (one sample here) too big for one tile, and more than one tile
+    assert h * wd * (cout + cin) > 4 * conv_weight_grad.TILE_FLOATS and h * wd > tile
     check(h, wd, cin, cout, 3, 3, 1, 1, "same", n=n)
 
 
@@ -168,7 +169,7 @@ from test_kernels_fast import run_all
 rng = np.random.default_rng(1)
 digest = hashlib.sha256()
 for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"), (14, 14, 16, 1, 3, 3, 1, 1, "same"),
-                                              (9, 11, 3, 17, 4, 2, 2, 3, "same"), (20, 20, 33, 17, 3, 3, 1, 1, "same")]:
+                                              (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)

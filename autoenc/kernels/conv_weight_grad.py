@@ -305,9 +305,12 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     u2 = u1 + ngrp * (cout - f8) * 64
     nsum = u2 + nblk * gsize
     ua = np.zeros((nc, max(nsum, 1)), dtype=dw.dtype)
-    # tiles of the chunk's pixels: every block sweeps one tile, whose dy and patches then come from
-    # the cache, before the next tile; an even count, so the pixel pairs stay as without tiles
+    # tiles of the chunk's pixels, where a chunk's dy and input (about cout + cin numbers a pixel)
+    # outgrow 4 * TILE_FLOATS (1 MB): every block sweeps one tile, whose dy and patches then come
+    # from the cache, before the next; an even count, so the pixel pairs stay as without tiles
     tile = max(64, TILE_FLOATS // (cout + cin)) // 2 * 2
+    if (n + nc - 1) // nc * npix * (cout + cin) <= 4 * TILE_FLOATS:
+        tile = (n + nc - 1) // nc * npix + 2   # the chunk fits: one tile
     for kc in numba.prange(nc):
         s0, s1 = kc * n // nc, (kc + 1) * n // nc
         m = (s1 - s0) * npix        # output pixels in this chunk
