@@ -1,7 +1,20 @@
-"""Per-layer forward/backward timings of the seed model (batch 256), to see where a step goes.
+"""Where a training step goes: GFLOP/s of each convolution's three kernels (forward, input gradient,
+weight gradient) on the shapes of the seed model and of two wider models, with 1 and 2 threads, and
+each model's median training step.
 
-    python benchmarks/profile_layers.py
+    python benchmarks/profile_layers.py [--models seed,wide64,wide128] [--threads 1,2] [--repeat 5]
+
+Models (3x3 'same' ReLU convolutions, sigmoid output, MSE, Adam):
+
+    seed     28x28x1,   16-8-8 / 8-8-16-1,         batch 256 (models.seed_autoencoder)
+    wide64   64x64x3,   32-64 / 64-32-3,           batch 64  (conv/pool encoder, conv/upsampling decoder)
+    wide128  128x128x3, 32-64-128 / 128-64-32-3,   batch 16
+
+Each kernel runs on preallocated arrays, as Conv2DKernels calls it; the best of ``--repeat`` runs is
+reported (the machine may be shared: compare runs interleaved, and note ``uptime``). The first
+layer's input gradient is timed but a training step skips it.
 """
+import argparse
 import os
 import sys
 import time
@@ -12,46 +25,122 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def seed_model(autoenc):
-    model = autoenc.models.seed_autoencoder()
-    model.compile(optimizer="adam", loss="mse")
-    return model
+def wide_model(autoenc, size, filters):
+    """Conv(f)-MaxPool per entry of ``filters``, then Conv(filters[-1]), then Conv(f)-UpSampling per
+    entry in reverse, and a Conv(3, sigmoid): size x size x 3 -> the same."""
+    from autoenc.layers import Conv2D, Input, MaxPooling2D, UpSampling2D
+    inp = Input(shape=(size, size, 3))
+    h = inp
+    for f in filters:
+        h = Conv2D(f, 3, activation="relu", padding="same")(h)
+        h = MaxPooling2D(2, padding="same")(h)
+    for f in reversed(filters):
+        h = Conv2D(f, 3, activation="relu", padding="same")(h)
+        h = UpSampling2D(2)(h)
+    out = Conv2D(3, 3, activation="sigmoid", padding="same")(h)
+    return autoenc.models.Model(inp, out)
 
 
-def main(batch=256, reps=10):
-    import autoenc
-    model = seed_model(autoenc)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+MODELS = {"seed": (lambda a: a.models.seed_autoencoder(), (28, 28, 1), 256),
+          "wide64": (lambda a: wide_model(a, 64, (32, 64)), (64, 64, 3), 64),
+          "wide128": (lambda a: wide_model(a, 128, (32, 64, 128)), (128, 128, 3), 16)}
+
+
+def best_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def conv_shapes(model):
+    """(name, n, h, w, cin, cout, first) of each 3x3 'same' stride-1 Conv2D of a built model."""
+    from autoenc.layers import Conv2D
+    out = []
+    for node in model.nodes:
+        layer = node.layer
+        if isinstance(layer, Conv2D):
+            _, h, w, cin = layer.input_shape
+            out.append((layer.name, h, w, cin, layer.filters, not out))
+    return out
+
+
+def profile_convs(model, batch, repeat, rng):
+    """Rows (layer, shape, ms and GFLOP/s of forward, input gradient, weight gradient)."""
+    from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding
+    rows = []
+    for name, h, w, cin, cout, first in conv_shapes(model):
+        n = batch
+        x = rng.random((n, h, w, cin), dtype=np.float32)
+        xp = np.zeros((n, h + 2, w + 2, cin), np.float32)
+        padding.pad_into(x, 1, 1, xp)
+        wk = (rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32)
+        b = np.zeros(cout, np.float32)
+        y = np.empty((n, h, w, cout), np.float32)
+        dz = rng.standard_normal((n, h, w, cout)).astype(np.float32)
+        dzp = np.zeros((n, h + 2, w + 2, cout), np.float32)
+        padding.pad_into(dz, 1, 1, dzp)
+        dx, dw = np.empty_like(x), np.empty_like(wk)
+        part = np.empty((config.n_chunks(n),) + wk.shape, np.float32)
+        wt, zb = np.empty((3, 3, cout, cin), np.float32), np.zeros(cin, np.float32)
+        flop = 2.0 * n * h * w * 9 * cin * cout
+        t_f = best_time(lambda: conv_forward.conv2d_forward(xp, wk, b, 1, 1, conv_forward.ACT_RELU, y), repeat)
+        t_i = best_time(lambda: conv_input_grad.conv2d_backward_input_padded(dzp, wk, wt, zb, dx), repeat)
+        t_w = best_time(lambda: conv_weight_grad.conv2d_backward_kernel_chunks(xp, dz, 1, 1, part, dw), repeat)
+        rows.append((name, f"{cin}->{cout} @{h}", flop, t_f, t_i, t_w, first))
+    return rows
+
+
+def step_time(model, shape, batch, repeat, rng):
+    x = rng.random((batch,) + shape, dtype=np.float32)
     model.train_on_batch(x, x)
-    layers = [n.layer for n in model.nodes]
-    fwd = {l.name: [] for l in layers}
-    bwd = {l.name: [] for l in layers}
-    for _ in range(reps):
-        h = x
-        for l in layers:
-            t = time.perf_counter()
-            h = l.forward(h, training=True)
-            fwd[l.name].append(time.perf_counter() - t)
-        dy = np.ones_like(h) * 1e-3
-        for l in reversed(layers):
-            t = time.perf_counter()
-            dy = l.backward(dy)
-            bwd[l.name].append(time.perf_counter() - t)
-    tf = tb = 0
-    print(f"{'layer':24s} {'fwd ms':>8s} {'bwd ms':>8s}")
-    for l in layers:
-        a, b = np.median(fwd[l.name]) * 1e3, np.median(bwd[l.name]) * 1e3
-        tf += a
-        tb += b
-        print(f"{l.name:24s} {a:8.2f} {b:8.2f}   {l.output_shape}")
-    print(f"{'total':24s} {tf:8.2f} {tb:8.2f}")
     ts = []
-    for _ in range(reps):
+    for _ in range(repeat):
         t = time.perf_counter()
         model.train_on_batch(x, x)
         ts.append(time.perf_counter() - t)
-    print(f"train_on_batch: {np.median(ts) * 1e3:.1f} ms")
+    return float(np.median(ts)), min(ts)
+
+
+def main():
+    import numba
+
+    import autoenc
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="seed,wide64,wide128")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    from autoenc.kernels import blocks
+    print(f"numba {numba.__version__}, CPU {numba.config.CPU_NAME or 'host'}, "
+          f"float32 lanes {getattr(blocks, 'LANES', 8)}; "
+          f"load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    rng = np.random.default_rng(0)
+    for mname in args.models.split(","):
+        make, shape, batch = MODELS[mname]
+        model = make(autoenc)
+        model.compile(optimizer="adam", loss="mse")
+        model.train_on_batch(np.zeros((batch,) + shape, np.float32), np.zeros((batch,) + shape, np.float32))
+        for threads in [int(t) for t in args.threads.split(",")]:
+            numba.set_num_threads(threads)
+            rows = profile_convs(model, batch, args.repeat, rng)
+            med, best = step_time(model, shape, batch, max(args.repeat, 5), rng)
+            print(f"\n{mname}, batch {batch}, {threads} thread(s); load {os.getloadavg()[0]:.2f}: "
+                  f"train_on_batch median {med * 1e3:.1f} ms (best {best * 1e3:.1f})")
+            print("| layer | shape | MFLOP | fwd ms | fwd GF/s | dx ms | dx GF/s | dw ms | dw GF/s |")
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            tot_t = tot_f = 0.0
+            for name, sh, flop, t_f, t_i, t_w, first in rows:
+                print(f"| {name} | {sh} | {flop / 1e6:.0f} | {t_f * 1e3:.2f} | {flop / t_f / 1e9:.0f} | "
+                      f"{t_i * 1e3:.2f} | {flop / t_i / 1e9:.0f} | {t_w * 1e3:.2f} | {flop / t_w / 1e9:.0f} |")
+                tot_t += t_f + t_w + (0 if first else t_i)
+                tot_f += flop * (2 if first else 3)
+            print(f"convolutions of one step: {tot_t * 1e3:.1f} ms, {tot_f / 1e9:.2f} GFLOP, "
+                  f"{tot_f / tot_t / 1e9:.0f} GFLOP/s")
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 if __name__ == "__main__":

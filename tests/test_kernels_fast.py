@@ -25,6 +25,20 @@ ODD_CASES = [
     (7, 7, 8, 9, 3, 3, 1, 1, "same"),     # odd pixel count, an odd number of weight-gradient blocks, 1 channel left
 ]
 
+# Shapes for the wide paths: 16-channel forward blocks (AVX-512, patch rows of 32 or more numbers),
+# with 8-wide blocks and single channels left over, also for the input gradient (the forward pass
+# with cin and cout swapped); and weight gradients over several pixel tiles (conv_weight_grad.TILE_FLOATS).
+WIDE_CASES = [
+    (6, 7, 33, 17, 3, 3, 1, 1, "same"),   # 16 + 1 channels forward; 33 = 2x16 + 1 in the input gradient
+    (5, 9, 15, 33, 3, 3, 2, 1, "same"),   # patch rows of 45, strides
+    (7, 6, 32, 24, 3, 3, 1, 1, "valid"),  # 16 + 8 channels
+    (4, 5, 5, 48, 3, 3, 1, 1, "same"),    # patch rows of 15: 8-wide blocks only; the input gradient: 16-wide, 5 left
+    (9, 8, 64, 3, 1, 1, 1, 1, "valid"),   # 1x1 kernel, 3 output channels: dot products only
+    (6, 6, 1, 64, 3, 3, 1, 1, "same"),    # one input channel, many output channels (rows of 3)
+]
+# (h, w, cin, cout, n): the weight gradient's pixels in several tiles per chunk, the last one odd or even
+TILED_CASES = [(40, 40, 64, 127, 2), (41, 41, 64, 127, 1), (33, 33, 1, 255, 1), (33, 33, 3, 253, 2)]
+
 
 def run_all(x, w, b, sh, sw, padding):
     """Fast forward (linear and relu), input and kernel gradients, and bias gradient."""
@@ -80,6 +94,40 @@ def test_float64_matches_oracle(case):
     check(*case, dtype=np.float64, n=2)
 
 
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_wide_shapes_match_oracle(case):
+    check(*case, n=2)
+
+
+@pytest.mark.parametrize("h, wd, cin, cout, n", TILED_CASES)
+def test_weight_gradient_over_several_tiles_matches_oracle(h, wd, cin, cout, n):
+    """More pixels per batch chunk than one tile holds: the sums carried from tile to tile."""
+    tile = max(64, conv_weight_grad.TILE_FLOATS // (cout + cin)) // 2 * 2
+    # the case tests what it says: a chunk (one sample here) too big for one tile, and more than one tile
+    assert h * wd * (cout + cin) > 4 * conv_weight_grad.TILE_FLOATS and h * wd > tile
+    check(h, wd, cin, cout, 3, 3, 1, 1, "same", n=n)
+
+
+_LANES_SCRIPT = "from autoenc.kernels import blocks; print(blocks.LANES)"
+
+
+@pytest.mark.skipif(not __import__("platform").machine().lower() in ("x86_64", "amd64"), reason="x86 CPU names")
+@pytest.mark.parametrize("cpu, features, lanes", [("haswell", "+avx,+avx2,+fma,+f16c", 8),
+                                                  ("skylake-avx512", "+avx512f,+avx512bw,+avx512vl", 16)])
+def test_lanes_follow_numba_target(cpu, features, lanes):
+    """blocks.LANES follows what Numba compiles for (NUMBA_CPU_NAME and NUMBA_CPU_FEATURES), whatever
+    this CPU has: 8 float32 for an AVX2 target, 16 for an AVX-512 one."""
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features,
+           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    out = subprocess.run([sys.executable, "-c", _LANES_SCRIPT], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout) == lanes
+
+
+def test_lanes_is_8_or_16():
+    from autoenc.kernels import blocks
+    assert blocks.LANES in (8, 16) and blocks.vector_lanes() == blocks.LANES
+
+
 @pytest.mark.parametrize("shape, strides, relu, pad", [
     ((4, 28, 28, 16), (1, 1), True, True),     # the seed model's decoder
     ((4, 28, 28, 1), (1, 1), False, True),     # its output layer (sigmoid: the mask is applied before)
@@ -121,7 +169,7 @@ from test_kernels_fast import run_all
 rng = np.random.default_rng(1)
 digest = hashlib.sha256()
 for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"), (14, 14, 16, 1, 3, 3, 1, 1, "same"),
-                                              (9, 11, 3, 17, 4, 2, 2, 3, "same")]:
+                                              (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)

@@ -44,6 +44,18 @@ SCRIPT = textwrap.dedent('''
         close(conv.grads["bias"], C.conv2d_backward_bias_naive(dy))
         print("conv2d", strides, padding, "ok")
 
+    # the wide paths: 16-channel forward blocks where vectors hold 16 float32 (patch rows of 33),
+    # and the input gradient's forward pass with 17 -> 11 channels
+    x = rng.standard_normal((1, 4, 9, 11))
+    conv = layers.Conv2D(17, (2, 3), padding="same", dtype="float64")
+    y = conv(x)
+    w, b = conv.params["kernel"], conv.params["bias"]
+    close(y, C.conv2d_forward_naive(x, w, b, (1, 1), "same"))
+    dy = rng.standard_normal(y.shape)
+    close(conv.backward(dy), C.conv2d_backward_input_naive(dy, w, x.shape, (1, 1), "same"))
+    close(conv.grads["kernel"], C.conv2d_backward_kernel_naive(x, dy, (2, 3), (1, 1), "same"))
+    print("conv2d wide ok")
+
     x = rng.standard_normal((2, 5, 7, 2))
     pool = layers.MaxPooling2D((2, 2), padding="same", dtype="float64")
     y = pool(x)

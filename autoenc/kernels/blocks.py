@@ -1,16 +1,46 @@
-"""Register-block helpers: 8-tuples of scalars that LLVM keeps in registers.
+"""Register-block helpers: tuples of 8 or 16 scalars that LLVM keeps in vector registers.
 
-The fast convolution kernels sum 8 output pixels x 8 channels (or 8 patch elements x 8 channels) at
-a time in tuples of 8 scalars. LLVM keeps each tuple in one vector register, and its SLP vectoriser
-(turned on in config.py) turns the 8 scalar multiply-adds of :func:`fma8` into one vector
-instruction. Indices are unsigned where that lets LLVM see 8 neighbouring loads as one vector load.
-Every helper is a tiny jitted function that the kernels inline.
+The fast convolution kernels sum blocks of output pixels x channels (or patch elements x channels)
+in tuples of scalars. LLVM keeps each tuple in one vector register, and its SLP vectoriser (turned
+on in config.py) turns the scalar multiply-adds of :func:`fma8` / :func:`fma16` into one vector
+instruction. How many float32 numbers a vector register holds is :data:`LANES`: 16 where the code is
+compiled for AVX-512, else 8 (AVX2); the kernels size their blocks by it. Indices are unsigned where
+that lets LLVM see neighbouring loads as one vector load. Every helper is a tiny jitted function
+that the kernels inline.
 """
+import numba
 import numpy as np
 
 from autoenc.kernels.config import FASTMATH, njit
 
+
+def vector_lanes():
+    """float32 numbers per vector register in the code Numba generates: 16 when LLVM, set up for
+    Numba's target (NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, else this CPU), emits a 16-float vector
+    operation in one 512-bit register, else 8. A probe of a few microseconds: one tiny LLVM module,
+    no Numba compile. A Numba cache entry is keyed by the same CPU name and features, so a cached
+    kernel was compiled for the lanes chosen here."""
+    try:
+        import llvmlite.binding as ll
+        from numba.core import codegen
+        codegen.initialize_llvm()
+        cpu = numba.config.CPU_NAME or ll.get_host_cpu_name()
+        features = numba.config.CPU_FEATURES
+        if features is None:
+            features = codegen.get_host_cpu_features()
+        tm = ll.Target.from_default_triple().create_target_machine(cpu=cpu, features=features, opt=2)
+        ir = ("define void @probe(ptr %p) {\n  %v = load <16 x float>, ptr %p\n  %w = fmul <16 x float> %v, %v\n"
+              "  store <16 x float> %w, ptr %p\n  ret void\n}")
+        return 16 if "zmm" in tm.emit_assembly(ll.parse_assembly(ir)) else 8
+    except Exception:   # no LLVM to ask (a non-x86 or unusual build): the block width that always works
+        return 8
+
+
+# Read once at import: a global constant to the kernels (Numba freezes it when compiling them).
+LANES = vector_lanes()
+
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(q) for q in range(1, 8))
+_U8, _U9, _U10, _U11, _U12, _U13, _U14, _U15 = (np.uint64(q) for q in range(8, 16))
 
 
 @njit()
@@ -19,6 +49,31 @@ def load8(a, k):
     # unsigned indices: no negative-index wraparound, so LLVM sees 8 neighbouring loads (one vector load)
     u = np.uint64(k)
     return (a[u], a[u + _U1], a[u + _U2], a[u + _U3], a[u + _U4], a[u + _U5], a[u + _U6], a[u + _U7])
+
+
+@njit()
+def load16(a, k):
+    """The tuple (a[k], ..., a[k+15]) of a 1-D array."""
+    u = np.uint64(k)
+    return (a[u], a[u + _U1], a[u + _U2], a[u + _U3], a[u + _U4], a[u + _U5], a[u + _U6], a[u + _U7],
+            a[u + _U8], a[u + _U9], a[u + _U10], a[u + _U11], a[u + _U12], a[u + _U13], a[u + _U14], a[u + _U15])
+
+
+@njit(fastmath=FASTMATH)
+def fma16(acc, a, v):
+    """acc + a * v over 16-tuples (a scalar): one 512-bit vector multiply-add once vectorised."""
+    return (acc[0] + a * v[0], acc[1] + a * v[1], acc[2] + a * v[2], acc[3] + a * v[3],
+            acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7],
+            acc[8] + a * v[8], acc[9] + a * v[9], acc[10] + a * v[10], acc[11] + a * v[11],
+            acc[12] + a * v[12], acc[13] + a * v[13], acc[14] + a * v[14], acc[15] + a * v[15])
+
+
+@njit()
+def store16(out, k, v, relu):
+    """out[k:k+16] = v, or max(v, 0) when relu."""
+    o = out[k:k + 16]   # a loop over a slice: LLVM keeps v in one vector register (unrolled stores split it)
+    for q in range(16):
+        o[q] = max(v[q], 0) if relu else v[q]
 
 
 @njit()

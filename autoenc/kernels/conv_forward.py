@@ -18,7 +18,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import fma8, fma8v, hsum8, load8, next_pixel, scatter8, store8
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8, load8, load16, next_pixel, scatter8, store8,
+                                    store16)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
@@ -46,11 +47,13 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
 #     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
 # with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
-# The products are register-blocked: 8 output pixels x 8 channels are summed in tuples of 8 scalars,
-# which LLVM keeps in registers and its SLP vectoriser turns into 8-wide vector multiply-adds.
-# Channels left over (cout % 8, e.g. a single-channel output) are dot products of each pixel's patch
-# with w[..., f], 8 patch elements per vector. Each output is summed in a fixed order, so the result
-# does not depend on the number of threads. A block at the right edge overlaps the previous one
+# The products are register-blocked: 8 output pixels x LANES channels (blocks.LANES: 16 float32 in
+# an AVX-512 register, 8 in an AVX2 one) are summed in tuples of LANES scalars, which LLVM keeps in
+# registers and its SLP vectoriser turns into vector multiply-adds. With 16 lanes, 8 channels left
+# over take one 8-wide block. Channels left over after that (cout % 8, e.g. a single-channel output)
+# are dot products of each pixel's patch with w[..., f], 8 patch elements per vector. Each output is
+# summed in a fixed order, the same for a 16- or 8-wide block, so the result depends neither on the
+# number of threads nor on the vector width. A block at the right edge overlaps the previous one
 # instead of running past it (the overlapped outputs are computed twice, identically).
 
 
@@ -59,6 +62,52 @@ def _patch_start(q, ow, sh, rstride, dx):
     """Offset in one sample of xp of the patch of output pixel q (raster order: r = q // ow)."""
     return (q // ow) * sh * rstride + (q % ow) * dx
 
+
+@njit(fastmath=FASTMATH)
+def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """8 output pixels x channels f0..f0+15 of conv2d_forward: the pixels' patches start at ``starts``
+    in flat xp; wf is w flat; results go to yf[o + j*cout : o + j*cout + 16]."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = load16(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for i in range(kh):
+        d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
+        for k in range(row):
+            v = load16(wf, (i * row + k) * cout + f0)
+            e = d + k
+            a0 = fma16(a0, at(xf, b0 + e), v)
+            a1 = fma16(a1, at(xf, b1 + e), v)
+            a2 = fma16(a2, at(xf, b2 + e), v)
+            a3 = fma16(a3, at(xf, b3 + e), v)
+            a4 = fma16(a4, at(xf, b4 + e), v)
+            a5 = fma16(a5, at(xf, b5 + e), v)
+            a6 = fma16(a6, at(xf, b6 + e), v)
+            a7 = fma16(a7, at(xf, b7 + e), v)
+    store16(yf, o, a0, relu)
+    store16(yf, o + cout, a1, relu)
+    store16(yf, o + 2 * cout, a2, relu)
+    store16(yf, o + 3 * cout, a3, relu)
+    store16(yf, o + 4 * cout, a4, relu)
+    store16(yf, o + 5 * cout, a5, relu)
+    store16(yf, o + 6 * cout, a6, relu)
+    store16(yf, o + 7 * cout, a7, relu)
+
+
+
+@njit()
+def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """Stands in for :func:`_forward_block16` where vectors hold 8 float32 (never called there)."""
+
+
+# 8 pixels x 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
+# compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
+_forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
 
 @njit(fastmath=FASTMATH)
 def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
@@ -104,8 +153,9 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous.
 
     Optimizations: samples in parallel; no im2col buffer: a patch row is kw*cin contiguous numbers
-    of xp; 8 output pixels (raster order, across rows) x 8 channels summed in 64 register
-    accumulators, one vector multiply-add per patch element; channels left over (cout % 8) as 8
+    of xp; 8 output pixels (raster order, across rows) x LANES channels (16 for AVX-512, 8 for AVX2)
+    summed in 8 vector registers, one vector multiply-add per patch element and pixel; with 16
+    lanes, 8 channels left over as an 8-wide block; channels left over (cout % 8) as 8
     dot products along the patch, 8 elements per vector; bias and ReLU fused into the store; each
     output summed in a fixed order (identical for any number of threads).
     """
@@ -119,9 +169,14 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     rjump = sh * rstride - ow * dx  # extra move at the end of an output row
     xf = xp.reshape(n * hp * rstride)
     wm = w.reshape(kh * row, cout)    # wm[i*row + k] = row k of W_i
+    wf = w.reshape(kh * row * cout)
     yf = y.reshape(n * npix * cout)
     relu = act == ACT_RELU
-    f8 = cout - cout % 8    # channels done 8 at a time; the rest one at a time
+    # channels done 16 at a time (AVX-512, and patch rows of 32 or more numbers: with shorter rows
+    # the block's stores, not its multiply-adds, take the time, and two 8-wide blocks were as fast
+    # or faster when measured), then 8, then one at a time
+    f16 = cout - cout % 16 if LANES == 16 and row >= 32 else 0
+    f8 = cout - cout % 8
     row8 = row - row % 8
     wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
     for e in range(kh * row):
@@ -141,7 +196,11 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
             r, c, b5 = next_pixel(r, c, b4, oh, ow, dx, rjump, 0)
             r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
             r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
-            for f0 in range(0, f8, 8):  # 8 pixels x 8 channels
+            starts = (b0, b1, b2, b3, b4, b5, b6, b7)
+            for f0 in range(0, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
+                _forward_block16_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
+                                         relu)
+            for f0 in range(f16, f8, 8):  # 8 pixels x 8 channels
                 a0 = load8(b, f0)
                 a1 = a0
                 a2 = a0
@@ -175,7 +234,6 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
                 store8(yf, o + 5 * cout, a5, relu)
                 store8(yf, o + 6 * cout, a6, relu)
                 store8(yf, o + 7 * cout, a7, relu)
-            starts = (b0, b1, b2, b3, b4, b5, b6, b7)
             for f in range(f8, cout):   # channels left over, one at a time
                 _forward_dot(xf, wl[f - f8], b[f], yf, starts, ys + q * cout + f, kh, row, row8, rstride, cout,
                              relu, zeros8)

@@ -11,8 +11,12 @@ See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import add8, at, fma8, load8, next_pixel, scatter8, store8, where_positive8
+from autoenc.kernels.blocks import add8, at, fma8, load8, next_pixel, store8, where_positive8
 from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, njit, prange_only
+
+# Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
+# which stay in the core's L2 cache while every block of weights sweeps the tile.
+TILE_FLOATS = 65536
 from autoenc.kernels.padding import pad_naive
 
 
@@ -124,28 +128,29 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     _sum_chunks(part, db)
 
 
+@njit()
+def _store64(ua, u, a0, a1, a2, a3, a4, a5, a6, a7):
+    """ua[u + 8*j : u + 8*j + 8] = a_j for j < 8: a block's 64 sums, kept between tiles."""
+    store8(ua, u, a0, False)
+    store8(ua, u + 8, a1, False)
+    store8(ua, u + 16, a2, False)
+    store8(ua, u + 24, a3, False)
+    store8(ua, u + 32, a4, False)
+    store8(ua, u + 40, a5, False)
+    store8(ua, u + 48, a6, False)
+    store8(ua, u + 56, a7, False)
+
+
 @njit(fastmath=FASTMATH)
-def _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, oA, oB, cout, oh, ow, dx, rjump, sjump, zeros8):
-    """Weight gradients of two (8 patch elements x 8 channels) blocks over m output pixels: element
-    vectors at offsets oA, oB of each patch (first elements eA, eB), channels from fA, fB; pixels
-    from xs in flat xp and ts in flat dy. Two pixels per step; written into pf at chunk offset pk."""
-    a0 = load8(zeros8, 0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    b0 = a0
-    b1 = a0
-    b2 = a0
-    b3 = a0
-    b4 = a0
-    b5 = a0
-    b6 = a0
-    b7 = a0
-    r, c, x0, t = 0, 0, xs, ts
+def _dw_pair(xf, dyf, ua, uA, uB, m, r, c, x0, t, fA, fB, oA, oB, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of two (8 patch elements x 8 channels) blocks, added over m output pixels
+    to their sums so far, ua[uA + 8*j + q] and ua[uB + 8*j + q] (element q, channel f + j): element
+    vectors at offsets oA, oB of each patch, channels from fA, fB; the first pixel is (row r,
+    column c), its patch at x0 in flat xp and its gradient at t in flat dy. Two pixels per step."""
+    a0, a1, a2, a3 = load8(ua, uA), load8(ua, uA + 8), load8(ua, uA + 16), load8(ua, uA + 24)
+    a4, a5, a6, a7 = load8(ua, uA + 32), load8(ua, uA + 40), load8(ua, uA + 48), load8(ua, uA + 56)
+    b0, b1, b2, b3 = load8(ua, uB), load8(ua, uB + 8), load8(ua, uB + 16), load8(ua, uB + 24)
+    b4, b5, b6, b7 = load8(ua, uB + 32), load8(ua, uB + 40), load8(ua, uB + 48), load8(ua, uB + 56)
     for _ in range(m // 2):     # pixels t and t + 1 (x0 and x1)
         r, c, x1 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
         xa, xb, ya, yb = load8(xf, x0 + oA), load8(xf, x0 + oB), load8(xf, x1 + oA), load8(xf, x1 + oB)
@@ -169,46 +174,25 @@ def _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, oA, oB, cout, oh, ow, d
         b7 = fma8(fma8(b7, e[7], xb), h[7], yb)
         r, c, x0 = next_pixel(r, c, x1, oh, ow, dx, rjump, sjump)
         t += 2 * cout
-    if m % 2:                   # the chunk's last pixel
+    if m % 2:                   # the last pixel (only a chunk's last tile has an odd count)
         xa, xb = load8(xf, x0 + oA), load8(xf, x0 + oB)
         d, e = load8(dyf, t + fA), load8(dyf, t + fB)
         a0, a1, a2, a3 = fma8(a0, d[0], xa), fma8(a1, d[1], xa), fma8(a2, d[2], xa), fma8(a3, d[3], xa)
         a4, a5, a6, a7 = fma8(a4, d[4], xa), fma8(a5, d[5], xa), fma8(a6, d[6], xa), fma8(a7, d[7], xa)
         b0, b1, b2, b3 = fma8(b0, e[0], xb), fma8(b1, e[1], xb), fma8(b2, e[2], xb), fma8(b3, e[3], xb)
         b4, b5, b6, b7 = fma8(b4, e[4], xb), fma8(b5, e[5], xb), fma8(b6, e[6], xb), fma8(b7, e[7], xb)
-    pA, pB = pk + eA * cout + fA, pk + eB * cout + fB   # a_j, b_j: channel f + j, 8 elements
-    scatter8(pf, pA, cout, a0, False)
-    scatter8(pf, pA + 1, cout, a1, False)
-    scatter8(pf, pA + 2, cout, a2, False)
-    scatter8(pf, pA + 3, cout, a3, False)
-    scatter8(pf, pA + 4, cout, a4, False)
-    scatter8(pf, pA + 5, cout, a5, False)
-    scatter8(pf, pA + 6, cout, a6, False)
-    scatter8(pf, pA + 7, cout, a7, False)
-    scatter8(pf, pB, cout, b0, False)
-    scatter8(pf, pB + 1, cout, b1, False)
-    scatter8(pf, pB + 2, cout, b2, False)
-    scatter8(pf, pB + 3, cout, b3, False)
-    scatter8(pf, pB + 4, cout, b4, False)
-    scatter8(pf, pB + 5, cout, b5, False)
-    scatter8(pf, pB + 6, cout, b6, False)
-    scatter8(pf, pB + 7, cout, b7, False)
+    _store64(ua, uA, a0, a1, a2, a3, a4, a5, a6, a7)
+    _store64(ua, uB, b0, b1, b2, b3, b4, b5, b6, b7)
 
 
 @njit(fastmath=FASTMATH)
-def _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, es, offs, cout, oh, ow, dx, rjump, sjump, zeros8):
-    """Weight gradients of 8 element vectors (first elements es, at offsets offs of each patch) x
-    channel f, over m output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+def _dw_vectors_1ch(xf, dyf, ua, u, m, r, c, x0, ts, f, offs, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 8 element vectors (at offsets offs of each patch) x channel f, added
+    over m output pixels (the first at row r, column c, x0 in flat xp, ts in flat dy) to their sums
+    so far, ua[u + 8*j + q] (element q of vector j)."""
     o0, o1, o2, o3, o4, o5, o6, o7 = offs
-    a0 = load8(zeros8, 0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    r, c, x0 = 0, 0, xs
+    a0, a1, a2, a3 = load8(ua, u), load8(ua, u + 8), load8(ua, u + 16), load8(ua, u + 24)
+    a4, a5, a6, a7 = load8(ua, u + 32), load8(ua, u + 40), load8(ua, u + 48), load8(ua, u + 56)
     for t in range(ts + f, ts + m * cout + f, cout):
         d = dyf[t]
         a0 = fma8(a0, d, load8(xf, x0 + o0))
@@ -220,30 +204,17 @@ def _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, es, offs, cout, oh, ow, dx, r
         a6 = fma8(a6, d, load8(xf, x0 + o6))
         a7 = fma8(a7, d, load8(xf, x0 + o7))
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-    scatter8(pf, pk + es[0] * cout + f, cout, a0, False)
-    scatter8(pf, pk + es[1] * cout + f, cout, a1, False)
-    scatter8(pf, pk + es[2] * cout + f, cout, a2, False)
-    scatter8(pf, pk + es[3] * cout + f, cout, a3, False)
-    scatter8(pf, pk + es[4] * cout + f, cout, a4, False)
-    scatter8(pf, pk + es[5] * cout + f, cout, a5, False)
-    scatter8(pf, pk + es[6] * cout + f, cout, a6, False)
-    scatter8(pf, pk + es[7] * cout + f, cout, a7, False)
+    _store64(ua, u, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @njit(fastmath=FASTMATH)
-def _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump, sjump, zeros8):
-    """Weight gradients of patch elements e..e+7 (gathered from offsets offs) x channels f0..f0+7,
-    over m output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+def _dw_gather(xf, dyf, ua, u, m, r, c, x0, ts, offs, f0, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 8 patch elements (gathered from offsets offs) x channels f0..f0+7,
+    added over m output pixels (the first at row r, column c, x0 in flat xp, ts in flat dy) to
+    their sums so far, ua[u + 8*j + q] (element j, channel f0 + q)."""
     o0, o1, o2, o3, o4, o5, o6, o7 = offs
-    a0 = load8(zeros8, 0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    r, c, x0 = 0, 0, xs
+    a0, a1, a2, a3 = load8(ua, u), load8(ua, u + 8), load8(ua, u + 16), load8(ua, u + 24)
+    a4, a5, a6, a7 = load8(ua, u + 32), load8(ua, u + 40), load8(ua, u + 48), load8(ua, u + 56)
     for t in range(ts + f0, ts + m * cout + f0, cout):
         v = load8(dyf, t)
         a0 = fma8(a0, at(xf, x0 + o0), v)
@@ -255,29 +226,21 @@ def _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump,
         a6 = fma8(a6, at(xf, x0 + o6), v)
         a7 = fma8(a7, at(xf, x0 + o7), v)
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-    p = pk + e * cout + f0
-    store8(pf, p, a0, False)
-    store8(pf, p + cout, a1, False)
-    store8(pf, p + 2 * cout, a2, False)
-    store8(pf, p + 3 * cout, a3, False)
-    store8(pf, p + 4 * cout, a4, False)
-    store8(pf, p + 5 * cout, a5, False)
-    store8(pf, p + 6 * cout, a6, False)
-    store8(pf, p + 7 * cout, a7, False)
+    _store64(ua, u, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @njit(fastmath=FASTMATH)
-def _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rjump, sjump, zeros8):
-    """Weight gradients of patch elements e..e+7 (gathered from offsets offs) x channel f, over m
-    output pixels from xs in flat xp and ts in flat dy; written into pf at pk."""
+def _dw_gather_1ch(xf, dyf, ua, u, m, r, c, x0, ts, offs, f, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 8 patch elements (gathered from offsets offs) x channel f, added over m
+    output pixels (the first at row r, column c, x0 in flat xp, ts in flat dy) to their sums so
+    far, ua[u + q] (element q)."""
     o0, o1, o2, o3, o4, o5, o6, o7 = offs
-    acc = load8(zeros8, 0)
-    r, c, x0 = 0, 0, xs
+    acc = load8(ua, u)
     for t in range(ts + f, ts + m * cout + f, cout):
         acc = fma8(acc, dyf[t], (at(xf, x0 + o0), at(xf, x0 + o1), at(xf, x0 + o2), at(xf, x0 + o3),
                                   at(xf, x0 + o4), at(xf, x0 + o5), at(xf, x0 + o6), at(xf, x0 + o7)))
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-    scatter8(pf, pk + e * cout + f, cout, acc, False)
+    store8(ua, u, acc, False)
 
 
 @njit(parallel=prange_only(), fastmath=FASTMATH)
@@ -312,7 +275,6 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     f8 = cout - cout % 8
     zero = dw.dtype.type(0)
     npix = oh * ow
-    zeros8 = np.zeros(8, dtype=dw.dtype)
     offsets = np.empty(ke, np.int64)
     for e in range(ke):
         offsets[e] = (e // row) * rstride + e % row
@@ -331,39 +293,79 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
         ue[u], uf[u] = vstart[u // (cout // 8)], 8 * (u % (cout // 8))
     if nu > 0:
         ue[nu], uf[nu] = ue[nu - 1], uf[nu - 1]
+    # Each block of weights keeps its sums between tiles in ua (nc, nsum): blocks overlap (the last
+    # vector of a kernel row overlaps the one before), so they cannot add into part directly.
+    # Layout per chunk: the pair units (64 sums each), then the (group, left-over channel) blocks
+    # of 8 vectors x 1 channel (64), then per gathered block its 8x8 channel blocks and its
+    # 8 x 1 channel blocks.
+    ngrp = (nv + 7) // 8 if cout > f8 and row >= 8 else 0
+    nblk = (ke + 7) // 8 if row < 8 and ke >= 8 else 0
+    gsize = (f8 // 8) * 64 + (cout - f8) * 8
+    u1 = (nu if row >= 8 else 0) * 64
+    u2 = u1 + ngrp * (cout - f8) * 64
+    nsum = u2 + nblk * gsize
+    ua = np.zeros((nc, max(nsum, 1)), dtype=dw.dtype)
+    # tiles of the chunk's pixels, where a chunk's dy and input (about cout + cin numbers a pixel)
+    # outgrow 4 * TILE_FLOATS (1 MB): every block sweeps one tile, whose dy and patches then come
+    # from the cache, before the next; an even count, so the pixel pairs stay as without tiles
+    tile = max(64, TILE_FLOATS // (cout + cin)) // 2 * 2
+    if (n + nc - 1) // nc * npix * (cout + cin) <= 4 * TILE_FLOATS:
+        tile = (n + nc - 1) // nc * npix + 2   # the chunk fits: one tile
     for kc in numba.prange(nc):
         s0, s1 = kc * n // nc, (kc + 1) * n // nc
         m = (s1 - s0) * npix        # output pixels in this chunk
         pk = kc * ke * cout
-        xs, ts = s0 * hp * rstride, s0 * npix * cout
-        for pair in range((nu + 1) // 2 if row >= 8 else 0):
-            eA, fA, eB, fB = ue[2 * pair], uf[2 * pair], ue[2 * pair + 1], uf[2 * pair + 1]
-            _dw_pair(xf, dyf, pf, m, xs, ts, pk, eA, fA, eB, fB, offsets[eA], offsets[eB], cout, oh, ow, dx,
-                     rjump, sjump, zeros8)
-        # channels left over, with kernel rows of 8 or more: 8 element vectors x 1 channel (the
-        # last group repeats its last vector where fewer than 8 are left)
-        for grp in range((nv + 7) // 8 if cout > f8 else 0):
-            v0 = 8 * grp
-            e0, e1, e2, e3 = vstart[v0], vstart[min(v0 + 1, nv - 1)], vstart[min(v0 + 2, nv - 1)], \
-                vstart[min(v0 + 3, nv - 1)]
-            e4, e5, e6, e7 = vstart[min(v0 + 4, nv - 1)], vstart[min(v0 + 5, nv - 1)], \
-                vstart[min(v0 + 6, nv - 1)], vstart[min(v0 + 7, nv - 1)]
-            o0, o1, o2, o3 = offsets[e0], offsets[e1], offsets[e2], offsets[e3]
-            o4, o5, o6, o7 = offsets[e4], offsets[e5], offsets[e6], offsets[e7]
+        uk = ua[kc]
+        for q0 in range(0, m if ke >= 8 else 0, tile):
+            mt = min(tile, m - q0)  # pixels in this tile; the first at (sample s, row r, column c)
+            s, r, c = s0 + q0 // npix, (q0 % npix) // ow, q0 % ow
+            xs, ts = s * hp * rstride + r * sh * rstride + c * dx, (s0 * npix + q0) * cout
+            for pair in range((nu + 1) // 2 if row >= 8 else 0):
+                uA, uB = 2 * pair, min(2 * pair + 1, nu - 1)
+                _dw_pair(xf, dyf, uk, 64 * uA, 64 * uB, mt, r, c, xs, ts, uf[uA], uf[uB], offsets[ue[uA]],
+                         offsets[ue[uB]], cout, oh, ow, dx, rjump, sjump)
+            # channels left over, with kernel rows of 8 or more: 8 element vectors x 1 channel (the
+            # last group repeats its last vector where fewer than 8 are left)
+            for grp in range(ngrp):
+                v0 = 8 * grp
+                o0, o1, o2, o3 = offsets[vstart[v0]], offsets[vstart[min(v0 + 1, nv - 1)]], \
+                    offsets[vstart[min(v0 + 2, nv - 1)]], offsets[vstart[min(v0 + 3, nv - 1)]]
+                o4, o5, o6, o7 = offsets[vstart[min(v0 + 4, nv - 1)]], offsets[vstart[min(v0 + 5, nv - 1)]], \
+                    offsets[vstart[min(v0 + 6, nv - 1)]], offsets[vstart[min(v0 + 7, nv - 1)]]
+                for f in range(f8, cout):
+                    _dw_vectors_1ch(xf, dyf, uk, u1 + (grp * (cout - f8) + f - f8) * 64, mt, r, c, xs, ts, f,
+                                    (o0, o1, o2, o3, o4, o5, o6, o7), cout, oh, ow, dx, rjump, sjump)
+            # kernel rows narrower than 8 (cin of 1 or 2): blocks of 8 patch elements (gathered) x 8
+            # channels, summed over every pixel of the tile
+            for blk in range(nblk):
+                e = min(8 * blk, ke - 8)
+                o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
+                o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
+                offs = (o0, o1, o2, o3, o4, o5, o6, o7)
+                for f0 in range(0, f8, 8):
+                    _dw_gather(xf, dyf, uk, u2 + blk * gsize + 8 * f0, mt, r, c, xs, ts, offs, f0, cout, oh, ow,
+                               dx, rjump, sjump)
+                for f in range(f8, cout):
+                    _dw_gather_1ch(xf, dyf, uk, u2 + blk * gsize + 8 * f8 + 8 * (f - f8), mt, r, c, xs, ts, offs,
+                                   f, cout, oh, ow, dx, rjump, sjump)
+        # the blocks' sums into part (overlapping blocks write the same numbers twice)
+        for u in range(nu if row >= 8 else 0):
+            for j in range(8):
+                for q in range(8):
+                    pf[pk + (ue[u] + q) * cout + uf[u] + j] = uk[64 * u + 8 * j + q]
+        for grp in range(ngrp):
             for f in range(f8, cout):
-                _dw_vectors_1ch(xf, dyf, pf, m, xs, ts, pk, f, (e0, e1, e2, e3, e4, e5, e6, e7),
-                                (o0, o1, o2, o3, o4, o5, o6, o7), cout, oh, ow, dx, rjump, sjump, zeros8)
-        # kernel rows narrower than 8 (cin of 1 or 2): blocks of 8 patch elements (gathered) x 8
-        # channels, summed over every pixel of the chunk
-        for blk in range((ke + 7) // 8 if row < 8 and ke >= 8 else 0):
+                for j in range(8):
+                    e = vstart[min(8 * grp + j, nv - 1)]
+                    for q in range(8):
+                        pf[pk + (e + q) * cout + f] = uk[u1 + (grp * (cout - f8) + f - f8) * 64 + 8 * j + q]
+        for blk in range(nblk):
             e = min(8 * blk, ke - 8)
-            o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
-            o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
-            offs = (o0, o1, o2, o3, o4, o5, o6, o7)
-            for f0 in range(0, f8, 8):
-                _dw_gather(xf, dyf, pf, m, xs, ts, pk, e, offs, f0, cout, oh, ow, dx, rjump, sjump, zeros8)
-            for f in range(f8, cout):
-                _dw_gather_1ch(xf, dyf, pf, m, xs, ts, pk, e, offs, f, cout, oh, ow, dx, rjump, sjump, zeros8)
+            for j in range(8):
+                for f in range(f8):
+                    pf[pk + (e + j) * cout + f] = uk[u2 + blk * gsize + 8 * (f - f % 8) + 8 * j + f % 8]
+                for f in range(f8, cout):
+                    pf[pk + (e + j) * cout + f] = uk[u2 + blk * gsize + 8 * f8 + 8 * (f - f8) + j]
         # fewer than 8 patch elements (tiny kernels): one weight at a time
         for e in range(ke if ke < 8 else 0):
             for f in range(cout):
