@@ -18,8 +18,8 @@ and the ratios to Keras. Every framework gets all CPUs (NUMBA_NUM_THREADS and Te
 and inter-op threads), unless NUMBA_NUM_THREADS is set.
 
 ``--load N`` starts N busy processes (``sh -c 'while :; do :; done'``) beside the runs and kills
-them at the end. ``--isa avx2`` compiles autoenc's kernels for Haswell (NUMBA_CPU_NAME=haswell:
-AVX2 and FMA, 256-bit vectors; a cache of its own, so the first run compiles) and caps oneDNN at
+them at the end. ``--isa avx2`` compiles autoenc's kernels for Haswell (NUMBA_CPU_NAME=haswell and this CPU's
+features without AVX-512, NUMBA_CPU_FEATURES: AVX2 and FMA, 256-bit vectors; a cache of its own, so the first run compiles) and caps oneDNN at
 AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) for Keras. ``--quick``: the seed model, 15 steps, one timed epoch,
 2 rounds, about a minute on a quiet 2-core machine. The machine's load average is printed beside
 the figures: other work on the machine counts as load too.
@@ -208,6 +208,17 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def avx2_features():
+    """This CPU's feature string for LLVM with every AVX-512, AMX and AVX10 feature switched off. The CPU
+    name alone is not enough: Numba keeps the host's features, so NUMBA_CPU_NAME=haswell by itself still
+    emits 512-bit code on an AVX-512 machine."""
+    import llvmlite.binding as ll
+    ll.initialize_native_target()
+    flags = ll.get_host_cpu_features().flatten().split(",")
+    off = ("avx512", "amx", "avx10", "evex512")
+    return ",".join("-" + f[1:] if f[1:].startswith(off) else f for f in flags if f)
+
+
 def child_env(framework, isa):
     """The environment of a framework's subprocess: this checkout first on the path, all CPUs, the ISA cap."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow", "OPENBLAS_NUM_THREADS": "1",
@@ -217,6 +228,7 @@ def child_env(framework, isa):
     if isa == "avx2":
         if framework == "autoenc":
             env["NUMBA_CPU_NAME"] = "haswell"
+            env["NUMBA_CPU_FEATURES"] = avx2_features()
         else:
             env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
     return env
