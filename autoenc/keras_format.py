@@ -167,11 +167,16 @@ def keras_class_name(layer):
     return "Functional" if isinstance(layer, Model) else type(layer).__name__
 
 
-def _tensor(layer, shape, dtype):
+def _output_index(t):
+    """Which output of its node the tensor ``t`` is (0 but for a sub-model of several outputs)."""
+    return next(k for k, o in enumerate(t.node.outputs) if o is t)
+
+
+def _tensor(t):
     # node 0: inbound nodes count only the calls inside this model (functional.serialize_node)
     return {"class_name": "__keras_tensor__",
-            "config": {"shape": _shape(shape), "dtype": np.dtype(dtype).name,
-                       "keras_history": [layer.name, 0, 0]}}
+            "config": {"shape": _shape(t.shape), "dtype": np.dtype(t.dtype).name,
+                       "keras_history": [t.node.layer.name, 0, _output_index(t)]}}
 
 
 def _input_entry(layer):
@@ -202,7 +207,8 @@ def _layer_entry(layer):
 def _history(tensors):
     """Keras' input_layers / output_layers: one [name, node, index] triple, or a list of them. Here a
     Functional model's call is node 1: node 0 is its own construction (functional.get_config)."""
-    triples = [[t.node.layer.name, 1 if keras_class_name(t.node.layer) == "Functional" else 0, 0] for t in tensors]
+    triples = [[t.node.layer.name, 1 if keras_class_name(t.node.layer) == "Functional" else 0, _output_index(t)]
+               for t in tensors]
     return triples[0] if len(triples) == 1 else triples
 
 
@@ -224,7 +230,7 @@ def model_config(model):
         entry = _layer_entry(layer)
         entry["name"] = layer.name
         ins = inbound.get(id(layer), [])
-        args = [_tensor(t.node.layer, t.shape, t.dtype) for t in ins]
+        args = [_tensor(t) for t in ins]
         entry["inbound_nodes"] = [] if not ins else [{"args": [args[0] if len(args) == 1 else args], "kwargs": {}}]
         entries.append(entry)
     return {"name": model.name, "trainable": model.trainable, "layers": entries,
@@ -417,7 +423,27 @@ def _leaf(entry, name, where):
     return {"class_name": name, "config": _accepted(cls, config, where, KERAS_ONLY_DEFAULTS)}
 
 
-def _inbound(entry, where):
+def _ref(history, several, where):
+    """autoenc's reference to the tensor a keras_history [name, node, index] names: the name, or
+    [name, k] for the k-th output of a sub-model of several outputs (``several``: {name: count})."""
+    name, k = history[0], history[2]
+    if name in several:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < several[name]:
+            raise _Refused(f"{where}: reads output {k!r} of {name!r}, which has {several[name]} outputs")
+        return [name, k]
+    if k != 0:
+        raise _Refused(f"{where}: reads output {k!r} of {name!r}, which has one output")
+    return name
+
+
+def _n_outputs(entry):
+    """How many outputs a Functional entry of a Keras config declares (1 for anything else)."""
+    body = entry.get("config") if isinstance(entry, dict) else None
+    value = body.get("output_layers") if isinstance(body, dict) and entry.get("class_name") == "Functional" else None
+    return len(value) if isinstance(value, list) and value and isinstance(value[0], list) else 1
+
+
+def _inbound(entry, where, several):
     """The names of the layers feeding a functional model's entry (autoenc calls each layer once)."""
     nodes = entry.get("inbound_nodes", [])
     if not isinstance(nodes, list):
@@ -441,17 +467,15 @@ def _inbound(entry, where):
         history = t.get("config", {}).get("keras_history") if isinstance(t, dict) else None
         if not (isinstance(history, list) and len(history) == 3 and isinstance(history[0], str)):
             raise _Refused(f"{where}: an input tensor without a keras_history: {str(t)[:200]}")
-        if history[2] != 0:
-            raise _Refused(f"{where}: reads output {history[2]} of {history[0]!r}; autoenc reads layers with one output")
-        names.append(history[0])
+        names.append(_ref(history, several, where))
     return names
 
 
-def _history_names(value, where):
+def _history_names(value, where, several=None):
     triples = value if value and isinstance(value[0], list) else [value]
     if not all(isinstance(t, list) and len(t) == 3 and isinstance(t[0], str) for t in triples):
         raise _Refused(f"{where}: expected [name, node, index] triples, got {str(value)[:200]}")
-    return [t[0] for t in triples]
+    return [t[0] if several is None else _ref(t, several, where) for t in triples]
 
 
 def translate(config, where="config.json"):
@@ -473,6 +497,7 @@ def translate(config, where="config.json"):
             raise _Refused(f"{here}: config.layers should be a list")
         arch = {"class_name": "Sequential" if kind == "Sequential" else "Model", "name": body.get("name"), "layers": []}
         used = {}
+        several = {}   # sub-models of several outputs in this model: {name: count}
         for k, layer_entry in enumerate(body["layers"]):
             lw = f"{here}.layers[{k}]"
             name = _class(layer_entry, lw)
@@ -492,7 +517,9 @@ def translate(config, where="config.json"):
             if layer_name in paths:
                 raise _Refused(f"{lw}: a second layer named {layer_name!r}; autoenc needs unique layer names")
             paths[layer_name] = path
-            inbound = [] if kind == "Sequential" else _inbound(layer_entry, lw)
+            inbound = [] if kind == "Sequential" else _inbound(layer_entry, lw, several)
+            if _n_outputs(layer_entry) > 1:
+                several[layer_name] = _n_outputs(layer_entry)
             if name in MODEL_CLASSES:
                 arch_entry = {"class_name": name, "config": None, "inbound": inbound}
                 stack.append((layer_entry, lw, path + "/", (arch_entry, "config")))
@@ -505,11 +532,11 @@ def translate(config, where="config.json"):
                 arch["input"] = None if shape is None else {"name": None, "shape": list(shape)[1:]}
         else:
             arch["inputs"] = _history_names(body.get("input_layers"), f"{here}.input_layers")
-            outputs = _history_names(body.get("output_layers"), f"{here}.output_layers")
-            if len(outputs) != 1:
-                raise _Refused(f"{here}: a model with {len(outputs)} outputs; autoenc reads single-output "
-                               ".keras models for now")
-            arch["output"] = outputs[0]
+            outputs = _history_names(body.get("output_layers"), f"{here}.output_layers", several)
+            if len(outputs) > 1:
+                arch["outputs"] = outputs
+            else:
+                arch["output"] = outputs[0]
         target[key] = arch
     return result["model"], paths
 

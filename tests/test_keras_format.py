@@ -702,3 +702,59 @@ def _print_measured():
         print("\n.keras round trips (max|a-b|/max|b|; 'step weights / bound': largest |a-b| / adam_step_bound):")
         for key, figures in sorted(MEASURED.items()):
             print(f"  {key}: " + ", ".join(f"{k} {v:.2g}" for k, v in figures.items()))
+
+
+def several_outputs_model():
+    """An encoder of two outputs nested in a model that reads its second output first and returns two."""
+    from autoenc.layers import Concatenate, Flatten
+    inp = Input(shape=(8, 8, 1), name="img")
+    h = Flatten()(Conv2D(4, 3, strides=2, padding="same", activation="relu")(inp))
+    encoder = Model(inp, [Dense(2, name="z_mean")(h), Dense(2, name="z_log_var")(h)], name="encoder")
+    outer_in = Input(shape=(8, 8, 1), name="img2")
+    z_mean, z_log_var = encoder(outer_in)
+    head = Dense(3, name="head")(Concatenate()([z_log_var, z_mean]))
+    return Model(outer_in, [head, z_log_var], name="outer")
+
+
+def test_several_outputs_round_trip_exactly(tmp_path):
+    model = several_outputs_model()
+    x = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
+    model.save(tmp_path / "m.keras")
+    back = load_model(tmp_path / "m.keras")
+    assert len(back.outputs) == 2
+    for a, b in zip(back.predict(x, verbose=0), model.predict(x, verbose=0)):
+        np.testing.assert_array_equal(a, b)
+    config = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))
+    inbound = [e for e in config["config"]["layers"] if e["name"] == "concatenate"][0]["inbound_nodes"][0]
+    assert [t["config"]["keras_history"] for t in inbound["args"][0]] == [["encoder", 0, 1], ["encoder", 0, 0]]
+
+
+@pytest.mark.keras
+def test_several_outputs_both_ways_with_keras(tmp_path):
+    keras = pytest.importorskip("keras", reason="the check opens the file with Keras 3")
+    model = several_outputs_model()
+    x = np.random.default_rng(1).random((5, 8, 8, 1), dtype=np.float32)
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    theirs = keras.saving.load_model(tmp_path / "m.keras")
+    got = theirs.predict(x, verbose=0)
+    # the same float32 weights and sums of at most 36 terms: the per-layer parity bound (1e-5) carries over
+    assert len(got) == 2 and all(rel_err(g, e) <= 1e-5 for g, e in zip(got, expected))
+    theirs.save(tmp_path / "k.keras")
+    back = load_model(tmp_path / "k.keras")
+    for a, b in zip(back.predict(x, verbose=0), expected):
+        np.testing.assert_array_equal(a, b)   # Keras copied our weights bit for bit; the same kernels ran
+
+
+def test_an_output_index_out_of_range_is_refused(tmp_path):
+    model = several_outputs_model()
+    model.save(tmp_path / "m.keras")
+    members = {n: zipfile.ZipFile(tmp_path / "m.keras").read(n) for n in zipfile.ZipFile(tmp_path / "m.keras").namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["output_layers"][1] = ["encoder", 1, 5]
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "bad.keras", "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    with pytest.raises(ValueError, match="reads output 5 of 'encoder', which has 2 outputs"):
+        load_model(tmp_path / "bad.keras")
