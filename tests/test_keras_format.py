@@ -712,7 +712,7 @@ def several_outputs_model():
     encoder = Model(inp, [Dense(2, name="z_mean")(h), Dense(2, name="z_log_var")(h)], name="encoder")
     outer_in = Input(shape=(8, 8, 1), name="img2")
     z_mean, z_log_var = encoder(outer_in)
-    head = Dense(3, name="head")(Concatenate()([z_log_var, z_mean]))
+    head = Dense(3, name="head")(Concatenate(name="both")([z_log_var, z_mean]))
     return Model(outer_in, [head, z_log_var], name="outer")
 
 
@@ -725,7 +725,7 @@ def test_several_outputs_round_trip_exactly(tmp_path):
     for a, b in zip(back.predict(x, verbose=0), model.predict(x, verbose=0)):
         np.testing.assert_array_equal(a, b)
     config = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))
-    inbound = [e for e in config["config"]["layers"] if e["name"] == "concatenate"][0]["inbound_nodes"][0]
+    inbound = [e for e in config["config"]["layers"] if e["name"] == "both"][0]["inbound_nodes"][0]
     assert [t["config"]["keras_history"] for t in inbound["args"][0]] == [["encoder", 0, 1], ["encoder", 0, 0]]
 
 
