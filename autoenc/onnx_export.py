@@ -383,7 +383,18 @@ def _concatenate(g, layer, args, out_shape):
     return _Tensor(y, out_shape, xs[0].layout)
 
 
+def _sampling(g, layer, args, out_shape):
+    """z = z_mean + exp(0.5 * z_log_var) * eps with eps ~ N(0, 1) drawn at every run (RandomNormalLike,
+    as Sampling draws at every call); onnxruntime's generator, so not autoenc's draws."""
+    mean, log_var = args[0], g.layout(args[1], args[0].layout)
+    eps = g.node("RandomNormalLike", [mean.name], layer.name, mean=0.0, scale=1.0)
+    std = g.node("Exp", [g.node("Mul", [log_var.name, _scalar(g, 0.5, f"{layer.name}/half")], layer.name)], layer.name)
+    z = g.node("Add", [mean.name, g.node("Mul", [std, eps], layer.name)], layer.name)
+    return _Tensor(z, out_shape, mean.layout)
+
+
 _EXPORTERS = {
+    L.Sampling: _sampling,
     L.Conv2D: _conv, L.Conv1D: _conv, L.Conv2DTranspose: _conv, L.Conv1DTranspose: _conv,
     L.Dense: _dense,
     L.MaxPooling2D: _max_pool, L.MaxPooling1D: _max_pool, L.AveragePooling2D: _average_pool,

@@ -541,3 +541,19 @@ def test_without_onnx_the_error_names_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "autoenc\[onnx\]"'):
         seed_autoencoder().export("never.onnx", format="onnx")
     assert not os.path.exists("never.onnx")
+
+
+def test_a_vae_encoder_exports_with_its_sampling():
+    from autoenc.models import keras_io_vae
+    vae = keras_io_vae(latent_dim=2)
+    x = np.random.default_rng(3).random((400, 28, 28, 1), dtype=np.float32)
+    session = ort.InferenceSession(onnx_export.to_onnx(vae.encoder).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    z_mean, z_log_var, z = session.run(None, {session.get_inputs()[0].name: x})
+    ours = vae.encoder.predict(x, verbose=0)
+    for got, expected in zip((z_mean, z_log_var), ours[:2]):
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+    eps = ((z - z_mean) / np.exp(0.5 * z_log_var)).ravel()   # onnxruntime's draws, 800 of them
+    # N(0, 1): the mean is within 5 standard errors (1/sqrt(n)), the std within 5 of its own (1/sqrt(2n))
+    assert abs(eps.mean()) < 5 / np.sqrt(eps.size) and abs(eps.std() - 1) < 5 / np.sqrt(2 * eps.size)
+    assert np.unique(eps).size == eps.size   # drawn, not a constant
