@@ -197,6 +197,10 @@ def _layer_entry(layer):
         return {"module": "keras", "class_name": "Sequential", "config": model_config(layer), "registered_name": None,
                 "build_config": {"input_shape": _shape(layer.inputs[0].shape)}}
     entry = {"module": "keras.layers", "class_name": kind, "config": _layer_config(layer), "registered_name": None}
+    if kind in AUTOENC_ONLY:   # no Keras built-in: a custom class Keras loads from custom_objects
+        entry.update(module="autoenc.layers", registered_name=AUTOENC_ONLY[kind])
+        if entry["config"].get("seed") is None:
+            entry["config"].pop("seed", None)   # keras-io's Sampling takes no seed argument
     if layer.input_shape is not None:
         shape = layer.input_shape
         several = len(shape) > 0 and isinstance(shape[0], (tuple, list))   # a merging layer's list of shapes
@@ -347,6 +351,11 @@ def save_keras_model(model, filepath, overwrite=True, include_optimizer=True):
 
 # --- Keras -> autoenc -------------------------------------------------------------------------------
 
+# autoenc's layers that Keras has no built-in for, written as registered custom classes: Keras loads
+# them with keras.saving.load_model(path, custom_objects={"autoenc>Sampling": YourSampling}).
+AUTOENC_ONLY = {"Sampling": "autoenc>Sampling"}
+
+
 class _Refused(ValueError):
     """A config entry autoenc cannot or will not build; the message names the entry."""
 
@@ -360,6 +369,8 @@ def _class(entry, where):
     if name in CODE_CLASSES:
         raise _Refused(f"{where}: a {name} layer carries Python code (Keras stores its function as marshalled "
                        "bytecode); autoenc never runs code from a file. Rewrite it as a layer (docs/custom_layer.md)")
+    if registered == AUTOENC_ONLY.get(name):
+        return name
     if registered not in (None, name, "Functional") or name not in LAYER_CLASSES and name not in MODEL_CLASSES \
             and name != "InputLayer":
         what = registered if registered not in (None, name) else name

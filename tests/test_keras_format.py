@@ -758,3 +758,36 @@ def test_an_output_index_out_of_range_is_refused(tmp_path):
             z.writestr(n, data)
     with pytest.raises(ValueError, match="reads output 5 of 'encoder', which has 2 outputs"):
         load_model(tmp_path / "bad.keras")
+
+
+@pytest.mark.keras
+def test_a_vae_encoder_goes_to_keras_with_its_sampling_as_a_custom_class(tmp_path):
+    keras = pytest.importorskip("keras", reason="the check opens the file with Keras 3")
+    from autoenc.models import keras_io_vae
+
+    class Sampling(keras.layers.Layer):   # keras-io's, as a Keras user has it
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(1337)
+
+        def call(self, inputs):
+            z_mean, z_log_var = inputs
+            eps = keras.random.normal(keras.ops.shape(z_mean), seed=self.seed_generator)
+            return z_mean + keras.ops.exp(0.5 * z_log_var) * eps
+
+    encoder = keras_io_vae(latent_dim=2).encoder
+    x = np.random.default_rng(2).random((4, 28, 28, 1), dtype=np.float32)
+    expected = encoder.predict(x, verbose=0)
+    encoder.save(tmp_path / "encoder.keras")
+    entry = [e for e in json.loads(zipfile.ZipFile(tmp_path / "encoder.keras").read("config.json"))["config"]["layers"]
+             if e["class_name"] == "Sampling"][0]
+    assert entry["registered_name"] == "autoenc>Sampling" and "seed" not in entry["config"]
+    theirs = keras.saving.load_model(tmp_path / "encoder.keras", custom_objects={"autoenc>Sampling": Sampling})
+    got = theirs.predict(x, verbose=0)
+    # z_mean and z_log_var: the same float32 weights, the per-layer parity bound (1e-5) carries over
+    assert all(rel_err(g, e) <= 1e-5 for g, e in zip(got[:2], expected[:2]))
+    theirs.save(tmp_path / "k.keras")
+    back = load_model(tmp_path / "k.keras")
+    assert type(back.get_layer("sampling")).__name__ == "Sampling"
+    for a, b in zip(back.predict(x, verbose=0)[:2], expected[:2]):
+        np.testing.assert_array_equal(a, b)
