@@ -369,7 +369,7 @@ def _class(entry, where):
     if name in CODE_CLASSES:
         raise _Refused(f"{where}: a {name} layer carries Python code (Keras stores its function as marshalled "
                        "bytecode); autoenc never runs code from a file. Rewrite it as a layer (docs/custom_layer.md)")
-    if registered == AUTOENC_ONLY.get(name):
+    if name in AUTOENC_ONLY and registered == AUTOENC_ONLY[name]:
         return name
     if registered not in (None, name, "Functional") or name not in LAYER_CLASSES and name not in MODEL_CLASSES \
             and name != "InputLayer":

@@ -788,6 +788,6 @@ def test_a_vae_encoder_goes_to_keras_with_its_sampling_as_a_custom_class(tmp_pat
     assert all(rel_err(g, e) <= 1e-5 for g, e in zip(got[:2], expected[:2]))
     theirs.save(tmp_path / "k.keras")
     back = load_model(tmp_path / "k.keras")
-    assert type(back.get_layer("sampling")).__name__ == "Sampling"
+    assert [type(layer).__name__ for layer in back.layers].count("Sampling") == 1
     for a, b in zip(back.predict(x, verbose=0)[:2], expected[:2]):
         np.testing.assert_array_equal(a, b)
