@@ -14,7 +14,6 @@ The tbb configurations need Intel TBB's libtbb.so.12 (``pip install tbb``; ``--t
 directory to LD_LIBRARY_PATH for a copy installed elsewhere); without it they are reported as failed.
 """
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -22,6 +21,8 @@ import platform
 import statistics
 import subprocess
 import sys
+
+from epoch import busy_processes   # the load epoch.py --load uses (this folder is on sys.path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,17 +70,6 @@ print("RESULT " + json.dumps({"layer": numba.threading_layer(), "threads": numba
                               "step": min(times), "predict_ips": len(xv) / pred}))
 """
 
-
-@contextlib.contextmanager
-def busy_processes(n):
-    """n processes spinning on one core each, for the duration of the block."""
-    procs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def load_average():
