@@ -529,8 +529,9 @@ def translate(config, where="config.json"):
                 raise _Refused(f"{lw}: a second layer named {layer_name!r}; autoenc needs unique layer names")
             paths[layer_name] = path
             inbound = [] if kind == "Sequential" else _inbound(layer_entry, lw, several)
-            if _n_outputs(layer_entry) > 1:
-                several[layer_name] = _n_outputs(layer_entry)
+            n_outputs = _n_outputs(layer_entry)
+            if n_outputs > 1:
+                several[layer_name] = n_outputs
             if name in MODEL_CLASSES:
                 arch_entry = {"class_name": name, "config": None, "inbound": inbound}
                 stack.append((layer_entry, lw, path + "/", (arch_entry, "config")))
