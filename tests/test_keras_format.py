@@ -16,7 +16,7 @@ layer-parity tests hold every layer to max|a-b|/max|b| <= 1e-5 (measured <= 3.5e
 and these models are at most 8 layers deep through contracting or bounded maps (conv, pooling, sigmoid,
 BatchNormalization at inference), so 1e-5 for the model's output. After one more Adam step from the
 same state, the loss is computed on identical weights (1e-5 as above) and each weight is held to
-adam_step_bound (tests/test_keras_parity.py): the bound that the two frameworks' own moments imply,
+adam_step_bound (tests/fixtures/adam_parity.py): the bound that the two frameworks' own moments imply,
 which holds on any data, where a flat 1e-5 on weights fails for gradients near epsilon (issue 17).
 """
 import io
@@ -542,7 +542,7 @@ def assert_same_state(am, km):
 def one_more_adam_step(am, km, x, name):
     """Both take one train_on_batch from the same state: losses within TOL, every weight within
     adam_step_bound of Keras' (see the module docstring). Returns the figures."""
-    from test_keras_parity import adam_step_bound
+    from adam_parity import adam_step_bound
     w_before = km.get_weights()
     lk, la = float(km.train_on_batch(x, x)), float(am.train_on_batch(x, x))
     t = int(km.optimizer.iterations.numpy())

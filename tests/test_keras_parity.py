@@ -24,6 +24,7 @@ import autoenc  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import (branch_model, dense_model, images, odd_model, regularized_model, rel_err,  # noqa: E402
                            seed_model, small_images, strided_model)
+from adam_parity import TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402
 
 pytestmark = pytest.mark.keras
 TOL = 1e-5
@@ -80,46 +81,11 @@ def seed_batches():
     return [x[k * SEED_BATCH:(k + 1) * SEED_BATCH] for k in range(SEED_STEPS)]
 
 
-EPS32 = float(np.finfo(np.float32).eps)
-# A gradient entry is a float32 sum of up to 32 x 28 x 28 x 16 products, summed in another order by each
-# framework, and at a ReLU or max-pool near-tie (two values within rounding of each other) it goes either
-# way: on synthetic images the moments m = b1 m + (1 - b1) g, taken from one shared state, differ by up
-# to 7.4e-4 of the tensor's largest (step 36, a tie; 1.9e-5 at step 0 from cancellation alone). No tight
-# bound on the whole model's gradient holds on any data; the tight gradient checks are per layer
-# (check_layer, 1e-5). This guard catches a gradient wrong by a factor, a sign or a missing layer.
-TOL_MOMENTS = 1e-2
-
-
-def adam_step_bound(w_before, w_after, m_a, m_k, v_a, v_k, lr, t, b1=0.9, b2=0.999, eps=1e-7):
-    """Per element, how far autoenc's Adam step may land from Keras' when both start from the same w, m, v
-    and differ only in their gradients (hence in the new moments m_a, m_k, v_a, v_k: flat float64 arrays).
-
-    Both compute w' = w - alpha u with u = m / (sqrt(v) + eps). Writing s = sqrt(v),
-        u_a - u_k = ((m_a - m_k)(s_k + eps) - m_k (s_a - s_k)) / ((s_a + eps)(s_k + eps)),
-    so |u_a - u_k| <= (|m_a - m_k| + |u_k| |s_a - s_k|) / (min(s_a, s_k) + eps)   (exact, any data).
-    Where the gradient is near eps in size this is O(1) relative to u itself, which is why a relative
-    tolerance on the weights fails on some data (issue 17: 1.27e-5 > 1e-5 on synthetic images).
-    alpha = lr sqrt(1 - b2^t) / (1 - b1^t): Keras takes the powers of the float32 betas (0.999 is stored
-    as 0.999 + 1.3e-8), so 1 - b^t carries a relative error up to (t + 2) u b^t / (1 - b^t) (u = eps32 / 2:
-    the rounded beta, the power, the subtraction), 1.8e-4 for b2 at t = 1; autoenc takes them in float64.
-    Rounding: each framework rounds sqrt, + eps, the quotient, the product and alpha (5 u relative in
-    alpha u) and the subtraction (u |w'|): together eps32 |w'| + 5 eps32 |w' - w|."""
-    alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-    s_a, s_k = np.sqrt(v_a), np.sqrt(v_k)
-    u_k = m_k / (s_k + eps)
-    du = (np.abs(m_a - m_k) + np.abs(u_k) * np.abs(s_a - s_k)) / (np.minimum(s_a, s_k) + eps)
-    u = EPS32 / 2
-    rel = lambda b: (t + 2) * u * b ** t / (1 - b ** t)   # noqa: E731
-    alpha_err = rel(b2) / 2 + rel(b1) + 3 * u            # sqrt halves the first; lr, sqrt, quotient rounded
-    return (alpha * du + alpha * alpha_err * (np.abs(u_k) + du)
-            + EPS32 * np.abs(w_after) + 5 * EPS32 * np.abs(w_after - w_before))
-
-
 @pytest.mark.parametrize("loss", ["mean_squared_error", "binary_crossentropy"])
 def test_seed_model_every_step_float32(seed_batches, loss):
     """50 Adam steps of the seed model in float32, each taken from Keras' state (weights, Adam's m and v,
     step count copied into autoenc before the step): every step's loss within 1e-5; the new moments
-    within TOL_MOMENTS (a gross-error guard, see above); and every updated weight within the bound that
+    within TOL_MOMENTS (a gross-error guard, tests/fixtures/adam_parity.py); and every updated weight within the bound that
     the two frameworks' moments imply (adam_step_bound), which holds on any data. With
     binary_crossentropy the sigmoid output makes Keras compute the loss from the logits."""
     km, am = pair(seed_model)
@@ -130,31 +96,17 @@ def test_seed_model_every_step_float32(seed_batches, loss):
         w_before = km.get_weights()
         am.set_weights(w_before)
         if step:
-            slots = am.optimizer._slots[0]
-            slots["m"][...] = np.concatenate([v.numpy().ravel() for v in km.optimizer._momentums])
-            slots["v"][...] = np.concatenate([v.numpy().ravel() for v in km.optimizer._velocities])
-            am.optimizer.iterations = int(km.optimizer.iterations.numpy())
+            copy_adam_state(km, am)
         lk = float(km.train_on_batch(xb, xb))
         la = float(am.train_on_batch(xb, xb))
         assert_close(f"{name}: loss", la, lk)
-        t = int(km.optimizer.iterations.numpy())
-        slots, offset = am.optimizer._slots[0], 0
-        for w0, wa, wk, mk, vk in zip(w_before, am.get_weights(), km.get_weights(), km.optimizer._momentums,
-                                      km.optimizer._velocities):
-            n = wk.size
-            m_a, v_a = (slots[k][offset:offset + n].astype(np.float64) for k in ("m", "v"))
-            offset += n
-            m_k, v_k = mk.numpy().ravel().astype(np.float64), vk.numpy().ravel().astype(np.float64)
-            assert_close(f"{name}: Adam's m (the gradients)", m_a, m_k, TOL_MOMENTS)
-            assert_close(f"{name}: Adam's v (the squared gradients)", v_a, v_k, TOL_MOMENTS)
-            record(f"{name}: weights (max|a-b|/max|b|, for the record)", rel_err(wa, wk))
-            bound = adam_step_bound(w0.ravel().astype(np.float64), wk.ravel().astype(np.float64),
-                                    m_a, m_k, v_a, v_k, lr=1e-3, t=t)
-            excess = np.abs(wa.ravel().astype(np.float64) - wk.ravel()) / bound
-            record(f"{name}: weights, |a-b| / adam_step_bound", excess.max())
-            assert excess.max() <= 1, (f"{name}: step {step}, weight {wk.shape}: |a-b| = "
-                                       f"{np.abs(wa.ravel() - wk.ravel()).max():.3g} exceeds the bound by "
-                                       f"{excess.max():.3g}x at element {int(excess.argmax())}")
+        for row in adam_step_errors(w_before, am.get_weights(), km.get_weights(), am, km):
+            assert record(f"{name}: Adam's m (the gradients)", row["m"]) <= TOL_MOMENTS, (step, row)
+            assert record(f"{name}: Adam's v (the squared gradients)", row["v"]) <= TOL_MOMENTS, (step, row)
+            record(f"{name}: weights (max|a-b|/max|b|, for the record)", row["weights"])
+            record(f"{name}: weights, |a-b| / adam_step_bound", row["excess"])
+            assert row["excess"] <= 1, (f"{name}: step {step}, weight {row['shape']}: |a-b| = {row['diff']:.3g} "
+                                        f"exceeds the bound by {row['excess']:.3g}x at element {row['at']}")
     am.set_weights(km.get_weights())
     x = seed_batches[0]
     assert_close(f"seed model {loss}, float32: predictions", am.predict(x), km.predict(x, verbose=0))

@@ -21,7 +21,7 @@ from autoenc.kernels.padding import conv_transpose_output_size  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import images, rel_err  # noqa: E402
-from test_keras_parity import TOL_MOMENTS, adam_step_bound  # noqa: E402  (the Adam bound, derived there)
+from adam_parity import TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402
 
 pytestmark = pytest.mark.keras
 TOL = 1e-5
@@ -208,29 +208,15 @@ def test_denoising_model_every_step_float32():
         w_before = km.get_weights()
         am.set_weights(w_before)
         if step:
-            slots = am.optimizer._slots[0]
-            slots["m"][...] = np.concatenate([v.numpy().ravel() for v in km.optimizer._momentums])
-            slots["v"][...] = np.concatenate([v.numpy().ravel() for v in km.optimizer._velocities])
-            am.optimizer.iterations = int(km.optimizer.iterations.numpy())
+            copy_adam_state(km, am)
         lk = float(km.train_on_batch(xb, yb))
         la = float(am.train_on_batch(xb, yb))
         assert_close(f"denoising model, step {step}: loss", la, lk)
-        t = int(km.optimizer.iterations.numpy())
-        slots, offset = am.optimizer._slots[0], 0
-        for w0, wa, wk, mk, vk in zip(w_before, am.get_weights(), km.get_weights(), km.optimizer._momentums,
-                                      km.optimizer._velocities):
-            n = wk.size
-            m_a, v_a = (slots[k][offset:offset + n].astype(np.float64) for k in ("m", "v"))
-            offset += n
-            m_k, v_k = mk.numpy().ravel().astype(np.float64), vk.numpy().ravel().astype(np.float64)
-            assert_close(f"denoising model, step {step}: Adam's m", m_a, m_k, TOL_MOMENTS)
-            assert_close(f"denoising model, step {step}: Adam's v", v_a, v_k, TOL_MOMENTS)
-            bound = adam_step_bound(w0.ravel().astype(np.float64), wk.ravel().astype(np.float64), m_a, m_k, v_a, v_k,
-                                    lr=1e-3, t=t)
-            excess = np.abs(wa.ravel().astype(np.float64) - wk.ravel()) / bound
-            assert excess.max() <= 1, (f"step {step}, weight {wk.shape}: |a-b| = "
-                                       f"{np.abs(wa.ravel() - wk.ravel()).max():.3g} exceeds the bound by "
-                                       f"{excess.max():.3g}x")
+        for row in adam_step_errors(w_before, am.get_weights(), km.get_weights(), am, km):
+            assert row["m"] <= TOL_MOMENTS and row["v"] <= TOL_MOMENTS, (f"denoising model, step {step}: Adam's "
+                                                                        f"moments", row)
+            assert row["excess"] <= 1, (f"step {step}, weight {row['shape']}: |a-b| = {row['diff']:.3g} exceeds "
+                                        f"the bound by {row['excess']:.3g}x")
     am.set_weights(km.get_weights())
     x = _noisy_batches(np.float32)[0][0]
     assert_close("denoising model: predictions", am.predict(x, verbose=0), km.predict(x, verbose=0))

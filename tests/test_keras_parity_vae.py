@@ -22,7 +22,7 @@ import autoenc  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import images, rel_err  # noqa: E402
-from test_keras_parity import EPS32, TOL_MOMENTS, adam_step_bound  # noqa: E402  (the Adam bound, derived there)
+from adam_parity import EPS32, TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402
 
 pytestmark = pytest.mark.keras
 TOL = 1e-5
@@ -153,8 +153,8 @@ def test_vae_20_adam_steps_float32_from_keras_state():
     """20 Adam steps in float32, each taken from Keras' state (weights, Adam's m and v and step count copied
     into autoenc first), with the same eps: each step's loss and reconstruction_loss within 1e-5 of Keras'
     (relative), kl_loss within 1e-5 of the size of its terms (kl_terms_scale); Adam's moments within
-    TOL_MOMENTS (the gross-error guard of test_keras_parity.py); every updated weight within the bound
-    that the two frameworks' moments imply (adam_step_bound, derived in test_keras_parity.py), which holds
+    TOL_MOMENTS (the gross-error guard of tests/fixtures/adam_parity.py); every updated weight within the bound
+    that the two frameworks' moments imply (adam_step_bound, derived in tests/fixtures/adam_parity.py), which holds
     on any data. max|a-b|/max|b| per weight tensor is recorded, not asserted at 1e-5: a bias starting at 0
     moves by lr * m / (sqrt(v) + eps) at the first step, and where its gradient is within a few eps of 0
     (the decoder's Dense bias: measured 1.26e-5 at step 0) that ratio differs at O(1) relative between
@@ -167,10 +167,7 @@ def test_vae_20_adam_steps_float32_from_keras_state():
         w_before = enc_dec(km)
         am.set_weights(w_before)
         if step:
-            slots = am.optimizer._slots[0]
-            slots["m"][...] = np.concatenate([v.numpy().ravel() for v in km.optimizer._momentums])
-            slots["v"][...] = np.concatenate([v.numpy().ravel() for v in km.optimizer._velocities])
-            am.optimizer.iterations = int(km.optimizer.iterations.numpy())
+            copy_adam_state(km, am)
         scale = kl_terms_scale(km, xb, eps)
         lk, la = step_both(km, am, xb, eps)
         for name in ("loss", "reconstruction_loss"):
@@ -180,24 +177,12 @@ def test_vae_20_adam_steps_float32_from_keras_state():
         err = abs(la["kl_loss"] - lk["kl_loss"]) / scale
         worst["kl_loss"] = max(worst.get("kl_loss", 0), err)
         assert err <= TOL, f"step {step}: kl_loss {la['kl_loss']} vs Keras {lk['kl_loss']} ({err:.3g} of {scale})"
-        t = int(km.optimizer.iterations.numpy())
-        slots, offset = am.optimizer._slots[0], 0
-        for w0, wa, wk, mk, vk in zip(w_before, am.get_weights(), enc_dec(km), km.optimizer._momentums,
-                                      km.optimizer._velocities):
-            n = wk.size
-            m_a, v_a = (slots[k][offset:offset + n].astype(np.float64) for k in ("m", "v"))
-            offset += n
-            m_k, v_k = mk.numpy().ravel().astype(np.float64), vk.numpy().ravel().astype(np.float64)
-            assert rel_err(m_a, m_k) <= TOL_MOMENTS and rel_err(v_a, v_k) <= TOL_MOMENTS, (step, wk.shape)
-            bound = adam_step_bound(w0.ravel().astype(np.float64), wk.ravel().astype(np.float64),
-                                    m_a, m_k, v_a, v_k, lr=1e-3, t=t)
-            diff = np.abs(wa.ravel().astype(np.float64) - wk.ravel())
-            # a bound of 0: a weight of 0 with gradient 0 in both (a dead ReLU's bias) must stay 0 in both
-            assert not diff[bound == 0].any(), f"step {step}, weight {wk.shape}: moved where both gradients are 0"
-            excess = np.divide(diff, bound, out=np.zeros_like(diff), where=bound > 0)
-            assert excess.max() <= 1, f"step {step}, weight {wk.shape}: exceeds adam_step_bound {excess.max():.3g}x"
-            worst["weights"] = max(worst.get("weights", 0), rel_err(wa, wk))
-            worst["weights / bound"] = max(worst.get("weights / bound", 0), float(excess.max()))
+        for row in adam_step_errors(w_before, am.get_weights(), enc_dec(km), am, km):
+            assert row["m"] <= TOL_MOMENTS and row["v"] <= TOL_MOMENTS, (step, row)
+            # an infinite excess: a weight moved where both gradients are 0 (a dead ReLU's bias)
+            assert row["excess"] <= 1, f"step {step}, weight {row['shape']}: exceeds adam_step_bound {row['excess']:.3g}x"
+            worst["weights"] = max(worst.get("weights", 0), row["weights"])
+            worst["weights / bound"] = max(worst.get("weights / bound", 0), row["excess"])
     print("VAE parity, float32, from Keras' state:", {k: f"{v:.2g}" for k, v in worst.items()})
 
 

@@ -222,7 +222,7 @@ def test_keras_parity_whole_model(dtype):
     logits of the sigmoid, as Keras). Every step's loss at 1e-5 (a mean over the batch: one pre-activation
     within rounding of a kink moves it far less). The weights only in float64: in float32 a weight whose
     gradient is near Adam's epsilon moves by O(lr) for an O(1) relative change of that gradient
-    (tests/test_keras_parity.py, adam_step_bound), so free-running float32 weights can part by more than
+    (tests/fixtures/adam_parity.py, adam_step_bound), so free-running float32 weights can part by more than
     1e-5 on some data (issue 17). In float64 the gradients agree to ~1e-15 of their scale; what is left is
     Keras' Adam taking the powers of its float32 betas and learning rate: alpha_t is off by up to
     (t + 2) u b^t / (1 - b^t) for each beta, plus 3u (u = eps32 / 2), so a weight may part by
