@@ -36,7 +36,6 @@ The file also keeps the state of autoenc's random generator (``autoenc.utils.rng
 batches, drop out units and initialise new layers): loading it back makes training resumed from the
 file continue exactly as the uninterrupted run would have.
 """
-import contextlib
 import hashlib
 import json
 import os
@@ -175,19 +174,9 @@ class _Malformed(Exception):
     """Raised inside ``_field`` blocks; load_model_file turns it into a ValueError naming the file."""
 
 
-@contextlib.contextmanager
 def _field(where):
     """Report any error raised while reading the field ``where`` of model.json as _Malformed."""
-    try:
-        yield
-    except _Malformed:
-        raise
-    except (KeyError, IndexError) as error:
-        raise _Malformed(f"{where}: missing entry {error}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, MemoryError, RecursionError) as error:
-        if getattr(error, "names_its_field", False):   # models' ConfigError: already says where
-            raise _Malformed(str(error)) from None
-        raise _Malformed(f"{where}: {type(error).__name__}: {error}") from None
+    return utils.field_errors(where, _Malformed)
 
 
 def _checked_input(config):

@@ -1,4 +1,5 @@
 """Random state, the compute lock and small helpers shared by the package."""
+import contextlib
 import threading
 
 import numpy as np
@@ -54,3 +55,20 @@ def check_data_format(value, layer):
     if value not in (None, "channels_last"):
         raise ValueError(f"{layer} supports data_format='channels_last' (NHWC) only, got {value!r}")
 
+
+
+@contextlib.contextmanager
+def field_errors(where, error_class):
+    """Re-raise any error that reading the field ``where`` of a file raises as ``error_class``, with a
+    message naming the field: KeyError and friends from a malformed file must not reach the user bare.
+    An error whose class sets ``names_its_field`` (it already says where) keeps its message."""
+    try:
+        yield
+    except error_class:
+        raise
+    except (KeyError, IndexError) as error:
+        raise error_class(f"{where}: missing entry {error}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, MemoryError, RecursionError) as error:
+        if getattr(error, "names_its_field", False):
+            raise error_class(str(error)) from None
+        raise error_class(f"{where}: {type(error).__name__}: {error}") from None

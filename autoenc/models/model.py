@@ -22,7 +22,6 @@ A subclass that defines ``call(self, inputs, training=None)`` (and assigns its l
 as attributes in ``__init__``) is traced on first use: ``call`` runs once on symbolic inputs of the
 data's shape, and the layer calls it makes become the graph; from then on it is a functional model.
 """
-import contextlib
 import inspect
 import warnings
 
@@ -682,20 +681,12 @@ class ConfigError(ValueError):
     names_its_field = True   # autoenc.saving quotes the message as it is
 
 
-@contextlib.contextmanager
 def config_field(where, entry=None):
     """Turn any error raised while building from the architecture entry ``where`` into a ConfigError
-    naming it (KeyError and friends from a malformed file must not reach the user bare)."""
+    naming it (and the entry's class and name, when ``entry`` is a layer's)."""
     if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
         where += f" ({entry.get('class_name')} {entry['config'].get('name')!r})"
-    try:
-        yield
-    except ConfigError:
-        raise
-    except (KeyError, IndexError) as error:
-        raise ConfigError(f"{where}: missing entry {error}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, MemoryError, RecursionError) as error:
-        raise ConfigError(f"{where}: {type(error).__name__}: {error}") from None
+    return utils.field_errors(where, ConfigError)
 
 
 MODEL_CLASS_NAMES = ("Functional", "Sequential")   # a nested model's entry in an architecture
