@@ -304,3 +304,24 @@ def test_maxpooling_nan_matches_keras(padding):
         loss = tf.reduce_sum(yt * dy)
     np.testing.assert_array_equal(y, yt.numpy())
     np.testing.assert_array_equal(dx, tape.gradient(loss, xt).numpy())   # dy added in the same order
+
+
+def test_a_built_merging_layer_can_be_called_symbolically_again():
+    """An Add or Concatenate built in one model is called on new tensors of the same shapes for a second
+    model (its shapes are a list in the call, a tuple once built); other shapes are still refused."""
+    from autoenc.layers import Add, Concatenate, Dense, Input
+    from autoenc.models import Model
+    rng = np.random.default_rng(0)
+    for merge in (Add(), Concatenate()):
+        a, b = Input((4,)), Input((4,))
+        first = Model([a, b], merge([a, b]))
+        c = Input((4,))
+        d = Dense(4)(c)
+        second = Model(c, merge([c, d]))
+        x, y = rng.random((3, 4), dtype=np.float32), rng.random((3, 4), dtype=np.float32)
+        expect = (lambda u, v: u + v) if isinstance(merge, Add) else (lambda u, v: np.concatenate([u, v], -1))
+        np.testing.assert_array_equal(first.predict([x, y], verbose=0), expect(x, y))
+        np.testing.assert_allclose(second.predict(x, verbose=0), expect(x, second.layers[1](x).numpy()),
+                                   rtol=1e-6)
+        with pytest.raises(ValueError, match="was built for inputs of shape"):
+            merge([Input((5,)), Input((5,))])

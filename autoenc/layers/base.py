@@ -300,7 +300,8 @@ class Layer:
         else:
             shape = [t.shape for t in inputs]
             node_inputs = list(inputs)
-        if self.built and self.input_shape is not None and shape != self.input_shape:
+        # input_shape keeps a merging layer's shapes as a tuple; the shapes of this call are a list
+        if self.built and self.input_shape is not None and tuple(shape) != tuple(self.input_shape):
             raise ValueError(f"Layer {self.name!r} was built for inputs of shape {self.input_shape} "
                              f"but is called on {shape}")
         self.check_input_shape(shape)
