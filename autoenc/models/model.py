@@ -29,8 +29,12 @@ import warnings
 import numpy as np
 
 from autoenc import initializers, layers as layers_module, regularizers, saving, utils
+from autoenc.kernels.config import reference_kernels_enabled
+from autoenc.kernels.upsampling import upsample2d_forward_naive
 from autoenc.layers.base import (Input, InputLayer, KerasTensor, Layer, Node, snake_case, TRACE_HELP, eager,
                                  format_shape, unique_name)
+from autoenc.layers.convolution import Conv2D
+from autoenc.layers.upsampling import UpSampling2D
 from autoenc.models.training import Trainer
 
 
@@ -108,6 +112,38 @@ def _expand_models(layers):
     return out
 
 
+def _fusable_pairs(nodes, outputs):
+    """(upsampling node, conv node) for each UpSampling2D node whose output only a Conv2D reads:
+    one reader, reading that tensor alone, the tensor not a model output. Whether the pair is run
+    fused is decided at each forward pass (:func:`_runs_fused`)."""
+    readers = {}
+    for node in nodes:
+        for t in node.inputs:
+            readers.setdefault(id(t), []).append(node)
+    output_ids = {id(t) for t in outputs}
+    pairs = []
+    for node in nodes:
+        if not _plain(node.layer, UpSampling2D) or id(node.output) in output_ids:
+            continue
+        found = readers.get(id(node.output), [])
+        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, Conv2D):
+            pairs.append((node, found[0]))
+    return pairs
+
+
+def _plain(layer, cls):
+    """Whether ``layer`` is a ``cls`` computing as ``cls`` does (a subclass may override forward/backward)."""
+    return (isinstance(layer, cls) and type(layer).forward is cls.forward and type(layer).backward is cls.backward
+            and type(layer).compute_output_shape is cls.compute_output_shape)
+
+
+def _runs_fused(up, conv):
+    """Whether UpSampling2D ``up`` and the Conv2D ``conv`` reading its output run as one
+    (Conv2D.forward_upsampled): nearest by (2, 2), no activity penalty on the upsampled tensor, and
+    a 3x3 stride-1 convolution."""
+    return up.size == (2, 2) and up.activity_regularizer is None and conv.fuses_upsampling
+
+
 class _TracedTraining:
     """The ``training`` argument that ``call`` sees while it is traced: decided per call later, so it
     refuses to be tested as a value."""
@@ -150,6 +186,8 @@ class Model(Trainer):
         self._nodes = []      # the layer calls in forward order (InputLayers left out)
         self._values = None   # id(tensor) -> its array in the last forward pass
         self._node_of = {}    # id(layer) -> the node calling it
+        self._fusable = []    # (UpSampling2D node, the Conv2D node reading it): see _fusable_pairs
+        self._fused = {}      # id(Conv2D node) -> its UpSampling2D node, for the pairs the last forward ran fused
         self._layers = []
         self._graph_layers = []   # the graph's layers (InputLayers included) in Keras' order
         if inputs is not None or outputs is not None:
@@ -235,7 +273,9 @@ class Model(Trainer):
         self.inputs, self.outputs = inputs, outputs
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
         self._node_of = {id(n.layer): n for n in nodes}
+        self._fusable = _fusable_pairs(self._nodes, outputs)
         self._values = None   # the arrays of a previous graph (Sequential.add / pop) are stale
+        self._fused = {}
         # ``layers`` (and so get_weights) in Keras' order, which differs from ``nodes`` for branching graphs
         self._graph_layers = [node.layer for node in _keras_order(nodes, outputs)]
         self._layers = list(self._graph_layers)
@@ -283,10 +323,21 @@ class Model(Trainer):
             if node is not None and node.layer is layer:
                 if model._values is None:
                     return None
-                values = [model._values.get(id(t)) for t in node.outputs]
+                values = [model._value(t) for t in node.outputs]
                 return values[0] if len(values) == 1 else values
             models.extend(n.layer for n in model._nodes if isinstance(n.layer, Model))
         raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {self.name!r}")
+
+    def _value(self, t):
+        """The array of tensor ``t`` in the last forward pass (None if it did not run). The output of
+        an UpSampling2D run fused into the next Conv2D was never made: it is made now, from its input,
+        and kept until the next pass."""
+        value = self._values.get(id(t))
+        if value is None and t.node is not None and isinstance(t.node.layer, UpSampling2D):
+            x = self._values.get(id(t.node.inputs[0]))
+            if x is not None:
+                value = self._values[id(t)] = upsample2d_forward_naive(x, t.node.layer.size).astype(x.dtype)
+        return value
 
     @property
     def output_layer(self):
@@ -481,10 +532,20 @@ class Model(Trainer):
         (a buffer of the layer that made it, overwritten by the next call), or the list of output
         arrays for a model of several outputs."""
         values = {id(t): x for t, x in zip(self.inputs, _as_list(inputs))}
+        # the execution plan: an UpSampling2D((2, 2)) read only by a 3x3 Conv2D is not run; the Conv2D
+        # computes from the small input (Conv2D.forward_upsampled); the naive path runs every layer
+        fused = {} if reference_kernels_enabled() else {
+            id(conv): up for up, conv in self._fusable if _runs_fused(up.layer, conv.layer)}
+        skipped = {id(up) for up in fused.values()}
         for node in self._nodes:
             layer = node.layer
-            args = [values[id(t)] for t in node.inputs]
-            y = layer.forward(args[0] if len(args) == 1 else args, training=training)
+            if id(node) in skipped:
+                continue
+            if id(node) in fused:
+                y = layer.forward_upsampled(values[id(fused[id(node)].inputs[0])], training=training)
+            else:
+                args = [values[id(t)] for t in node.inputs]
+                y = layer.forward(args[0] if len(args) == 1 else args, training=training)
             if layer.activity_regularizer is not None:
                 layer.activity_forward(y)
             if isinstance(node.output, list):   # a sub-model of several outputs
@@ -493,6 +554,7 @@ class Model(Trainer):
             else:
                 values[id(node.output)] = y
         self._values = values
+        self._fused = fused
         ys = [values[id(t)] for t in self.outputs]
         return ys[0] if len(ys) == 1 else ys
 
@@ -521,8 +583,12 @@ class Model(Trainer):
                 grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         last = self._nodes[-1]
         input_ids = {id(t) for t in self.inputs}
+        fused = self._fused   # the plan the forward pass ran
+        skipped = {id(up) for up in fused.values()}
         for node in reversed(self._nodes):
             layer = node.layer
+            if id(node) in skipped:   # its Conv2D returned the gradient of its input
+                continue
             # a tensor no gradient reached (it feeds only unused outputs) has gradient zero
             gs = [grads.pop(id(t), None) for t in node.outputs]
             gs = [np.zeros_like(self._values[id(t)]) if g is None else g for g, t in zip(gs, node.outputs)]
@@ -530,13 +596,14 @@ class Model(Trainer):
             if layer.activity_regularizer is not None:
                 g = layer.activity_backward(g, self._values[id(node.output)])
             kwargs = {"from_logits": True} if (from_logits and node is last) else {}
-            if layer.can_skip_dx and not input_gradients and all(id(t) in input_ids for t in node.inputs):
+            inputs = fused[id(node)].inputs if id(node) in fused else node.inputs
+            if layer.can_skip_dx and not input_gradients and all(id(t) in input_ids for t in inputs):
                 kwargs["need_dx"] = False
             dx = layer.backward(g, **kwargs)
             layer.add_regularization_gradients()
             if dx is None:
                 continue
-            for t, d in zip(node.inputs, dx if isinstance(dx, list) else [dx]):
+            for t, d in zip(inputs, dx if isinstance(dx, list) else [dx]):
                 grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         result = [grads.get(id(t)) for t in self.inputs]
         if input_gradients:   # an input no layer reads has gradient zero
