@@ -9,6 +9,13 @@ per output (None for an output the loss does not use: zero). Training (compile, 
 (save, save_weights, load_weights) are written and read by :mod:`autoenc.saving`, which knows the
 model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
 
+The execution plan fuses one pattern: an UpSampling2D((2, 2)) whose output only a 3x3 stride-1
+Conv2D reads (and is not a model output) is not run; the Conv2D computes from the small input
+(``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no upsampled
+tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
+be shared with a model where the pair does not fuse); ``autoenc.set_reference_kernels(True)`` runs
+every layer on its own.
+
 The graph is public: ``model.nodes`` lists the layer calls in the order ``forward`` runs them, and
 ``model.layer_output(layer)`` is what a layer returned in the last forward pass (what callbacks such
 as autoenc.monitors.CollapseMonitor read after each training step).
@@ -132,16 +139,22 @@ def _fusable_pairs(nodes, outputs):
 
 
 def _plain(layer, cls):
-    """Whether ``layer`` is a ``cls`` computing as ``cls`` does (a subclass may override forward/backward)."""
+    """Whether ``layer`` is a ``cls`` whose class computes as ``cls`` does (a subclass may override
+    forward or backward)."""
     return (isinstance(layer, cls) and type(layer).forward is cls.forward and type(layer).backward is cls.backward
             and type(layer).compute_output_shape is cls.compute_output_shape)
 
 
+_WRAPPABLE = frozenset({"forward", "backward", "forward_upsampled"})
+
+
 def _runs_fused(up, conv):
     """Whether UpSampling2D ``up`` and the Conv2D ``conv`` reading its output run as one
-    (Conv2D.forward_upsampled): nearest by (2, 2), no activity penalty on the upsampled tensor, and
-    a 3x3 stride-1 convolution."""
-    return up.size == (2, 2) and up.activity_regularizer is None and conv.fuses_upsampling
+    (Conv2D.forward_upsampled): nearest by (2, 2), no activity penalty on the upsampled tensor, a 3x3
+    stride-1 convolution, and neither layer's methods wrapped on the layer itself (as
+    examples/watch_backprop.py does to record each backward call: they then run as written)."""
+    return (up.size == (2, 2) and up.activity_regularizer is None and conv.fuses_upsampling
+            and not (_WRAPPABLE & vars(up).keys() or _WRAPPABLE & vars(conv).keys()))
 
 
 class _TracedTraining:
@@ -528,9 +541,10 @@ class Model(Trainer):
     # --- computing -----------------------------------------------------------------------------
 
     def forward(self, inputs, training=False):
-        """Run every layer in order. ``inputs``: one array per model input. Returns the output array
-        (a buffer of the layer that made it, overwritten by the next call), or the list of output
-        arrays for a model of several outputs."""
+        """Run every layer in order (a fused UpSampling2D and Conv2D as one call: see the module's
+        docstring). ``inputs``: one array per model input. Returns the output array (a buffer of the
+        layer that made it, overwritten by the next call), or the list of output arrays for a model
+        of several outputs."""
         values = {id(t): x for t, x in zip(self.inputs, _as_list(inputs))}
         # the execution plan: an UpSampling2D((2, 2)) read only by a 3x3 Conv2D is not run; the Conv2D
         # computes from the small input (Conv2D.forward_upsampled); the naive path runs every layer
