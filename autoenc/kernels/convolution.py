@@ -48,7 +48,7 @@ class Conv2DKernels:
         self.padding = padding
         self.workspace = Workspace()
         self._saved = None   # (reference, x or xp, x shape, (pt, pl), z, y) of the last forward pass
-        self._upsampled = None   # (reference, small x, its pad) when the last forward was forward_upsampled
+        self._upsampled = None   # (reference, small x, its shape) when the last forward was forward_upsampled
 
     def forward(self, x, kernel, bias, activation):
         """x: (n, h, w, cin); kernel: (kh, kw, cin, cout); bias: (cout,) or None (no bias).
