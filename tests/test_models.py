@@ -384,3 +384,193 @@ def test_no_module_outside_models_reads_the_models_private_fields():
     offenders = [f"{path.relative_to(root)}:{k + 1}" for path in root.rglob("*.py") if path.parent.name != "models"
                  for k, line in enumerate(path.read_text().splitlines()) if private.search(line)]
     assert offenders == []
+
+
+# --- the execution plan: UpSampling2D((2, 2)) then a 3x3 Conv2D, run fused -------------------------
+#
+# A model runs such a pair as one call, Conv2D.forward_upsampled on the small input (the kernels and
+# their bounds: tests/test_kernels_upsample_conv.py). These tests check the plan (which pairs fuse)
+# and its wiring: the model computes exactly what the fused layer calls compute by hand, bit for
+# bit, and its gradients pass the float64 central-difference check.
+
+def _forbid_forward(layer):
+    """Make the UpSampling2D ``layer``'s kernel raise if the model runs it (the layer's own methods are
+    left alone: a wrapper set on the layer itself turns its fusion off)."""
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{layer.name} ran: it should have been fused into the next Conv2D")
+    layer._kernels.forward = fail
+
+
+def _count_forward(layer):
+    """The list that gets one entry per run of the UpSampling2D ``layer``'s forward kernel."""
+    calls = []
+    plain = layer._kernels.forward
+    layer._kernels.forward = lambda *args, **kwargs: calls.append(1) or plain(*args, **kwargs)
+    return calls
+
+
+def test_seed_model_runs_its_two_upsamplings_fused(rng):
+    model = seed_model()
+    x = rng.random((3, 28, 28, 1)).astype(np.float32)
+    ups = [n.layer for n in model.nodes if isinstance(n.layer, UpSampling2D)]
+    for up in ups:
+        _forbid_forward(up)
+    y = np.array(model.forward(x), copy=True)
+    # by hand, with the same calls: the model's wiring adds nothing
+    v = x
+    nodes = model.nodes
+    for k, node in enumerate(nodes):
+        if isinstance(node.layer, UpSampling2D):
+            continue
+        if k > 0 and isinstance(nodes[k - 1].layer, UpSampling2D):
+            v = np.array(node.layer.forward_upsampled(v), copy=True)
+        else:
+            v = np.array(node.layer.forward(v), copy=True)
+    np.testing.assert_array_equal(y, v)
+    model.forward(x)
+    for k, node in enumerate(nodes):   # a fused UpSampling2D's output is made when asked for: its input, repeated
+        if isinstance(node.layer, UpSampling2D):
+            small = model.layer_output(nodes[k - 1].layer)
+            np.testing.assert_array_equal(model.layer_output(node.layer), small.repeat(2, axis=1).repeat(2, axis=2))
+            assert model.layer_output(node.layer) is model.layer_output(node.layer)
+
+
+def _small_fused_model():
+    """Input -> UpSampling -> Conv(relu, 'same') -> UpSampling -> Conv(1, sigmoid, 'valid'): both pairs
+    fuse, the first reads the model input (its gradient is the input's), the last is the output
+    (binary crossentropy takes it from the logits)."""
+    inp = Input(shape=(3, 4, 2))
+    h = UpSampling2D(2)(inp)
+    h = Conv2D(3, 3, padding="same", activation="relu", bias_initializer="random_normal")(h)
+    h = UpSampling2D(2)(h)
+    out = Conv2D(1, 3, padding="valid", activation="sigmoid")(h)
+    return Model(inp, out)
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mse"])
+def test_fused_model_passes_the_gradient_check(loss, rng):
+    model = _small_fused_model()
+    model.compile(optimizer="adam", loss=loss)
+    x = rng.standard_normal((2, 3, 4, 2))
+    y = rng.random((2, 10, 14, 1))
+    errors = gradcheck(model, x, y)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_fused_model_input_gradient_and_need_dx(rng):
+    model = _small_fused_model()
+    for node in model.nodes:
+        if isinstance(node.layer, UpSampling2D):
+            _forbid_forward(node.layer)
+    x = rng.standard_normal((2, 3, 4, 2)).astype(np.float32)
+    dy = rng.standard_normal((2, 10, 14, 1)).astype(np.float32)
+    model.forward(x)
+    assert model.backward(dy, input_gradients=False) is None   # the first Conv2D skips dL/dx
+    model.forward(x)
+    dx = model.backward(dy)
+    assert dx.shape == x.shape
+    # by hand
+    conv1, conv2 = [n.layer for n in model.nodes if isinstance(n.layer, Conv2D)]
+    h = np.array(conv1.forward_upsampled(x), copy=True)
+    conv2.forward_upsampled(h)
+    np.testing.assert_array_equal(dx, conv1.backward(conv2.backward(dy)))
+
+
+def test_fused_pairs_inside_sequential_nested_and_multi_output_models(rng):
+    x = rng.standard_normal((2, 4, 4, 2)).astype(np.float32)
+    # Sequential goes through the same graph
+    seq = Sequential([Input(shape=(4, 4, 2)), Conv2D(3, 3, padding="same", activation="relu"), UpSampling2D(2),
+                      Conv2D(2, 3, padding="same")])
+    _forbid_forward(seq.layers[1])
+    conv_a, conv_b = seq.layers[0], seq.layers[2]
+    y = np.array(seq.forward(x), copy=True)
+    np.testing.assert_array_equal(y, conv_b.forward_upsampled(np.array(conv_a.forward(x), copy=True)))
+    # a nested decoder fuses its own pair
+    inp = Input(shape=(4, 4, 2))
+    decoder = Sequential([Input(shape=(4, 4, 3)), UpSampling2D(2), Conv2D(1, 3, padding="same", activation="sigmoid")])
+    enc = Conv2D(3, 3, padding="same", activation="relu")
+    outer = Model(inp, decoder(enc(inp)))
+    _forbid_forward(decoder.layers[0])
+    outer.compile(optimizer="sgd", loss="binary_crossentropy")
+    outer.train_on_batch(x, rng.random((2, 8, 8, 1)).astype(np.float32))
+    # several outputs: the fused Conv2D's output and the tensor before the UpSampling
+    inp = Input(shape=(4, 4, 2))
+    c1 = Conv2D(3, 3, padding="same", activation="relu")
+    up, c2 = UpSampling2D(2), Conv2D(2, 3, padding="same")
+    h = c1(inp)
+    model = Model(inp, [c2(up(h)), h])
+    _forbid_forward(up)
+    y2, y1 = [np.array(v, copy=True) for v in model.forward(x)]
+    d2 = rng.standard_normal(y2.shape).astype(np.float32)
+    d1 = rng.standard_normal(y1.shape).astype(np.float32)
+    dx = np.array(model.backward([d2, d1]), copy=True)
+    dk2 = c2.grads["kernel"].copy()
+    h_ = np.array(c1.forward(x), copy=True)
+    np.testing.assert_array_equal(y1, h_)
+    np.testing.assert_array_equal(y2, c2.forward_upsampled(h_))
+    np.testing.assert_array_equal(dk2, (c2.backward(d2), c2.grads["kernel"])[1])
+    c2.forward_upsampled(h_)
+    np.testing.assert_array_equal(dx, c1.backward(d1 + c2.backward(d2)))
+
+
+def _pair_model(up_kwargs=None, conv_kwargs=None, extra=None):
+    inp = Input(shape=(5, 5, 2))
+    up = UpSampling2D(**(up_kwargs or {}))
+    conv = (extra or {}).get("conv_class", Conv2D)(2, **{"kernel_size": 3, "padding": "same", **(conv_kwargs or {})})
+    u = up(inp)
+    y = conv(u)
+    outputs = y
+    if (extra or {}).get("also_output"):
+        outputs = [y, u]
+    if (extra or {}).get("read_twice"):
+        outputs = layers.Add()([y, Conv2D(2, 3, padding="same")(u)])
+    return Model(inp, outputs), up
+
+
+class _Doubled(Conv2D):
+    """A Conv2D that computes something else: never fused."""
+
+    def forward(self, x, training=False):
+        return 2 * super().forward(x, training)
+
+
+@pytest.mark.parametrize("case", [
+    {"up_kwargs": {"size": (2, 3)}},
+    {"up_kwargs": {"activity_regularizer": "l2"}},
+    {"conv_kwargs": {"kernel_size": 5}},
+    {"conv_kwargs": {"strides": 2}},
+    {"extra": {"also_output": True}},
+    {"extra": {"read_twice": True}},
+    {"extra": {"conv_class": _Doubled}},
+    {"wrapped": True},
+    {"reference": True},
+])
+def test_pairs_that_do_not_fuse(case, rng):
+    model, up = _pair_model(case.get("up_kwargs"), case.get("conv_kwargs"), case.get("extra"))
+    calls = _count_forward(up)
+    if case.get("wrapped"):   # a layer whose method the user wrapped runs as it is (watch_backprop.py)
+        conv = model.nodes[-1].layer
+        plain_backward = conv.backward
+        conv.backward = lambda dy, **kwargs: plain_backward(dy, **kwargs)
+    x = rng.standard_normal((2, 5, 5, 2)).astype(np.float32)
+    with autoenc.reference_kernels(case.get("reference", False)):
+        model.forward(x)
+    assert calls == [1]
+    np.testing.assert_array_equal(model.layer_output(up), up.forward(x))
+
+
+def test_a_pair_fuses_by_model_not_by_layer(rng):
+    """Layers shared by two models: fused in the one where the UpSampling2D output feeds only the
+    Conv2D, not in the one that also returns it."""
+    inp = Input(shape=(5, 5, 2))
+    up, conv = UpSampling2D(2), Conv2D(2, 3, padding="same")
+    u = up(inp)
+    y = conv(u)
+    fused, plain = Model(inp, y), Model(inp, [y, u])
+    calls = _count_forward(up)
+    x = rng.standard_normal((2, 5, 5, 2)).astype(np.float32)
+    y_fused = np.array(fused.forward(x), copy=True)
+    assert calls == []
+    plain.forward(x)
+    assert calls == [1]
+    np.testing.assert_array_equal(y_fused, conv.forward_upsampled(x))

@@ -13,6 +13,7 @@ Each module holds one concept, the fast jitted kernels beside their slow, obviou
     conv_transpose.py    Conv2DTransposeKernels: the adjoint of the convolution, from its three kernels
     pooling.py           max pooling, and MaxPool2DKernels
     upsampling.py        nearest-neighbour upsampling, and UpSample2DKernels
+    upsample_conv.py     upsampling by 2 then a 3x3 convolution, as 2x2 convolutions of the small input
     elementwise.py       the sigmoid
     workspace.py         work arrays kept between calls
 

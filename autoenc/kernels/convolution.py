@@ -27,6 +27,9 @@ from autoenc.kernels.conv_weight_grad import (conv2d_backward_bias_naive, conv2d
                                               conv2d_backward_kernel_chunks, conv2d_backward_kernel_naive)
 from autoenc.kernels.elementwise import activation_backward, activation_forward, fuses_relu
 from autoenc.kernels.padding import conv_padding, pad_into
+from autoenc.kernels.upsample_conv import (phase_gather, phase_interleave, phase_kernel, phase_kernel_grad,
+                                           phase_offsets)
+from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 from autoenc.kernels.workspace import Workspace
 
 
@@ -45,6 +48,7 @@ class Conv2DKernels:
         self.padding = padding
         self.workspace = Workspace()
         self._saved = None   # (reference, x or xp, x shape, (pt, pl), z, y) of the last forward pass
+        self._upsampled = None   # (reference, small x, its shape) when the last forward was forward_upsampled
 
     def forward(self, x, kernel, bias, activation):
         """x: (n, h, w, cin); kernel: (kh, kw, cin, cout); bias: (cout,) or None (no bias).
@@ -71,6 +75,44 @@ class Conv2DKernels:
         conv2d_forward(xp, kernel, bias, sh, sw, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pt, pl), z, y)
+        self._upsampled = None
+        return z, y
+
+    def forward_upsampled(self, x, kernel, bias, activation):
+        """forward(upsample(x)) for nearest upsampling by (2, 2), computed on the small input as one
+        2x2 convolution per output phase (autoenc.kernels.upsample_conv); needs a 3x3 kernel and
+        strides (1, 1). x: (n, h, w, cin); kernel: (3, 3, cin, cout); bias: (cout,) or None.
+
+        Returns (z, y) as forward does, (n, 2h, 2w, cout) ('same') or (n, 2h-2, 2w-2, cout)
+        ('valid'); the next backward returns the gradient of the small x."""
+        if kernel.shape[:2] != (3, 3) or self.strides != (1, 1) or self.padding not in ("same", "valid"):
+            raise ValueError(f"forward_upsampled needs a 3x3 kernel, strides (1, 1) and padding 'same' or "
+                             f"'valid', got kernel {kernel.shape[:2]}, strides {self.strides}, padding "
+                             f"{self.padding!r}")
+        if reference_kernels_enabled():   # the definition: upsample, then convolve
+            z, y = self._forward_reference(upsample2d_forward_naive(x, (2, 2)), kernel, bias, activation)
+            self._upsampled = (True, None, x.shape)
+            return z, y
+        ws = self.workspace
+        n, h, w, cin = x.shape
+        cout = kernel.shape[3]
+        pad = 1 if self.padding == "same" else 0
+        if pad:
+            xp = ws.array("xp_small", (n, h + 2, w + 2, cin), x.dtype, zeros=True)
+            pad_into(x, 1, 1, xp)
+        else:
+            xp = x
+        wq = phase_kernel(kernel, self.padding, ws.array("wq", (2, 2, cin, 4 * cout), kernel.dtype))
+        bq = ws.array("bq", (4 * cout,), kernel.dtype)
+        bq[...] = 0 if bias is None else np.tile(bias, 4)
+        q = ws.array("q", (n, h + 2 * pad - 1, w + 2 * pad - 1, 4 * cout), x.dtype)
+        conv2d_forward(xp, wq, bq, 1, 1, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, q)
+        (base, step), _ = phase_offsets(self.padding)
+        z = ws.array("z", (n, 2 * (h + pad - 1), 2 * (w + pad - 1), cout), x.dtype)
+        phase_interleave(q, base, step, z)
+        y = activation_forward(activation, z, ws)
+        self._saved = (False, xp, x.shape, (pad, pad), z, y)
+        self._upsampled = (False, x, x.shape)
         return z, y
 
     def backward(self, dy, kernel, dkernel, dbias, activation, from_logits=False, need_dx=True):
@@ -81,6 +123,8 @@ class Conv2DKernels:
         or reference) that the forward pass took."""
         if self._saved is None:
             raise RuntimeError("Conv2DKernels.backward called before forward")
+        if self._upsampled is not None:
+            return self._backward_upsampled(dy, kernel, dkernel, dbias, activation, from_logits, need_dx)
         reference, xp, x_shape, pads, z, y = self._saved
         if reference:
             return self._backward_reference(dy, kernel, dkernel, dbias, activation, from_logits, need_dx)
@@ -108,6 +152,40 @@ class Conv2DKernels:
                                      ws.array("zero_bias_t", (cin,), kernel.dtype, zeros=True), dx)
         return dx
 
+    def _backward_upsampled(self, dy, kernel, dkernel, dbias, activation, from_logits, need_dx):
+        """backward() after forward_upsampled: dq (dz in the phase convolution's layout), then that
+        convolution's kernel gradient (mapped back to the 3x3 kernel) and input gradient, which is
+        the small input's; see autoenc.kernels.upsample_conv."""
+        reference, x, x_shape = self._upsampled
+        if reference:   # the definition: the big input's gradient, summed over each 2x2 block
+            dx = self._backward_reference(dy, kernel, dkernel, dbias, activation, from_logits, need_dx)
+            return None if dx is None else upsample2d_backward_naive(dx, (2, 2)).astype(dx.dtype)
+        _, xp, _, _, z, y = self._saved
+        ws = self.workspace
+        dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        relu = fuses_relu(activation) and not from_logits
+        dy = activation_backward(activation, dy, y, z, ws, from_logits)
+        n, h, w, cin = x_shape
+        cout = kernel.shape[3]
+        _, (base, step) = phase_offsets(self.padding)
+        if self.padding == "valid":   # the weight gradient reads x in the 1-pixel halo of dq's layout
+            xp = ws.array("xp_small", (n, h + 2, w + 2, cin), y.dtype, zeros=True)
+            pad_into(x, 1, 1, xp)
+        dq = ws.array(f"dq {self.padding}", (n, h + 1, w + 1, 4 * cout), y.dtype, zeros=True)
+        db = dbias if dbias is not None else ws.array("db_unused", (cout,), y.dtype)
+        phase_gather(dy, y, relu, base, step, dq, ws.array("db_chunks", (n_chunks(n), cout), y.dtype), db)
+        dwq = ws.array("dwq", (2, 2, cin, 4 * cout), y.dtype)
+        conv2d_backward_kernel_chunks(xp, dq, 1, 1, ws.array("dwq_chunks", (n_chunks(n), 2, 2, cin, 4 * cout),
+                                                             y.dtype), dwq)
+        phase_kernel_grad(dwq, self.padding, dkernel)
+        if not need_dx:
+            return None
+        dx = ws.array("dx", x_shape, y.dtype)
+        conv2d_backward_input_padded(dq, ws.array("wq", (2, 2, cin, 4 * cout), kernel.dtype),
+                                     ws.array("wq_t", (2, 2, 4 * cout, cin), kernel.dtype),
+                                     ws.array("zero_bias_t", (cin,), kernel.dtype, zeros=True), dx)
+        return dx
+
     # --- the slow, obvious path ----------------------------------------------------------------
 
     def _forward_reference(self, x, kernel, bias, activation):
@@ -119,6 +197,7 @@ class Conv2DKernels:
         y = np.empty_like(z)
         activation.forward(z, y)
         self._saved = (True, x, x.shape, None, z, y)
+        self._upsampled = None
         return z, y
 
     def _backward_reference(self, dy, kernel, dkernel, dbias, activation, from_logits, need_dx):

@@ -71,11 +71,27 @@ class Conv2D(Layer):
         self._z, self._y = self._kernels.forward(x, self.params["kernel"], bias, self.activation)
         return self._y
 
+    @property
+    def fuses_upsampling(self):
+        """Whether :meth:`forward_upsampled` applies: a 3x3 kernel, strides (1, 1), 'same' or 'valid'."""
+        return self.kernel_size == (3, 3) and self.strides == (1, 1) and self.padding in ("same", "valid")
+
+    def forward_upsampled(self, x, training=False):
+        """x: (batch, h, w, cin), the input of a nearest UpSampling2D((2, 2)) whose output this layer
+        reads -> forward(upsample(x)), (batch, 2h, 2w, filters) ('same') or (batch, 2h-2, 2w-2, filters)
+        ('valid'), computed on the small x as four 2x2 convolutions (autoenc.kernels.upsample_conv),
+        without the upsampled tensor. The next ``backward`` returns the gradient of the small x.
+        A model runs an UpSampling2D and this layer so (see Model.forward); needs fuses_upsampling."""
+        bias = self.params["bias"] if self.use_bias else None
+        self._z, self._y = self._kernels.forward_upsampled(x, self.params["kernel"], bias, self.activation)
+        return self._y
+
     def backward(self, dy, from_logits=False, need_dx=True):
         """dy: (batch, oh, ow, filters), dL/dy (dL/dz when ``from_logits``: the loss differentiated
         through the activation). dz = dy * activation'(z); grads["kernel"] = sum x-patches * dz,
         grads["bias"] = sum dz; returns dx (batch, h, w, cin), or None when ``need_dx`` is False
-        (a first layer: nothing upstream needs it). Formulas in autoenc.kernels.convolution."""
+        (a first layer: nothing upstream needs it); after forward_upsampled, dx is the gradient of its
+        small input. Formulas in autoenc.kernels.convolution."""
         kernel, dkernel, dbias = self.params["kernel"], self.grads["kernel"], self.grads.get("bias")
         return self._kernels.backward(dy, kernel, dkernel, dbias, self.activation, from_logits, need_dx)
 

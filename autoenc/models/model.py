@@ -9,6 +9,13 @@ per output (None for an output the loss does not use: zero). Training (compile, 
 (save, save_weights, load_weights) are written and read by :mod:`autoenc.saving`, which knows the
 model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
 
+The execution plan fuses one pattern: an UpSampling2D((2, 2)) whose output only a 3x3 stride-1
+Conv2D reads (and is not a model output) is not run; the Conv2D computes from the small input
+(``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no upsampled
+tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
+be shared with a model where the pair does not fuse); ``autoenc.set_reference_kernels(True)`` runs
+every layer on its own.
+
 The graph is public: ``model.nodes`` lists the layer calls in the order ``forward`` runs them, and
 ``model.layer_output(layer)`` is what a layer returned in the last forward pass (what callbacks such
 as autoenc.monitors.CollapseMonitor read after each training step).
@@ -28,8 +35,12 @@ import warnings
 import numpy as np
 
 from autoenc import initializers, layers as layers_module, regularizers, saving, utils
+from autoenc.kernels.config import reference_kernels_enabled
+from autoenc.kernels.upsampling import upsample2d_forward_naive
 from autoenc.layers.base import (Input, InputLayer, KerasTensor, Layer, Node, snake_case, TRACE_HELP, eager,
                                  format_shape, unique_name)
+from autoenc.layers.convolution import Conv2D
+from autoenc.layers.upsampling import UpSampling2D
 from autoenc.models.training import Trainer
 
 
@@ -107,6 +118,44 @@ def _expand_models(layers):
     return out
 
 
+def _fusable_pairs(nodes, outputs):
+    """(upsampling node, conv node) for each UpSampling2D node whose output only a Conv2D reads:
+    one reader, reading that tensor alone, the tensor not a model output. Whether the pair is run
+    fused is decided at each forward pass (:func:`_runs_fused`)."""
+    readers = {}
+    for node in nodes:
+        for t in node.inputs:
+            readers.setdefault(id(t), []).append(node)
+    output_ids = {id(t) for t in outputs}
+    pairs = []
+    for node in nodes:
+        if not _plain(node.layer, UpSampling2D) or id(node.output) in output_ids:
+            continue
+        found = readers.get(id(node.output), [])
+        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, Conv2D):
+            pairs.append((node, found[0]))
+    return pairs
+
+
+def _plain(layer, cls):
+    """Whether ``layer`` is a ``cls`` whose class computes as ``cls`` does (a subclass may override
+    forward or backward)."""
+    return (isinstance(layer, cls) and type(layer).forward is cls.forward and type(layer).backward is cls.backward
+            and type(layer).compute_output_shape is cls.compute_output_shape)
+
+
+_WRAPPABLE = frozenset({"forward", "backward", "forward_upsampled"})
+
+
+def _runs_fused(up, conv):
+    """Whether UpSampling2D ``up`` and the Conv2D ``conv`` reading its output run as one
+    (Conv2D.forward_upsampled): nearest by (2, 2), no activity penalty on the upsampled tensor, a 3x3
+    stride-1 convolution, and neither layer's methods wrapped on the layer itself (as
+    examples/watch_backprop.py does to record each backward call: they then run as written)."""
+    return (up.size == (2, 2) and up.activity_regularizer is None and conv.fuses_upsampling
+            and not (_WRAPPABLE & vars(up).keys() or _WRAPPABLE & vars(conv).keys()))
+
+
 class _TracedTraining:
     """The ``training`` argument that ``call`` sees while it is traced: decided per call later, so it
     refuses to be tested as a value."""
@@ -149,6 +198,8 @@ class Model(Trainer):
         self._nodes = []      # the layer calls in forward order (InputLayers left out)
         self._values = None   # id(tensor) -> its array in the last forward pass
         self._node_of = {}    # id(layer) -> the node calling it
+        self._fusable = []    # (UpSampling2D node, the Conv2D node reading it): see _fusable_pairs
+        self._fused = {}      # id(Conv2D node) -> its UpSampling2D node, for the pairs the last forward ran fused
         self._layers = []
         self._graph_layers = []   # the graph's layers (InputLayers included) in Keras' order
         if inputs is not None or outputs is not None:
@@ -234,7 +285,9 @@ class Model(Trainer):
         self.inputs, self.outputs = inputs, outputs
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
         self._node_of = {id(n.layer): n for n in nodes}
+        self._fusable = _fusable_pairs(self._nodes, outputs)
         self._values = None   # the arrays of a previous graph (Sequential.add / pop) are stale
+        self._fused = {}
         # ``layers`` (and so get_weights) in Keras' order, which differs from ``nodes`` for branching graphs
         self._graph_layers = [node.layer for node in _keras_order(nodes, outputs)]
         self._layers = list(self._graph_layers)
@@ -282,10 +335,21 @@ class Model(Trainer):
             if node is not None and node.layer is layer:
                 if model._values is None:
                     return None
-                values = [model._values.get(id(t)) for t in node.outputs]
+                values = [model._value(t) for t in node.outputs]
                 return values[0] if len(values) == 1 else values
             models.extend(n.layer for n in model._nodes if isinstance(n.layer, Model))
         raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {self.name!r}")
+
+    def _value(self, t):
+        """The array of tensor ``t`` in the last forward pass (None if it did not run). The output of
+        an UpSampling2D run fused into the next Conv2D was never made: it is made now, from its input,
+        and kept until the next pass."""
+        value = self._values.get(id(t))
+        if value is None and t.node is not None and isinstance(t.node.layer, UpSampling2D):
+            x = self._values.get(id(t.node.inputs[0]))
+            if x is not None:
+                value = self._values[id(t)] = upsample2d_forward_naive(x, t.node.layer.size).astype(x.dtype)
+        return value
 
     @property
     def output_layer(self):
@@ -476,14 +540,25 @@ class Model(Trainer):
     # --- computing -----------------------------------------------------------------------------
 
     def forward(self, inputs, training=False):
-        """Run every layer in order. ``inputs``: one array per model input. Returns the output array
-        (a buffer of the layer that made it, overwritten by the next call), or the list of output
-        arrays for a model of several outputs."""
+        """Run every layer in order (a fused UpSampling2D and Conv2D as one call: see the module's
+        docstring). ``inputs``: one array per model input. Returns the output array (a buffer of the
+        layer that made it, overwritten by the next call), or the list of output arrays for a model
+        of several outputs."""
         values = {id(t): x for t, x in zip(self.inputs, _as_list(inputs))}
+        # the execution plan: an UpSampling2D((2, 2)) read only by a 3x3 Conv2D is not run; the Conv2D
+        # computes from the small input (Conv2D.forward_upsampled); the naive path runs every layer
+        fused = {} if reference_kernels_enabled() else {
+            id(conv): up for up, conv in self._fusable if _runs_fused(up.layer, conv.layer)}
+        skipped = {id(up) for up in fused.values()}
         for node in self._nodes:
             layer = node.layer
-            args = [values[id(t)] for t in node.inputs]
-            y = layer.forward(args[0] if len(args) == 1 else args, training=training)
+            if id(node) in skipped:
+                continue
+            if id(node) in fused:
+                y = layer.forward_upsampled(values[id(fused[id(node)].inputs[0])], training=training)
+            else:
+                args = [values[id(t)] for t in node.inputs]
+                y = layer.forward(args[0] if len(args) == 1 else args, training=training)
             if layer.activity_regularizer is not None:
                 layer.activity_forward(y)
             if isinstance(node.output, list):   # a sub-model of several outputs
@@ -492,6 +567,7 @@ class Model(Trainer):
             else:
                 values[id(node.output)] = y
         self._values = values
+        self._fused = fused
         ys = [values[id(t)] for t in self.outputs]
         return ys[0] if len(ys) == 1 else ys
 
@@ -520,8 +596,12 @@ class Model(Trainer):
                 grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         last = self._nodes[-1]
         input_ids = {id(t) for t in self.inputs}
+        fused = self._fused   # the plan the forward pass ran
+        skipped = {id(up) for up in fused.values()}
         for node in reversed(self._nodes):
             layer = node.layer
+            if id(node) in skipped:   # its Conv2D returned the gradient of its input
+                continue
             # a tensor no gradient reached (it feeds only unused outputs) has gradient zero
             gs = [grads.pop(id(t), None) for t in node.outputs]
             gs = [np.zeros_like(self._values[id(t)]) if g is None else g for g, t in zip(gs, node.outputs)]
@@ -529,13 +609,14 @@ class Model(Trainer):
             if layer.activity_regularizer is not None:
                 g = layer.activity_backward(g, self._values[id(node.output)])
             kwargs = {"from_logits": True} if (from_logits and node is last) else {}
-            if layer.can_skip_dx and not input_gradients and all(id(t) in input_ids for t in node.inputs):
+            inputs = fused[id(node)].inputs if id(node) in fused else node.inputs
+            if layer.can_skip_dx and not input_gradients and all(id(t) in input_ids for t in inputs):
                 kwargs["need_dx"] = False
             dx = layer.backward(g, **kwargs)
             layer.add_regularization_gradients()
             if dx is None:
                 continue
-            for t, d in zip(node.inputs, dx if isinstance(dx, list) else [dx]):
+            for t, d in zip(inputs, dx if isinstance(dx, list) else [dx]):
                 grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
         result = [grads.get(id(t)) for t in self.inputs]
         if input_gradients:   # an input no layer reads has gradient zero

@@ -1,0 +1,195 @@
+"""Nearest UpSampling2D((2, 2)) followed by a 3x3 stride-1 convolution, computed on the small input.
+
+Upsampling by 2 repeats every pixel in a 2x2 block, so a 3x3 window on the big grid reads only 2x2
+distinct pixels of the small input. Output row Y = 2y + py (py, the row's *phase*, is 0 or 1): with
+'same' padding (1 on the big grid) kernel row ky reads big row Y + ky - 1, which is small row
+y + floor((py + ky - 1) / 2), so
+
+    py = 0:  small rows (y - 1, y)  with kernel rows (w0, w1 + w2)
+    py = 1:  small rows (y, y + 1)  with kernel rows (w0 + w1, w2)
+
+and with 'valid' padding (big row Y + ky, small row y + floor((py + ky) / 2))
+
+    py = 0:  small rows (y, y + 1)  with kernel rows (w0 + w1, w2)
+    py = 1:  small rows (y, y + 1)  with kernel rows (w0, w1 + w2)
+
+Columns alike. Each of the four output phases (py, px) is thus a 2x2 convolution of the small input
+with summed weights: wq = A w, with A built from the 2x3 matrices ``PHASE_ROWS[padding][p]``
+(wq[a, b, ch, (2py + px)*cout + f] = sum_{i,j} R[py][a, i] R[px][b, j] w[i, j, ch, f]). The four
+phase kernels side by side make ONE 2x2 convolution with 4*cout output channels:
+
+    'same':   xp = x in a 1-pixel zero halo, q = conv(xp, wq) + b: (n, h+1, w+1, 4*cout);
+              y[n, 2r+py, 2c+px, f] = act(q[n, r+py, c+px, (2py+px)*cout + f])   y: (n, 2h, 2w, cout)
+    'valid':  q = conv(x, wq) + b: (n, h-1, w-1, 4*cout);
+              y[n, 2r+py, 2c+px, f] = act(q[n, r, c, (2py+px)*cout + f])         y: (n, 2h-2, 2w-2, cout)
+
+That is 16*(h+1)*(w+1) multiplies per cin*cout instead of 36*h*w, and no upsampled tensor.
+
+The backward pass is that convolution's, on dq, the output gradient dz (after the activation)
+gathered back into q's layout (zero where an entry of q is not used):
+
+    dq[n, r + o(py), c + o(px), (2py+px)*cout + f] = dz[n, 2r+py, 2c+px, f]   dq: (n, h+1, w+1, 4*cout)
+    dwq = sum xp-patches * dq,  dw = A^T dwq,  db[f] = sum dz[..., f]
+    dx  = conv(dq, wq flipped): (n, h, w, cin), the gradient of the SMALL input
+
+with o(p) = p for 'same' (dq is q's gradient as it is) and o(p) = 1 for 'valid' (q's gradient inside
+the 1-pixel halo that the input-gradient convolution needs; xp then is x in a 1-pixel halo, which
+only adds zero products). The convolutions are conv_forward.py's and conv_weight_grad.py's kernels;
+this module adds the two copies between the layouts and the tiny maps A and A^T.
+"""
+import numba
+import numpy as np
+
+from autoenc.kernels.blocks import add8, load8, store8, where_positive8
+from autoenc.kernels.config import njit, prange_only
+from autoenc.kernels.conv_forward import conv2d_forward_naive
+from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
+from autoenc.kernels.conv_weight_grad import conv2d_backward_bias_naive, conv2d_backward_kernel_naive
+from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
+
+# R[p][a, i] = 1 where tap i of a 3x3 kernel row lands on row a of the 2x2 window of phase p
+PHASE_ROWS = {"same": (np.array([[1, 0, 0], [0, 1, 1]]), np.array([[1, 1, 0], [0, 0, 1]])),
+              "valid": (np.array([[1, 1, 0], [0, 0, 1]]), np.array([[1, 0, 0], [0, 1, 1]]))}
+
+
+def phase_offsets(padding):
+    """(base, step): phase p of the output reads row (column) r + base + step*p of q in the forward
+    pass, and its gradient goes to row r + base + step*p of dq in the backward pass; as two pairs
+    (forward, backward). 'same': o(p) = p in both; 'valid': q at o(p) = 0, dq in a halo, o(p) = 1."""
+    return ((0, 1), (0, 1)) if padding == "same" else ((0, 0), (1, 0))
+
+
+def _phase_matrix(padding):
+    """A (4, 2, 2, 3, 3): A[2py+px, a, b, i, j] = R[py][a, i] * R[px][b, j]."""
+    rows = PHASE_ROWS[padding]
+    return np.stack([np.einsum("ai,bj->abij", rows[py], rows[px]) for py in (0, 1) for px in (0, 1)])
+
+
+def phase_kernel(w, padding, out=None):
+    """wq = A w: the four 2x2 phase kernels of the 3x3 kernel w, side by side.
+
+    w: (3, 3, cin, cout); returns (or fills ``out``) wq: (2, 2, cin, 4*cout), wq[a, b, ch,
+    (2py+px)*cout + f] = sum_{i,j} R[py][a, i] R[px][b, j] w[i, j, ch, f], summed in float64 and
+    rounded once to w's dtype."""
+    _, _, cin, cout = w.shape
+    wq = np.einsum("pabij,ijcf->abcpf", _phase_matrix(padding), w.astype(np.float64))
+    wq = wq.reshape(2, 2, cin, 4 * cout)
+    if out is None:
+        return wq.astype(w.dtype)
+    out[...] = wq
+    return out
+
+
+def phase_kernel_grad(dwq, padding, dw):
+    """dw = A^T dwq: the 3x3 kernel's gradient from the phase kernels' (the adjoint of phase_kernel).
+
+    dwq: (2, 2, cin, 4*cout); dw: (3, 3, cin, cout), overwritten (summed in float64, rounded once)."""
+    _, _, cin, c4 = dwq.shape
+    d = dwq.astype(np.float64).reshape(2, 2, cin, 4, c4 // 4)
+    dw[...] = np.einsum("pabij,abcpf->ijcf", _phase_matrix(padding), d)
+
+
+# --- the slow, obvious versions: upsample, then convolve -------------------------------------------
+
+def upsample_conv2d_forward_naive(x, w, b, padding):
+    """z = conv(upsample2(x), w) + b, the definition (float64). x: (n, h, w, cin); w: (3, 3, cin, cout)."""
+    return conv2d_forward_naive(upsample2d_forward_naive(x, (2, 2)), w, b, (1, 1), padding)
+
+
+def upsample_conv2d_backward_naive(x, w, dz, padding):
+    """(dx, dw, db) of z = conv(upsample2(x), w) + b for dz = dL/dz (float64): the convolution's
+    gradients on the big input, then UpSampling's backward (sum over each 2x2 block)."""
+    big = upsample2d_forward_naive(x, (2, 2))
+    dw = conv2d_backward_kernel_naive(big, dz, (3, 3), (1, 1), padding)
+    dbig = conv2d_backward_input_naive(dz, w, big.shape, (1, 1), padding)
+    return upsample2d_backward_naive(dbig, (2, 2)), dw, conv2d_backward_bias_naive(dz)
+
+
+# --- the fast kernels: the copies between q's layout and the output's ------------------------------
+
+@njit(parallel=prange_only())
+def phase_interleave(q, base, step, y):
+    """y[n, Y, X, f] = q[n, Y//2 + base + step*(Y%2), X//2 + base + step*(X%2), (2*(Y%2) + X%2)*cout + f].
+
+    q: (n, hq, wq, 4*cout), the phase convolution's output (bias and ReLU already applied);
+    y: (n, oh, ow, cout), overwritten; (base, step) from :func:`phase_offsets` (forward).
+
+    Optimizations: samples in parallel; each output pixel's cout numbers copied 8 at a time (one
+    vector load and store), the channels left over one at a time.
+    """
+    n, oh, ow, cout = y.shape
+    _, hq, wq, c4 = q.shape
+    qf, yf = q.reshape(q.size), y.reshape(y.size)
+    c8 = cout - cout % 8
+    for s in numba.prange(n):
+        for Y in range(oh):
+            py = Y % 2
+            q0 = (s * hq + Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of q
+            y0 = (s * oh + Y) * ow * cout
+            for X in range(ow):
+                px = X % 2
+                src = q0 + (X // 2 + base + step * px) * c4 + px * cout
+                dst = y0 + X * cout
+                for f0 in range(0, c8, 8):
+                    store8(yf, dst + f0, load8(qf, src + f0), False)
+                for f in range(c8, cout):
+                    yf[dst + f] = qf[src + f]
+
+
+@njit(parallel=prange_only())
+def phase_gather(dy, y, relu, base, step, dq, part, db):
+    """The one pass over the output gradient of the backward pass:
+
+        dz = dy where y > 0, else 0     (relu; otherwise dz = dy)
+        dq[n, Y//2 + base + step*(Y%2), X//2 + base + step*(X%2), (2*(Y%2) + X%2)*cout + f] = dz[n, Y, X, f]
+        db[f] = sum_{n,Y,X} dz[n, Y, X, f]
+
+    dy, y: (n, oh, ow, cout); dq: (n, hq, wq, 4*cout), its other entries left as they are (zero: the
+    caller allocates it zeroed once); part: (nc, cout) work array (nc = config.n_chunks(n)); db:
+    (cout,). dq, part and db are overwritten; (base, step) from :func:`phase_offsets` (backward).
+    db is summed over fixed chunks of the batch, each in order, then the chunks in order (the same
+    result for any number of threads).
+
+    Optimizations: chunks of the batch in parallel; one read of dy and y for dq and db; 8 channels
+    at a time in a register tuple (one vector load, mask, store and add).
+    """
+    n, oh, ow, cout = dy.shape
+    _, hq, wq, c4 = dq.shape
+    nc = part.shape[0]
+    dyf, yf, dqf = dy.reshape(dy.size), y.reshape(y.size), dq.reshape(dq.size)
+    c8 = cout - cout % 8
+    zero = dq.dtype.type(0)
+    for k in numba.prange(nc):
+        pk = part[k]
+        for f in range(cout):
+            pk[f] = 0
+        for s in range(k * n // nc, (k + 1) * n // nc):
+            for Y in range(oh):
+                py = Y % 2
+                i0 = (s * oh + Y) * ow * cout                                 # row Y of sample s in dy
+                p0 = (s * hq + Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of dq
+                for f0 in range(0, c8, 8):    # 8 channels at a time
+                    acc = load8(pk, f0)
+                    for X in range(ow):
+                        px = X % 2
+                        i = i0 + X * cout + f0
+                        v = load8(dyf, i)
+                        if relu:
+                            v = where_positive8(v, load8(yf, i), zero)
+                        store8(dqf, p0 + (X // 2 + base + step * px) * c4 + px * cout + f0, v, False)
+                        acc = add8(acc, v)
+                    store8(pk, f0, acc, False)
+                for f in range(c8, cout):     # channels left over
+                    a = pk[f]
+                    for X in range(ow):
+                        px = X % 2
+                        i = i0 + X * cout + f
+                        v = dyf[i] if not relu or yf[i] > 0 else zero
+                        dqf[p0 + (X // 2 + base + step * px) * c4 + px * cout + f] = v
+                        a += v
+                    pk[f] = a
+    for f in range(cout):   # the chunks, added in order
+        acc = part[0, f]
+        for k in range(1, nc):
+            acc += part[k, f]
+        db[f] = acc
