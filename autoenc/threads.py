@@ -116,14 +116,16 @@ class ThreadTuner:
        median time per sample is kept (all threads on a tie).
     3. Run on that count, keeping the last ``window`` step times of each count. After ``period``
        steps, one probe step runs on the other count and joins its window. If the medians still
-       say the same and the probe is not a surprise (within ``drift`` of its count's median),
+       say the same and the probe is not much faster than its count's median (by ``drift``),
        ``period`` doubles (up to ``max_period``): on a steady machine the probes cost less and less.
-    4. A burst of probes when something changed: a probe that flips the medians or is a surprise,
-       or a current step median (of the last 3) that drifted by more than ``drift`` from its value
-       at the last decision (the load started or stopped; checked from ``min_gap`` steps after the
-       last decision). The other count's older times are dropped as stale, steps alternate until
-       it has ``settle`` fresh ones, and the lower median wins, by ``margin`` for a change;
-       ``period`` goes back to ``min_period``.
+       A probe also runs at once when the median of the current count's last ``drift_steps`` steps
+       has drifted by more than ``drift`` from its value at the last decision (the load started or
+       stopped; checked from ``min_gap`` steps after the last decision or probe); if the other count
+       is no better, ``period`` goes back to ``min_period`` and the drifted time is the new reference.
+    4. A probe that flips the medians or is much faster than before starts a burst: the other
+       count's older times are dropped as stale, the next steps run on it until it has ``settle``
+       fresh ones, and their median against the current count's last 3 decides, the other count
+       winning only by more than ``margin``; ``period`` goes back to ``min_period``.
 
     Decisions rest on medians, so one step slowed by a descheduled thread does not flip the choice.
     Only the tuner's own measurements count, not the load average (which also counts autoenc's own
