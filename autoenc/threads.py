@@ -12,10 +12,11 @@ thread; benchmarks/threads.py and benchmarks/regions.py measure it). Two remedie
    OpenMP layer is tried first (before TBB), and a waiting OpenMP thread spins briefly
    (GOMP_SPINCOUNT) and then sleeps, instead of spinning for milliseconds (GNU OpenMP's default).
    A setting the user has made is never changed, and ``AUTOENC_THREADS=off`` leaves all of them alone.
-2. :class:`ThreadTuner`: ``fit`` times its steps on all threads and on one, now and then, and keeps
-   the faster, so a step is never much slower than on one thread, whatever the layer, the wait
-   policy the user chose and the load (with the short spin, all threads still won under load
-   here; with GOMP's default spin, one thread does). The choice cannot
+2. :class:`ThreadTuner`: ``fit`` (and ``train_on_batch``), ``predict`` and ``evaluate`` time their
+   steps on all threads and on one, and keep the faster: the first steps alternate the two, then
+   a probe now and then (less and less often while it confirms the choice, at once when the step
+   time drifts) follows a load that starts or stops. So a step is never much slower than on one
+   thread, whatever the layer, the wait policy the user chose and the load. The choice cannot
    change the results: every kernel sums in fixed chunks whatever the number of threads
    (kernels/config.py), so a step gives the same numbers bit for bit on 1 thread or on 8
    (tests/test_threads.py checks it).
@@ -105,31 +106,52 @@ def configured():
 
 
 class ThreadTuner:
-    """Chooses the number of threads of each training step: all of them (``max_threads``) or one,
-    whichever made the recent steps faster per sample.
+    """Chooses the number of threads of each step of a loop (fit's training steps, predict's or
+    evaluate's batches): all of them (``max_threads``) or one, whichever the recent steps measured
+    faster per sample. The choice never changes a result (every kernel sums in fixed chunks).
 
-    The first steps alternate between the two counts (after one step on all threads, which also
-    warms up); then one step in every ``period`` runs on the other count, to notice when the load
-    changes. ``period`` doubles (up to ``max_period``) each time the probe confirms the choice and
-    goes back to ``min_period`` when the choice flips, so on a steady machine the probes cost little.
-    A step much slower than usual (1.5x the recent median) triggers a probe at once, and so does a
-    probe faster than the current count's median that its own median (of ``window`` probes) outvoted.
+    1. Warm-up: the first step runs on all threads and is not recorded (it may load or compile
+       kernels).
+    2. Settle: the next ``2 * settle`` steps alternate all threads and one; the count of the lower
+       median time per sample is kept (all threads on a tie).
+    3. Run on that count, keeping the last ``window`` step times of each count. After ``period``
+       steps, one probe step runs on the other count and joins its window. If the medians still
+       say the same and the probe is not much faster than its count's median (by ``drift``),
+       ``period`` doubles (up to ``max_period``): on a steady machine the probes cost less and less.
+       A probe also runs at once when the median of the current count's last ``drift_steps`` steps
+       has drifted by more than ``drift`` from its value at the last decision (the load started or
+       stopped; checked from ``min_gap`` steps after the last decision or probe); if the other count
+       is no better, ``period`` goes back to ``min_period`` and the drifted time is the new reference.
+    4. A probe that flips the medians or is much faster than before starts a burst: the other
+       count's older times are dropped as stale, the next steps run on it until it has ``settle``
+       fresh ones, and their median against the current count's last 3 decides, the other count
+       winning only by more than ``margin``; ``period`` goes back to ``min_period``.
 
-    Use: ``n = tuner.next_count()``; run the step with ``numba.set_num_threads(n)``; then
-    ``tuner.record(n, seconds, samples)``. The tuner itself never calls Numba.
+    Decisions rest on medians, so one step slowed by a descheduled thread does not flip the choice.
+    Only the tuner's own measurements count, not the load average (which also counts autoenc's own
+    threads).
+
+    Use: ``n = tuner.next_count()``; run the step on ``n`` threads; then
+    ``tuner.record(n, seconds, samples)``. The tuner itself never calls Numba (see
+    :class:`tuned_threads`), so its logic can be driven by made-up timings.
     """
 
-    def __init__(self, max_threads, min_period=8, max_period=256, window=3):
+    def __init__(self, max_threads, settle=3, window=7, min_period=8, max_period=128, min_gap=4, drift=0.2,
+                 drift_steps=4, margin=0.03):
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ValueError(f"max_threads must be a positive int, got {max_threads!r}")
         self.max_threads = max_threads
-        self.min_period, self.max_period, self.window = min_period, max_period, window
+        self.settle, self.window, self.min_period, self.max_period = settle, window, min_period, max_period
+        self.min_gap, self.drift, self.drift_steps, self.margin = min_gap, drift, drift_steps, margin
         self.current = max_threads          # the count the steps run on, between probes
         self.period = min_period
-        self._times = {max_threads: [], 1: []}   # recent seconds per sample, per count
-        self._since_probe = 0
-        self._steps = 0
-        self._probe_now = False
+        self.steps = 0                      # steps recorded (the warm-up included)
+        self.phase = "warm-up" if max_threads > 1 else "run"   # then "settle", "run", "probe", "burst"
+        self.switches = []                  # (step, new count) each time the choice changed after settling
+        self._times = {max_threads: [], 1: []}   # per count: recent seconds per sample, newest last
+        self._since = 0                     # steps on the current count since the last decision or probe
+        self._baseline = None               # the current count's median at the last decision
+        self._drifted = False               # the probe under way was started by a drift
 
     @property
     def counts(self):
@@ -139,64 +161,99 @@ class ThreadTuner:
     def _other(self):
         return 1 if self.current == self.max_threads else self.max_threads
 
-    def _median(self, n):
-        t = sorted(self._times[n])
-        return t[len(t) // 2] if t else None
+    @staticmethod
+    def _median(values):
+        t = sorted(values)
+        n = len(t)
+        return (t[n // 2] + t[(n - 1) // 2]) / 2 if n else None
+
+    def _med(self, count, last=None):
+        return self._median(self._times[count][-(last or self.window):])
 
     def next_count(self):
         """The number of threads for the next step."""
         if self.max_threads == 1:
             return 1
-        if self._steps == 0:
-            return self.max_threads          # the first step warms up (and is not recorded)
-        if len(self._times[1]) < 2 or len(self._times[self.max_threads]) < 2:
-            return self.max_threads if len(self._times[self.max_threads]) <= len(self._times[1]) else 1
-        if self._probe_now or self._since_probe >= self.period:
+        if self.phase == "warm-up":
+            return self.max_threads
+        if self.phase in ("settle", "burst"):   # alternate; all threads first in the settling
+            a, b = (self.max_threads, 1) if self.phase == "settle" else (self._other(), self.current)
+            return a if len(self._times[a]) <= len(self._times[b]) else b
+        if self.phase == "probe":
             return self._other()
         return self.current
 
     def record(self, count, seconds, samples=1):
         """Record that a step on ``count`` threads took ``seconds`` for ``samples`` samples, and update
-        the choice."""
-        self._steps += 1
-        if self.max_threads == 1 or self._steps == 1 or count not in self._times or samples <= 0:
+        the choice. A step on a count the tuner did not offer, or of no samples, is ignored."""
+        self.steps += 1
+        if self.max_threads == 1 or count not in self._times or samples <= 0:
             return
-        per_sample = seconds / samples
-        usual = self._median(count)
+        if self.phase == "warm-up":
+            self.phase = "settle"
+            return
+        t = seconds / samples
         times = self._times[count]
-        times.append(per_sample)
+        before = self._med(count)
+        times.append(t)
         del times[:-self.window]
-        if len(self._times[1]) < 2 or len(self._times[self.max_threads]) < 2:
+        other = self._other()
+        if self.phase == "settle" or self.phase == "burst":
+            fresh = min(len(v) for v in self._times.values())
+            if fresh >= self.settle:
+                if self.phase == "settle":
+                    best = min(self.counts, key=lambda c: (self._med(c), c != self.max_threads))
+                else:
+                    best = other if self._med(other) * (1 + self.margin) < self._med(self.current) else self.current
+                self._decide(best, self.min_period)
             return
-        if count != self.current:             # a probe: compare, keep the faster
-            self._since_probe = 0
-            self._probe_now = False
-            best = min(self.counts, key=self._median)
-            if best != self.current:
-                self.current, self.period = best, self.min_period
-            elif per_sample < self._median(self.current):
-                self._probe_now = True        # this probe alone says switch: look again at once
+        if self.phase == "probe" and count == other:
+            flips = self._med(other) * (1 + self.margin) < self._med(self.current)
+            # the other count got faster, and this step beat the current count's median
+            faster = (before is not None and t * (1 + self.drift) < before
+                      and t * (1 + self.margin) < self._med(self.current))
+            if flips or faster:
+                self._burst(keep=[t])
+            elif self._drifted:           # the current count's time changed, but the other is no better
+                self._decide(self.current, self.min_period)
             else:
-                self.period = min(self.max_period, self.period * 2)
-        else:
-            self._since_probe += 1
-            if usual is not None and per_sample > 1.5 * usual:
-                self._probe_now = True
+                self.phase, self._since = "run", 0
+                self.period = min(self.max_period, 2 * self.period)
+            return
+        if count != self.current:
+            return
+        self._since += 1
+        if self._since < self.min_gap:
+            return
+        recent = self._med(count, self.drift_steps)
+        self._drifted = not self._baseline / (1 + self.drift) <= recent <= self._baseline * (1 + self.drift)
+        if self._drifted or self._since >= self.period:
+            self.phase = "probe"
+
+    def _burst(self, keep):
+        """Drop the other count's stale times (but ``keep``) and alternate until it has fresh ones."""
+        self._times[self._other()] = list(keep)
+        self._times[self.current] = self._times[self.current][-3:]   # the latest, after a drift
+        self.phase = "burst"
+
+    def _decide(self, count, period):
+        if count != self.current and self.phase != "settle":
+            self.switches.append((self.steps, count))
+        self.current, self.period = count, period
+        self.phase, self._since, self._drifted = "run", 0, False
+        self._baseline = self._med(count)
 
 
 class tuned_threads:
-    """``with tuned_threads(tuner) as step: step(fn, samples)``: runs fn() on the thread count the
-    tuner chooses and records its time; the thread count in force before is restored at the end.
-    With ``tuner`` None it just calls fn()."""
+    """``with tuned_threads(tuner) as step: step(fn, samples)``: each ``step`` runs fn() on the thread
+    count the tuner chooses, records its time, and puts back the count that was in force (so code
+    between the steps, a callback or a validation pass, runs on the caller's count). With ``tuner``
+    None it just calls fn()."""
 
     def __init__(self, tuner):
         self.tuner = tuner
-        self._before = None
 
     def __enter__(self):
-        if self.tuner is not None:
-            import numba
-            self._before = numba.get_num_threads()
         return self.run
 
     def run(self, fn, samples=1):
@@ -204,24 +261,26 @@ class tuned_threads:
         if tuner is None:
             return fn()
         import numba
+        before = numba.get_num_threads()
         n = tuner.next_count()
-        if numba.get_num_threads() != n:
+        if n != before:
             numba.set_num_threads(n)
-        t = time.perf_counter()
-        result = fn()
-        tuner.record(n, time.perf_counter() - t, samples)
+        try:
+            t = time.perf_counter()
+            result = fn()
+            tuner.record(n, time.perf_counter() - t, samples)
+        finally:
+            if n != before:
+                numba.set_num_threads(before)
         return result
 
     def __exit__(self, *exc):
-        if self.tuner is not None:
-            import numba
-            numba.set_num_threads(self._before)
         return False
 
 
 def tuner_for_fit(previous=None):
     """A ThreadTuner over the calling thread's Numba thread count (``previous``, the tuner of the
-    model's last fit, when it chose for the same count), or None when there is nothing to choose
+    model's last call, when it chose for the same count), or None when there is nothing to choose
     (one thread, or AUTOENC_THREADS=off)."""
     if not policy_enabled():
         return None
@@ -230,3 +289,15 @@ def tuner_for_fit(previous=None):
     if n <= 1:
         return None
     return previous if isinstance(previous, ThreadTuner) and previous.max_threads == n else ThreadTuner(n)
+
+
+def model_tuner(model, kind):
+    """The tuner of ``model``'s ``kind`` of loop ("train": fit and train_on_batch; "predict":
+    predict and predict_on_batch; "test": evaluate, test_on_batch and fit's validation), kept on the
+    model between calls (``model._thread_tuners``), made anew when the caller's thread count changed;
+    None when there is nothing to choose (see :func:`tuner_for_fit`)."""
+    tuners = getattr(model, "_thread_tuners", None)
+    if tuners is None:
+        tuners = model._thread_tuners = {}
+    tuner = tuners[kind] = tuner_for_fit(tuners.get(kind))
+    return tuner

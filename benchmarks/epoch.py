@@ -2,7 +2,7 @@
 the seed autoencoder and on two wider ones, side by side in one run, optionally beside busy
 processes and with the kernels compiled for an older vector ISA.
 
-    python benchmarks/epoch.py [--models seed,wide64,wide128] [--frameworks autoenc,keras]
+    python benchmarks/epoch.py [--models seed,wide64,wide128] [--frameworks autoenc,autoenc-1,autoenc-off,keras]
                                [--rounds 3] [--load 1] [--isa native|avx2] [--quick]
 
 Models (3x3 'same' convolutions with ReLU, a sigmoid output, Adam, MSE):
@@ -14,8 +14,13 @@ An epoch is ``--images`` synthetic images (default: 60 steps, 15,360 images of t
 issue 15 counts). Each framework runs in its own subprocess, the frameworks interleaved A B A B for
 ``--rounds`` rounds; each process does a warm-up epoch, then ``--epochs`` timed epochs (their
 median), then predicts ``--predict`` images (best of 3). The table gives the medians over rounds
-and the ratios to Keras. Every framework gets all CPUs (NUMBA_NUM_THREADS and TensorFlow's intra-
+and the ratios to Keras, and the 1-minute load average after each of a row's runs (their median).
+Every framework gets all CPUs (NUMBA_NUM_THREADS and TensorFlow's intra-
 and inter-op threads), unless NUMBA_NUM_THREADS is set.
+
+Two more rows of autoenc: ``autoenc-1`` on one thread (NUMBA_NUM_THREADS=1) and ``autoenc-off`` with
+autoenc's thread policy off (AUTOENC_THREADS=off: Numba's default wait policy, all threads, no
+tuner). The autoenc rows say, after the version, on how many threads the tuner ran the steps.
 
 ``--load N`` starts N busy processes (``sh -c 'while :; do :; done'``) beside the runs and kills
 them at the end. ``--isa avx2`` compiles autoenc's kernels for Haswell (NUMBA_CPU_NAME=haswell and this CPU's
@@ -119,8 +124,11 @@ def run_autoenc(name, images, n_predict, epochs):
     model.compile(optimizer="adam", loss="mean_squared_error")
     timings = time_fit_and_predict(model, x, x[:n_predict], MODELS[name][1], epochs)  # starts Numba's threads
     cpu = os.environ.get("NUMBA_CPU_NAME") or "native"
+    tuners = getattr(model, "_thread_tuners", {})
+    chosen = {k: f"{t.current} ({t.steps} steps, {len(t.switches)} switches)" for k, t in tuners.items() if t}
     return {"version": f"autoenc {autoenc.__version__}, numba {numba.__version__} "
-                       f"({numba.threading_layer()}, {numba.config.NUMBA_NUM_THREADS} threads, {cpu})", **timings}
+                       f"({numba.threading_layer()}, {numba.config.NUMBA_NUM_THREADS} threads, {cpu})",
+            "tuner": chosen or "off", **timings}
 
 
 def run_keras(name, images, n_predict, epochs):
@@ -181,8 +189,10 @@ def run_torch(name, images, n_predict, epochs):
             "warmup": times[0], "predict_s": min(pred)}
 
 
-RUNNERS = {"autoenc": run_autoenc, "keras": run_keras, "torch": run_torch}
-IMPORTS = {"autoenc": "numba", "keras": "tensorflow", "torch": "torch"}
+RUNNERS = {"autoenc": run_autoenc, "autoenc-1": run_autoenc, "autoenc-off": run_autoenc, "keras": run_keras,
+           "torch": run_torch}
+IMPORTS = {"autoenc": "numba", "autoenc-1": "numba", "autoenc-off": "numba", "keras": "tensorflow", "torch": "torch"}
+VARIANTS = {"autoenc-1": {"NUMBA_NUM_THREADS": "1", "BENCH_THREADS": "1"}, "autoenc-off": {"AUTOENC_THREADS": "off"}}
 
 
 @contextlib.contextmanager
@@ -223,10 +233,11 @@ def child_env(framework, isa):
     """The environment of a framework's subprocess: this checkout first on the path, all CPUs, the ISA cap."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    env.update(VARIANTS.get(framework, {}))
     env.setdefault("BENCH_THREADS", env.get("NUMBA_NUM_THREADS", str(os.cpu_count())))
     env.setdefault("NUMBA_NUM_THREADS", env["BENCH_THREADS"])
     if isa == "avx2":
-        if framework == "autoenc":
+        if framework.startswith("autoenc"):
             env["NUMBA_CPU_NAME"] = "haswell"
             env["NUMBA_CPU_FEATURES"] = avx2_features()
         else:
@@ -279,6 +290,7 @@ def main():
     if skipped:
         print(f"not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
     results = {(m, f): [] for m in models for f in frameworks}
+    row_loads = {(m, f): [] for m in models for f in frameworks}
     loads = [os.getloadavg()[0]]
     started = datetime.datetime.now(datetime.timezone.utc)
     with busy_processes(args.load):
@@ -287,10 +299,12 @@ def main():
                 for f in frameworks:   # A B A B: each round runs every framework once
                     res = run_child(f, m, images[m], min(args.predict, images[m]), args.epochs, args.isa)
                     loads.append(os.getloadavg()[0])
+                    row_loads[m, f].append(loads[-1])
                     if res:
                         results[m, f].append(res)
                         print(f"round {r + 1} {m} {f}: epoch {statistics.median(res['epochs']):.2f} s, "
-                              f"load {loads[-1]:.1f}", file=sys.stderr, flush=True)
+                              f"predict {res['predict_s']:.3f} s, load {loads[-1]:.1f}"
+                              + (f", threads {res['tuner']}" if "tuner" in res else ""), file=sys.stderr, flush=True)
 
     print(f"# Training epoch and predict, side by side ({args.rounds} rounds A B A B, medians)\n")
     versions = sorted({res[0]["version"] for res in results.values() if res})
@@ -299,8 +313,8 @@ def main():
           f"{min(loads):.1f}-{max(loads):.1f}; ISA: {args.isa}; {args.epochs} timed epoch(s) per process after a "
           "warm-up.\n")
     print("| model | framework | epoch (s) | step (ms) | GFLOP/s | vs Keras | predict (img/s) | predict vs Keras | "
-          "peak RSS (MB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "peak RSS (MB) | load avg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in models:
         batch = MODELS[m][1]
         steps = -(-images[m] // batch)
@@ -316,7 +330,7 @@ def main():
             pvs = f"{ips / med['keras'][1]:.2f}x" if "keras" in med else "-"
             gflops = flops_per_step(m) * steps / epoch / 1e9
             print(f"| {m} ({images[m]:,} images, batch {batch}) | {f} | {epoch:.2f} | {epoch / steps * 1e3:.1f} | "
-                  f"{gflops:.0f} | {vs} | {ips:,.0f} | {pvs} | {rss:.0f} |")
+                  f"{gflops:.0f} | {vs} | {ips:,.0f} | {pvs} | {rss:.0f} | {statistics.median(row_loads[m, f]):.1f} |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,18 @@ median over rounds of each process's median step time, an epoch's worth (60 step
 (``sh -c 'while :; do :; done'``) beside the runs and kills them at the end; the machine's load
 average is printed beside the table, since other work on the machine counts too.
 
+A configuration is a name of CONFIGS or omp-spinN (GNU OpenMP with GOMP_SPINCOUNT=N, autoenc's tuner
+off), either optionally followed by -chunkC: the child calls numba.set_parallel_chunksize(C) first, so
+the prange iterations are handed out C at a time to whichever thread is free (dynamic scheduling) rather
+than split evenly in advance. The results are the same whatever the schedule (fixed chunks).
+
+``--interleaved``: one process instead, in which blocks of ``--block`` steps rotate between autoenc's
+tuner (one ThreadTuner kept across its blocks), a fixed 1 thread, all threads, and all threads with a
+chunk size (``--chunks``), for ``--steps`` steps each, training and then predict (batches of 256). On a
+machine whose load comes and goes (other jobs), every setup then sees the same load within seconds,
+which separate processes cannot promise. The table gives each setup's median and mean step (the mean
+is what an epoch costs) and the share of the tuner's steps on one thread.
+
 The tbb configurations need Intel TBB's libtbb.so.12 (``pip install tbb``; ``--tbb-lib DIR`` adds a
 directory to LD_LIBRARY_PATH for a copy installed elsewhere); without it they are reported as failed.
 """
@@ -41,16 +53,24 @@ DEFAULT = "omp,omp-passive,omp-spin1000,workqueue,tbb,1-thread,autoenc"
 
 
 def config(name):
-    """The environment of a configuration: a name of CONFIGS, or omp-spinN (GOMP_SPINCOUNT=N)."""
-    if name.startswith("omp-spin") and name[8:].isdigit():
-        return {"NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": name[8:], "AUTOENC_THREADS": "off"}
-    return CONFIGS[name]
+    """The environment of a configuration: a name of CONFIGS, or omp-spinN (GOMP_SPINCOUNT=N), either
+    followed by -chunkC (numba.set_parallel_chunksize(C) in the child: dynamic scheduling of the
+    prange iterations, C at a time). None for a name it does not know."""
+    base, _, chunk = name.partition("-chunk")
+    if chunk and not chunk.isdigit():
+        return None
+    extra = {"BENCH_CHUNKSIZE": chunk} if chunk else {}
+    if base.startswith("omp-spin") and base[8:].isdigit():
+        return {"NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": base[8:], "AUTOENC_THREADS": "off", **extra}
+    return {**CONFIGS[base], **extra} if base in CONFIGS else None
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import autoenc, numba
+if os.environ.get("BENCH_CHUNKSIZE"):
+    numba.set_parallel_chunksize(int(os.environ["BENCH_CHUNKSIZE"]))
 steps = int(sys.argv[2])
 rng = np.random.default_rng(0)
 x = rng.random((256 * steps, 28, 28, 1), dtype=np.float32)
@@ -72,6 +92,73 @@ print("RESULT " + json.dumps({"layer": numba.threading_layer(), "threads": numba
 
 
 
+INTERLEAVED = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import autoenc, numba
+from autoenc import threads, utils
+steps, block, chunks = int(sys.argv[2]), int(sys.argv[3]), [int(c) for c in sys.argv[4].split(",") if c]
+x = np.random.default_rng(0).random((256, 28, 28, 1), dtype=np.float32)
+model = autoenc.models.seed_autoencoder()
+model.compile(optimizer="adam", loss="mean_squared_error")
+model._ensure_flat_parameters()
+data = model._step_data([x], x)
+top = numba.get_num_threads()
+setups = [("autoenc (tuned)", None, 0), ("1 thread", 1, 0), (f"{top} threads", top, 0)]
+setups += [(f"{top} threads, chunk {c}", top, c) for c in chunks]
+out = {}
+for kind, fn in (("train", lambda: model.train_step(data)), ("predict", lambda: model.forward(x, training=False))):
+    tuner = threads.ThreadTuner(top)
+    times = {name: [] for name, _, _ in setups}
+    on_one = []
+    for _ in range(3):
+        fn()                                    # loads the kernels
+    for _ in range(-(-steps // block)):
+        for name, n, chunk in setups:
+            numba.set_num_threads(top if n is None else n)
+            numba.set_parallel_chunksize(chunk)
+            step = threads.tuned_threads(tuner if n is None else None).run
+            for _ in range(block):
+                with utils.compute_lock:
+                    if n is None:
+                        on_one.append(tuner.next_count() == 1)
+                    t = time.perf_counter()
+                    step(fn, 256)
+                    times[name].append(time.perf_counter() - t)
+    numba.set_parallel_chunksize(0)
+    out[kind] = {name: {"median": statistics.median(v), "mean": statistics.fmean(v)} for name, v in times.items()}
+    out[kind]["autoenc (tuned)"]["on_one"] = sum(on_one) / len(on_one)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def interleaved(args, base):
+    """The --interleaved run: one child, the setups rotating in blocks of steps; prints the table."""
+    loads = [load_average()]
+    with busy_processes(args.load):
+        out = subprocess.run([sys.executable, "-c", INTERLEAVED, REPO, str(args.steps), str(args.block), args.chunks],
+                             env=base, capture_output=True, text=True)
+    loads.append(load_average())
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not line:
+        sys.exit(f"the interleaved run failed:\n{out.stderr[-3000:]}")
+    res = json.loads(line[0][7:])
+    print(f"# Seed model step (batch 256), setups interleaved in blocks of {args.block} steps, {args.load} busy "
+          f"process(es) added\n")
+    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, NUMBA_NUM_THREADS={args.threads}, {args.steps} steps per setup; load average "
+          f"before and after {loads[0]:.1f}, {loads[1]:.1f}\n")
+    print("| loop | setup | median step (ms) | mean step (ms) | mean vs 1 thread | tuner on 1 thread |")
+    print("|---|---|---:|---:|---:|---:|")
+    for kind, rows in res.items():
+        ref = rows["1 thread"]["mean"]
+        for name, r in rows.items():
+            share = f"{r['on_one']:.0%}" if "on_one" in r else ""
+            print(f"| {kind} | {name} | {r['median'] * 1e3:.1f} | {r['mean'] * 1e3:.1f} | {r['mean'] / ref:.2f}x | "
+                  f"{share} |")
+
+
 def load_average():
     return os.getloadavg()[0]
 
@@ -86,22 +173,30 @@ def run_child(env, steps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated, of: {', '.join(CONFIGS)}, omp-spinN")
+    ap.add_argument("--configs", default=DEFAULT,
+                    help=f"comma-separated, of: {', '.join(CONFIGS)}, omp-spinN, each optionally followed by -chunkC")
     ap.add_argument("--load", type=int, default=0, help="busy processes beside the runs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per process")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="NUMBA_NUM_THREADS (default: all CPUs)")
+    ap.add_argument("--interleaved", action="store_true", help="one process, setups rotating in blocks of steps")
+    ap.add_argument("--block", type=int, default=5, help="steps per block (--interleaved)")
+    ap.add_argument("--chunks", default="1", help="comma-separated chunk sizes to try on all threads (--interleaved)")
     ap.add_argument("--tbb-lib", help="a directory holding libtbb.so.12, added to LD_LIBRARY_PATH")
     args = ap.parse_args()
     names = args.configs.split(",")
-    unknown = [n for n in names if n not in CONFIGS and not (n.startswith("omp-spin") and n[8:].isdigit())]
+    unknown = [n for n in names if config(n) is None]
     if unknown:
-        ap.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)} or omp-spinN")
+        ap.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)} or omp-spinN, "
+                 "each optionally followed by -chunkC")
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("NUMBA_THREADING", "OMP_", "GOMP_", "KMP_", "AUTOENC_THREADS"))}
-    base["NUMBA_NUM_THREADS"] = str(args.threads)   # a configuration may set its own
+    base["NUMBA_NUM_THREADS"] = str(args.threads)
+    base.pop("BENCH_CHUNKSIZE", None)   # a configuration may set its own
     if args.tbb_lib:
         base["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [args.tbb_lib, base.get("LD_LIBRARY_PATH")]))
+    if args.interleaved:
+        return interleaved(args, base)
     results = {n: [] for n in names}
     loads = []
     with busy_processes(args.load):

@@ -268,21 +268,27 @@ class Trainer:
         self._require_compiled("train_on_batch")
         xs, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_flat_parameters()
+        data = self._step_data(xs, y)
         with utils.compute_lock:
-            return self._batch_result(self._checked_logs(self.train_step(self._step_data(xs, y))))
+            step = threads.tuned_threads(threads.model_tuner(self, "train")).run
+            return self._batch_result(self._checked_logs(step(lambda: self.train_step(data), xs[0].shape[0])))
 
     def test_on_batch(self, x, y=None):
         """The loss on one batch, without updating."""
         self._require_compiled("test_on_batch")
         xs, y = self._prepare_xy(x, y, "test_on_batch")
+        data = self._step_data(xs, y)
         with utils.compute_lock:
-            return self._batch_result(self.test_step(self._step_data(xs, y)))
+            step = threads.tuned_threads(threads.model_tuner(self, "test")).run
+            return self._batch_result(step(lambda: self.test_step(data), xs[0].shape[0]))
 
     def predict_on_batch(self, x):
         """The model output for one batch (a new array; a list of them for several outputs)."""
         xs = self._prepare_x(x, "x")
+        x = xs if len(xs) > 1 else xs[0]
         with utils.compute_lock:
-            y = self.forward(xs if len(xs) > 1 else xs[0], training=False)
+            step = threads.tuned_threads(threads.model_tuner(self, "predict")).run
+            y = step(lambda: self.forward(x, training=False), xs[0].shape[0])
             return [np.array(v, copy=True) for v in y] if isinstance(y, list) else np.array(y, copy=True)
 
     # --- loops ---------------------------------------------------------------------------------
@@ -356,9 +362,9 @@ class Trainer:
         self._epoch, self._step = initial_epoch, 0
         self.stop_training = False
         try:
-            # each step on all threads or on one, whichever is faster now (the results are the same)
-            self._thread_tuner = threads.tuner_for_fit(getattr(self, "_thread_tuner", None))   # kept across fits
-            with threads.tuned_threads(self._thread_tuner) as self._run_step:
+            # each step on all threads or on one, whichever is faster now (the results are the same);
+            # the tuner is kept on the model across fits and train_on_batch calls
+            with threads.tuned_threads(threads.model_tuner(self, "train")) as self._run_step:
                 self._fit_epochs(xs, y, val, cb, snapshot, epochs, initial_epoch, batch_size, steps, shuffle,
                                  validation_batch_size)
         except KeyboardInterrupt:
@@ -438,11 +444,13 @@ class Trainer:
     def _evaluate_arrays(self, xs, y, batch_size):
         n = xs[0].shape[0]
         totals = {}
+        step = threads.tuned_threads(threads.model_tuner(self, "test")).run   # the same batches on 1 or all threads
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             yb = None if y is None else y[lo:hi]
+            data = self._step_data([a[lo:hi] for a in xs], yb)
             with utils.compute_lock:
-                step_logs = self.test_step(self._step_data([a[lo:hi] for a in xs], yb))
+                step_logs = step(lambda: self.test_step(data), hi - lo)
             for k, v in step_logs.items():
                 totals[k] = totals.get(k, 0.0) + v * (hi - lo)
         return {k: v / n for k, v in totals.items()}
@@ -464,11 +472,12 @@ class Trainer:
         xs = self._prepare_x(x, "x")
         n = xs[0].shape[0]
         outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
+        step = threads.tuned_threads(threads.model_tuner(self, "predict")).run   # 1 or all threads, kept per model
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             batch = [a[lo:hi] for a in xs]
             with utils.compute_lock:   # the layers' work buffers hold one batch at a time
-                ys = self.forward(batch if len(batch) > 1 else batch[0], training=False)
+                ys = step(lambda: self.forward(batch if len(batch) > 1 else batch[0], training=False), hi - lo)
                 for out, y in zip(outs, ys if len(outs) > 1 else [ys]):
                     out[lo:hi] = y
         return outs[0] if len(outs) == 1 else outs
