@@ -542,7 +542,7 @@ def assert_same_state(am, km):
 def one_more_adam_step(am, km, x, name):
     """Both take one train_on_batch from the same state: losses within TOL, every weight within
     adam_step_bound of Keras' (see the module docstring). Returns the figures."""
-    from adam_parity import adam_step_bound
+    from adam_parity import adam_step_bound, excess_over_bound
     w_before = km.get_weights()
     lk, la = float(km.train_on_batch(x, x)), float(am.train_on_batch(x, x))
     t = int(km.optimizer.iterations.numpy())
@@ -561,7 +561,7 @@ def one_more_adam_step(am, km, x, name):
                                 v_a[k].ravel().astype(np.float64), vk.ravel().astype(np.float64), lr=1e-3, t=t)
         # up to 1 where both moments are near zero and s_a ~ s_k: then |u_a - u_k| = |m_a - m_k| / (s + eps),
         # the bound's first term exactly (the conv bias before BatchNormalization measures 0.99994)
-        excess = max(excess, float((np.abs(wa.ravel().astype(np.float64) - wk.ravel()) / bound).max()))
+        excess = max(excess, excess_over_bound(np.abs(wa.ravel().astype(np.float64) - wk.ravel()), bound)[0])
         werr = max(werr, rel_err(wa, wk))
     loss_err = abs(la - lk) / abs(lk)
     pred_err = rel_err(am.predict(x, verbose=0), km.predict(x, verbose=0))
