@@ -27,6 +27,8 @@ import numpy as np
 
 from autoenc.callbacks import Callback
 from autoenc.layers.base import InputLayer
+from autoenc.layers.resampling1d import UpSampling1D
+from autoenc.layers.upsampling import UpSampling2D
 
 DEFAULT_REMEDY = "Try loss='binary_crossentropy' or a lower learning rate."
 
@@ -83,6 +85,10 @@ class CollapseMonitor(Callback):
             # a copy: fit refills its batch buffers in place
             self.probe = np.array(x[:self.probe_size], copy=True)
         for node in model.nodes:
+            # an upsampled output is all zeros exactly when its input is, which is checked where it is
+            # made; a model may not have made it at all (fused into the next Conv2D: Model.forward)
+            if isinstance(node.layer, (UpSampling2D, UpSampling1D)):
+                continue
             y = model.layer_output(node.layer)
             if y is None:
                 continue

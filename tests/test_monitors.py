@@ -81,3 +81,30 @@ def test_a_model_that_learns_is_left_alone():
     monitor, out = fit_with_monitor(model, blobs(), epochs=4)
     assert not monitor.collapsed and out == "", out
     assert monitor.diagnose(blobs(16, seed=1)) is None
+
+
+def test_the_batch_scan_does_not_make_a_fused_upsampled_tensor():
+    """The model runs UpSampling2D and the next Conv2D as one (Model.forward): the monitor's scan after
+    each batch skips the upsampled tensor (zero exactly when its input is, which is scanned), so it is
+    never made; a layer dying before the upsampling is still reported, by its own name."""
+    autoenc.set_random_seed(0)
+    model = small_autoencoder()
+    model.compile("adam", "mse")
+    monitor = CollapseMonitor(stream=io.StringIO())
+    asked, where, value, scan = {"batch": [], "other": []}, ["other"], model._value, monitor.on_train_batch_end
+
+    def batch_scan(batch, logs=None):
+        where[0] = "batch"
+        scan(batch, logs)
+        where[0] = "other"
+
+    monitor.on_train_batch_end = batch_scan
+    model._value = lambda t: asked[where[0]].append(t.node.layer) or value(t)   # noqa: E731  (records each request)
+    model.fit(blobs(), blobs(), epochs=1, batch_size=16, verbose=0, callbacks=[monitor])
+    assert model._fused, "the pair did not fuse: this test checks nothing"
+    assert any(isinstance(layer, Conv2D) for layer in asked["batch"])
+    assert not any(isinstance(layer, UpSampling2D) for layer in asked["batch"])
+    before_up = [layer for layer in model.layers if isinstance(layer, Conv2D)][1]
+    before_up.params["bias"][...] = -100.0   # the conv whose output is upsampled dies
+    monitor, out = fit_with_monitor(model, blobs())
+    assert monitor.collapsed and f"layer {before_up.name} outputs all zeros" in out, out
