@@ -77,6 +77,22 @@ def store16(out, k, v, relu):
 
 
 @njit()
+def store16_unrolled(out, k, v, relu):
+    """out[k:k+16] = v, or max(v, 0) when relu, as 16 neighbouring scalar stores. The forward
+    blocks of short patches (one input channel) store often: there LLVM merges these into vector
+    stores, where it takes store16's loop apart into scalar ones (measured 3-4x faster)."""
+    u = np.uint64(k)
+    if relu:
+        v = (max(v[0], 0), max(v[1], 0), max(v[2], 0), max(v[3], 0), max(v[4], 0), max(v[5], 0), max(v[6], 0),
+             max(v[7], 0), max(v[8], 0), max(v[9], 0), max(v[10], 0), max(v[11], 0), max(v[12], 0), max(v[13], 0),
+             max(v[14], 0), max(v[15], 0))
+    out[u], out[u + _U1], out[u + _U2], out[u + _U3] = v[0], v[1], v[2], v[3]
+    out[u + _U4], out[u + _U5], out[u + _U6], out[u + _U7] = v[4], v[5], v[6], v[7]
+    out[u + _U8], out[u + _U9], out[u + _U10], out[u + _U11] = v[8], v[9], v[10], v[11]
+    out[u + _U12], out[u + _U13], out[u + _U14], out[u + _U15] = v[12], v[13], v[14], v[15]
+
+
+@njit()
 def at(a, k):
     """a[k] for k >= 0, without the check for negative indices (which blocks vectorisation)."""
     return a[np.uint64(k)]
@@ -122,6 +138,11 @@ def store8(out, k, v, relu):
     o = out[k:k + 8]
     for q in range(8):
         o[q] = max(v[q], 0) if relu else v[q]
+
+
+# Blocks LANES wide, for kernels written once for both vector widths: a jitted caller binds these
+# names when it compiles, so an AVX2 build compiles only the 8-wide helpers.
+loadL, fmaL, storeL = (load16, fma16, store16) if LANES == 16 else (load8, fma8, store8)
 
 
 # Blocks LANES wide, for kernels written once for both vector widths: a jitted caller binds these

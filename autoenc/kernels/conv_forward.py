@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8, load8, load16, next_pixel, scatter8, store8,
-                                    store16)
+                                    store16_unrolled)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
@@ -88,14 +88,14 @@ def _forward_block16(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
         a5 = fma16(a5, at(xf, b5 + d), v)
         a6 = fma16(a6, at(xf, b6 + d), v)
         a7 = fma16(a7, at(xf, b7 + d), v)
-    store16(yf, o, a0, relu)
-    store16(yf, o + cout, a1, relu)
-    store16(yf, o + 2 * cout, a2, relu)
-    store16(yf, o + 3 * cout, a3, relu)
-    store16(yf, o + 4 * cout, a4, relu)
-    store16(yf, o + 5 * cout, a5, relu)
-    store16(yf, o + 6 * cout, a6, relu)
-    store16(yf, o + 7 * cout, a7, relu)
+    store16_unrolled(yf, o, a0, relu)
+    store16_unrolled(yf, o + cout, a1, relu)
+    store16_unrolled(yf, o + 2 * cout, a2, relu)
+    store16_unrolled(yf, o + 3 * cout, a3, relu)
+    store16_unrolled(yf, o + 4 * cout, a4, relu)
+    store16_unrolled(yf, o + 5 * cout, a5, relu)
+    store16_unrolled(yf, o + 6 * cout, a6, relu)
+    store16_unrolled(yf, o + 7 * cout, a7, relu)
 
 
 

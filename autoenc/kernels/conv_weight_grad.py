@@ -209,6 +209,39 @@ def _dw_vectors_1ch(xf, dyf, ua, u, m, r, c, x0, ts, f, offs, cout, oh, ow, dx, 
 
 
 @njit(fastmath=FASTMATH)
+def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 9 element vectors LANES wide (at offsets offs of each patch) x one
+    channel, added over m output pixels (the first at row r, column c, x0 in flat xp, its channel
+    at t in flat dy) to their sums so far, ua[u + LANES*j + q] (element q of vector j)."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    a0, a1, a2 = loadL(ua, u), loadL(ua, u + LANES), loadL(ua, u + 2 * LANES)
+    a3, a4, a5 = loadL(ua, u + 3 * LANES), loadL(ua, u + 4 * LANES), loadL(ua, u + 5 * LANES)
+    a6, a7, a8 = loadL(ua, u + 6 * LANES), loadL(ua, u + 7 * LANES), loadL(ua, u + 8 * LANES)
+    for _ in range(m):
+        d = dyf[t]
+        a0 = fmaL(a0, d, loadL(xf, x0 + o0))
+        a1 = fmaL(a1, d, loadL(xf, x0 + o1))
+        a2 = fmaL(a2, d, loadL(xf, x0 + o2))
+        a3 = fmaL(a3, d, loadL(xf, x0 + o3))
+        a4 = fmaL(a4, d, loadL(xf, x0 + o4))
+        a5 = fmaL(a5, d, loadL(xf, x0 + o5))
+        a6 = fmaL(a6, d, loadL(xf, x0 + o6))
+        a7 = fmaL(a7, d, loadL(xf, x0 + o7))
+        a8 = fmaL(a8, d, loadL(xf, x0 + o8))
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        t += cout
+    storeL(ua, u, a0, False)
+    storeL(ua, u + LANES, a1, False)
+    storeL(ua, u + 2 * LANES, a2, False)
+    storeL(ua, u + 3 * LANES, a3, False)
+    storeL(ua, u + 4 * LANES, a4, False)
+    storeL(ua, u + 5 * LANES, a5, False)
+    storeL(ua, u + 6 * LANES, a6, False)
+    storeL(ua, u + 7 * LANES, a7, False)
+    storeL(ua, u + 8 * LANES, a8, False)
+
+
+@njit(fastmath=FASTMATH)
 def _dw_gather(xf, dyf, ua, u, m, r, c, x0, ts, offs, f0, cout, oh, ow, dx, rjump, sjump):
     """Weight gradients of 8 patch elements (gathered from offsets offs) x channels f0..f0+7,
     added over m output pixels (the first at row r, column c, x0 in flat xp, ts in flat dy) to
@@ -287,7 +320,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
     least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
     (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
-    channels left over (cout % 8) take 8 element vectors x 1 channel. Narrower rows (cin of 1 or 2)
+    channels left over (cout % 8) take 9 element vectors LANES wide x 1 channel (8 vectors 8 wide
+    where a kernel row is shorter than LANES). Narrower rows (cin of 1 or 2)
     take groups of 9 patch elements x LANES channels (a 3x3 kernel on one channel is one group),
     summed straight into part; the channels left over gather 8 patch elements x 8 channels, or x 1
     channel.
@@ -339,12 +373,21 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     # Layout per chunk: the pair units (64 sums each), then the (group, left-over channel) blocks
     # of 8 vectors x 1 channel (64), then per gathered block its 8x8 channel blocks and its
     # 8 x 1 channel blocks.
-    ngrp = (nv + 7) // 8 if cout > f8 and row >= 8 else 0
+    # channels left over, kernel rows of LANES numbers or more: groups of 9 element vectors LANES
+    # wide x 1 channel (vstartw as vstart); shorter rows: groups of 8 vectors 8 wide
+    nvrw = (row + LANES - 1) // LANES if row >= LANES else 0
+    nvw = kh * nvrw
+    vstartw = np.empty(max(nvw, 1), np.int64)
+    for v in range(nvw):
+        vstartw[v] = (v // nvrw) * row + min(LANES * (v % nvrw), row - LANES)
+    ngw = (nvw + 8) // 9 if cout > f8 else 0
+    ngrp = (nv + 7) // 8 if cout > f8 and row >= 8 and ngw == 0 else 0
     nblk = (ke + 7) // 8 if row < 8 and ke >= 8 else 0
     gsize = (f8 // 8) * 64 + (cout - f8) * 8
     u1 = (nu if row >= 8 else 0) * 64
     u2 = u1 + ngrp * (cout - f8) * 64
-    nsum = u2 + nblk * gsize
+    u3 = u2 + nblk * gsize
+    nsum = u3 + ngw * (cout - f8) * 9 * LANES
     ua = np.zeros((nc, max(nsum, 1)), dtype=dw.dtype)
     # tiles of the chunk's pixels, where a chunk's dy and input (about cout + cin numbers a pixel)
     # outgrow 4 * TILE_FLOATS (1 MB): every block sweeps one tile, whose dy and patches then come
@@ -379,6 +422,16 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                 for f in range(f8, cout):
                     _dw_vectors_1ch(xf, dyf, uk, u1 + (grp * (cout - f8) + f - f8) * 64, mt, r, c, xs, ts, f,
                                     (o0, o1, o2, o3, o4, o5, o6, o7), cout, oh, ow, dx, rjump, sjump)
+            for g in range(ngw):
+                v0 = 9 * g
+                offs9 = (offsets[vstartw[v0]], offsets[vstartw[min(v0 + 1, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 2, nvw - 1)]], offsets[vstartw[min(v0 + 3, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 4, nvw - 1)]], offsets[vstartw[min(v0 + 5, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 6, nvw - 1)]], offsets[vstartw[min(v0 + 7, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 8, nvw - 1)]])
+                for f in range(f8, cout):
+                    _dw_vectors9(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs, ts + f,
+                                 offs9, cout, oh, ow, dx, rjump, sjump)
             # kernel rows narrower than 8 (cin of 1 or 2): groups of 9 patch elements (the last group
             # repeats the patch's last element) x LANES channels, summed over every pixel of the tile
             for g in range(ngt):
@@ -415,6 +468,12 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                     e = vstart[min(8 * grp + j, nv - 1)]
                     for q in range(8):
                         pf[pk + (e + q) * cout + f] = uk[u1 + (grp * (cout - f8) + f - f8) * 64 + 8 * j + q]
+        for g in range(ngw):
+            for f in range(f8, cout):
+                for j in range(9):
+                    e = vstartw[min(9 * g + j, nvw - 1)]
+                    for q in range(LANES):
+                        pf[pk + (e + q) * cout + f] = uk[u3 + (g * (cout - f8) + f - f8) * 9 * LANES + LANES * j + q]
         for blk in range(nblk):
             e = min(8 * blk, ke - 8)
             for j in range(8):
