@@ -18,7 +18,7 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8, load8, load16, next_pixel, scatter8, store8,
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8x8, load8, load16, next_pixel, scatter8, store8,
                                     store16_unrolled)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
@@ -112,7 +112,8 @@ _forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
 def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
     """8 output pixels x one channel of conv2d_forward: each pixel's patch (starting at ``starts``
     in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time; the elements past the
-    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout]."""
+    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout].
+    The 8 lane sums of each pixel are added in the order of hsum8, for the 8 pixels side by side."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
     a0 = load8(zeros8, 0)
     a1 = a0
@@ -138,9 +139,9 @@ def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, 
         for k in range(o_i + row8, o_i + row):
             tail = fma8(tail, wf[i * row + k - o_i], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
                                                        xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
-    acc = (bf + (hsum8(a0) + tail[0]), bf + (hsum8(a1) + tail[1]), bf + (hsum8(a2) + tail[2]),
-           bf + (hsum8(a3) + tail[3]), bf + (hsum8(a4) + tail[4]), bf + (hsum8(a5) + tail[5]),
-           bf + (hsum8(a6) + tail[6]), bf + (hsum8(a7) + tail[7]))
+    h = hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7)
+    acc = (bf + (h[0] + tail[0]), bf + (h[1] + tail[1]), bf + (h[2] + tail[2]), bf + (h[3] + tail[3]),
+           bf + (h[4] + tail[4]), bf + (h[5] + tail[5]), bf + (h[6] + tail[6]), bf + (h[7] + tail[7]))
     scatter8(yf, o, cout, acc, relu)
 
 
