@@ -312,6 +312,16 @@ def _dw_taps(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     storeL(pf, d8, a8, False)
 
 
+@njit()
+def _no_dw(*args):
+    """Stands in for :func:`_dw_taps` and :func:`_dw_vectors9` where vectors hold 8 float32 (never called there)."""
+
+
+# groups of 9 accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles neither
+_dw_taps_or_none = _dw_taps if LANES == 16 else _no_dw
+_dw_vectors9_or_none = _dw_vectors9 if LANES == 16 else _no_dw
+
+
 @njit(parallel=prange_only(), fastmath=FASTMATH)
 def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
@@ -320,8 +330,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
     least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
     (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
-    channels left over (cout % 8) take 9 element vectors LANES wide x 1 channel (8 vectors 8 wide
-    where a kernel row is shorter than LANES). Narrower rows (cin of 1 or 2)
+    channels left over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8
+    vectors 8 wide with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2)
     take groups of 9 patch elements x LANES channels (a 3x3 kernel on one channel is one group),
     summed straight into part; the channels left over gather 8 patch elements x 8 channels, or x 1
     channel.
@@ -345,8 +355,9 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     dyf = dy.reshape(n * oh * ow * cout)
     pf = part.reshape(nc * ke * cout)
     f8 = cout - cout % 8
-    # kernel rows under 8 numbers: channels 0..fl-1 in groups of 9 elements x LANES channels
-    fl = cout - cout % LANES if row < 8 else 0
+    # kernel rows under 8 numbers: channels 0..fl-1 in groups of 9 elements x 16 channels (AVX-512
+    # only: with AVX2's 16 vector registers LLVM takes 9 accumulators apart into scalars)
+    fl = cout - cout % 16 if LANES == 16 and row < 8 else 0
     ngt = (ke + 8) // 9 if fl > 0 else 0
     zero = dw.dtype.type(0)
     npix = oh * ow
@@ -373,9 +384,9 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     # Layout per chunk: the pair units (64 sums each), then the (group, left-over channel) blocks
     # of 8 vectors x 1 channel (64), then per gathered block its 8x8 channel blocks and its
     # 8 x 1 channel blocks.
-    # channels left over, kernel rows of LANES numbers or more: groups of 9 element vectors LANES
-    # wide x 1 channel (vstartw as vstart); shorter rows: groups of 8 vectors 8 wide
-    nvrw = (row + LANES - 1) // LANES if row >= LANES else 0
+    # channels left over, kernel rows of 16 numbers or more (AVX-512; as fl): groups of 9 element
+    # vectors 16 wide x 1 channel (vstartw as vstart); otherwise groups of 8 vectors 8 wide
+    nvrw = (row + LANES - 1) // LANES if LANES == 16 and row >= LANES else 0
     nvw = kh * nvrw
     vstartw = np.empty(max(nvw, 1), np.int64)
     for v in range(nvw):
@@ -430,8 +441,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                          offsets[vstartw[min(v0 + 6, nvw - 1)]], offsets[vstartw[min(v0 + 7, nvw - 1)]],
                          offsets[vstartw[min(v0 + 8, nvw - 1)]])
                 for f in range(f8, cout):
-                    _dw_vectors9(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs, ts + f,
-                                 offs9, cout, oh, ow, dx, rjump, sjump)
+                    _dw_vectors9_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
+                                         ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
             # kernel rows narrower than 8 (cin of 1 or 2): groups of 9 patch elements (the last group
             # repeats the patch's last element) x LANES channels, summed over every pixel of the tile
             for g in range(ngt):
@@ -444,7 +455,7 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                     p0 = pk + f0
                     dst = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
                            p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout, p0 + e8 * cout)
-                    _dw_taps(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump, sjump)
+                    _dw_taps_or_none(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump, sjump)
             # and their channels left over: blocks of 8 patch elements (gathered) x 8 channels, or x 1
             for blk in range(nblk):
                 e = min(8 * blk, ke - 8)
