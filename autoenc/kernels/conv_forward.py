@@ -18,8 +18,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8x8, load8, load16, next_pixel, scatter8, store8,
-                                    store16_unrolled)
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, fmaL, hsum8x8, load8, load16, loadL, next_pixel,
+                                    scatter8, store8, store16, store16_unrolled)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
@@ -64,10 +64,9 @@ def _patch_start(q, ow, sh, rstride, dx):
 
 
 @njit(fastmath=FASTMATH)
-def _forward_block16(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
+def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
     """8 output pixels x channels f0..f0+15 of conv2d_forward: the pixels' patches start at ``starts``
-    in flat xp, patch element e at offset offs[e]; wf is w flat; results go to
-    yf[o + j*cout : o + j*cout + 16]."""
+    in flat xp; wf is w flat; results go to yf[o + j*cout : o + j*cout + 16]."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
     a0 = load16(b, f0)
     a1 = a0
@@ -77,36 +76,79 @@ def _forward_block16(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     a5 = a0
     a6 = a0
     a7 = a0
-    for e in range(offs.size):  # one loop over the whole patch: no short inner loop when rows are short
-        v = load16(wf, e * cout + f0)
-        d = offs[e]
-        a0 = fma16(a0, at(xf, b0 + d), v)
-        a1 = fma16(a1, at(xf, b1 + d), v)
-        a2 = fma16(a2, at(xf, b2 + d), v)
-        a3 = fma16(a3, at(xf, b3 + d), v)
-        a4 = fma16(a4, at(xf, b4 + d), v)
-        a5 = fma16(a5, at(xf, b5 + d), v)
-        a6 = fma16(a6, at(xf, b6 + d), v)
-        a7 = fma16(a7, at(xf, b7 + d), v)
-    store16_unrolled(yf, o, a0, relu)
-    store16_unrolled(yf, o + cout, a1, relu)
-    store16_unrolled(yf, o + 2 * cout, a2, relu)
-    store16_unrolled(yf, o + 3 * cout, a3, relu)
-    store16_unrolled(yf, o + 4 * cout, a4, relu)
-    store16_unrolled(yf, o + 5 * cout, a5, relu)
-    store16_unrolled(yf, o + 6 * cout, a6, relu)
-    store16_unrolled(yf, o + 7 * cout, a7, relu)
+    for i in range(kh):
+        d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
+        for k in range(row):
+            v = load16(wf, (i * row + k) * cout + f0)
+            e = d + k
+            a0 = fma16(a0, at(xf, b0 + e), v)
+            a1 = fma16(a1, at(xf, b1 + e), v)
+            a2 = fma16(a2, at(xf, b2 + e), v)
+            a3 = fma16(a3, at(xf, b3 + e), v)
+            a4 = fma16(a4, at(xf, b4 + e), v)
+            a5 = fma16(a5, at(xf, b5 + e), v)
+            a6 = fma16(a6, at(xf, b6 + e), v)
+            a7 = fma16(a7, at(xf, b7 + e), v)
+    store16(yf, o, a0, relu)
+    store16(yf, o + cout, a1, relu)
+    store16(yf, o + 2 * cout, a2, relu)
+    store16(yf, o + 3 * cout, a3, relu)
+    store16(yf, o + 4 * cout, a4, relu)
+    store16(yf, o + 5 * cout, a5, relu)
+    store16(yf, o + 6 * cout, a6, relu)
+    store16(yf, o + 7 * cout, a7, relu)
 
 
 
 @njit()
-def _no_block(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
+def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
     """Stands in for :func:`_forward_block16` where vectors hold 8 float32 (never called there)."""
 
 
 # 8 pixels x 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
 # compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
 _forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
+
+# LLVM keeps the 16-wide stores of this block as vector stores only when they are unrolled
+_store_taps = store16_unrolled if LANES == 16 else store8
+
+
+@njit(fastmath=FASTMATH)
+def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
+    """8 output pixels x channels f0..f0+LANES-1 of conv2d_forward where a patch row is short (one or
+    two input channels): one loop over the patch's kh*kw*cin elements, element e at offset offs[e] of
+    each pixel's patch (the pixels' patches start at ``starts`` in flat xp), one broadcast input times
+    one vector of w per element and pixel; results go to yf[o + j*cout : o + j*cout + LANES]. A
+    separate function: in one function with the kernel-row loops LLVM compiled both worse."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = loadL(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for e in range(offs.size):
+        v = loadL(wf, e * cout + f0)
+        d = offs[e]
+        a0 = fmaL(a0, at(xf, b0 + d), v)
+        a1 = fmaL(a1, at(xf, b1 + d), v)
+        a2 = fmaL(a2, at(xf, b2 + d), v)
+        a3 = fmaL(a3, at(xf, b3 + d), v)
+        a4 = fmaL(a4, at(xf, b4 + d), v)
+        a5 = fmaL(a5, at(xf, b5 + d), v)
+        a6 = fmaL(a6, at(xf, b6 + d), v)
+        a7 = fmaL(a7, at(xf, b7 + d), v)
+    _store_taps(yf, o, a0, relu)
+    _store_taps(yf, o + cout, a1, relu)
+    _store_taps(yf, o + 2 * cout, a2, relu)
+    _store_taps(yf, o + 3 * cout, a3, relu)
+    _store_taps(yf, o + 4 * cout, a4, relu)
+    _store_taps(yf, o + 5 * cout, a5, relu)
+    _store_taps(yf, o + 6 * cout, a6, relu)
+    _store_taps(yf, o + 7 * cout, a7, relu)
+
 
 @njit(fastmath=FASTMATH)
 def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
@@ -156,7 +198,8 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     of xp; 8 output pixels (raster order, across rows) x LANES channels (16 for AVX-512, 8 for AVX2)
     summed in 8 vector registers, one vector multiply-add per patch element and pixel; with 16
     lanes, 8 channels left over as an 8-wide block; channels left over (cout % 8) as 8
-    dot products along the patch, 8 elements per vector; bias and ReLU fused into the store; each
+    dot products along the patch, 8 elements per vector; patch rows under 8 numbers (one or two
+    input channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into the store; each
     output summed in a fixed order (identical for any number of threads).
     """
     n, oh, ow, cout = y.shape
@@ -174,19 +217,21 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     relu = act == ACT_RELU
     # channels done 16 at a time (AVX-512, and patch rows of 32 or more numbers: with shorter rows
     # the block's stores, not its multiply-adds, take the time, and two 8-wide blocks were as fast
-    # or faster when measured; except one input channel, where a 16-wide block halves the loads of
-    # the patch and was twice as fast), then 8, then one at a time
-    f16 = cout - cout % 16 if LANES == 16 and (row >= 32 or cin == 1) else 0
+    # or faster when measured), then 8, then one at a time
+    f16 = cout - cout % 16 if LANES == 16 and row >= 32 else 0
     f8 = cout - cout % 8
+    # patch rows under 8 numbers (one or two input channels): channels 0..ft-1 LANES at a time in
+    # _forward_taps, over a table of the patch elements' offsets in xp
+    ft = cout - cout % LANES if row < 8 else 0
+    offs = np.empty(kh * row if ft > 0 else 0, np.int64)
+    for e in range(offs.size):
+        offs[e] = (e // row) * rstride + e % row
     row8 = row - row % 8
     wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
     for e in range(kh * row):
         for f in range(f8, cout):
             wl[f - f8, e] = wm[e, f]
     zeros8 = np.zeros(8, dtype=y.dtype)
-    offs = np.empty(kh * row, np.int64)   # offs[i*row + k] = i*rstride + k: patch element e in flat xp
-    for e in range(kh * row):
-        offs[e] = (e // row) * rstride + e % row
     for s in numba.prange(n):
         xs, ys = s * hp * rstride, s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
@@ -202,8 +247,11 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
             r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
             starts = (b0, b1, b2, b3, b4, b5, b6, b7)
             for f0 in range(0, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
-                _forward_block16_or_none(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
-            for f0 in range(f16, f8, 8):  # 8 pixels x 8 channels
+                _forward_block16_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
+                                         relu)
+            for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
+                _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
+            for f0 in range(max(f16, ft), f8, 8):  # 8 pixels x 8 channels
                 a0 = load8(b, f0)
                 a1 = a0
                 a2 = a0
@@ -212,17 +260,22 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
                 a5 = a0
                 a6 = a0
                 a7 = a0
-                for e in range(kh * row):
-                    v = load8(wf, e * cout + f0)
-                    d = offs[e]
-                    a0 = fma8(a0, at(xf, b0 + d), v)
-                    a1 = fma8(a1, at(xf, b1 + d), v)
-                    a2 = fma8(a2, at(xf, b2 + d), v)
-                    a3 = fma8(a3, at(xf, b3 + d), v)
-                    a4 = fma8(a4, at(xf, b4 + d), v)
-                    a5 = fma8(a5, at(xf, b5 + d), v)
-                    a6 = fma8(a6, at(xf, b6 + d), v)
-                    a7 = fma8(a7, at(xf, b7 + d), v)
+                for i in range(kh):
+                    o = i * rstride  # the 8 patches along kernel row i
+                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
+                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
+                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
+                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
+                    for k in range(row):
+                        v = load8(wm[i * row + k], f0)
+                        a0 = fma8(a0, p0[k], v)
+                        a1 = fma8(a1, p1[k], v)
+                        a2 = fma8(a2, p2[k], v)
+                        a3 = fma8(a3, p3[k], v)
+                        a4 = fma8(a4, p4[k], v)
+                        a5 = fma8(a5, p5[k], v)
+                        a6 = fma8(a6, p6[k], v)
+                        a7 = fma8(a7, p7[k], v)
                 o = ys + q * cout + f0
                 store8(yf, o, a0, relu)
                 store8(yf, o + cout, a1, relu)
