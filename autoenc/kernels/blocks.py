@@ -166,11 +166,6 @@ def store8(out, k, v, relu):
 loadL, fmaL, storeL = (load16, fma16, store16) if LANES == 16 else (load8, fma8, store8)
 
 
-# Blocks LANES wide, for kernels written once for both vector widths: a jitted caller binds these
-# names when it compiles, so an AVX2 build compiles only the 8-wide helpers.
-loadL, fmaL, storeL = (load16, fma16, store16) if LANES == 16 else (load8, fma8, store8)
-
-
 @njit()
 def scatter8(out, k, step, v, relu):
     """out[k + q*step] = v[q] for q < 8, or max(v[q], 0) when relu."""

@@ -332,9 +332,9 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
     channels left over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8
     vectors 8 wide with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2)
-    take groups of 9 patch elements x LANES channels (a 3x3 kernel on one channel is one group),
-    summed straight into part; the channels left over gather 8 patch elements x 8 channels, or x 1
-    channel.
+    take groups of 9 patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one
+    group), summed straight into part; their other channels (all of them with AVX2) gather 8 patch
+    elements x 8 channels, or x 1 channel.
 
     Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
     number of threads); no im2col buffer: patches read in place in xp; 16 vector accumulators, two
