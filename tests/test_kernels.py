@@ -1,7 +1,7 @@
 """Every kernel against its slow, obvious version, adjoint (dot-product) tests, and tiny cases by hand."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoenc.kernels import conv_forward, conv_input_grad, conv_weight_grad
@@ -63,6 +63,69 @@ def test_conv2d_kernels_match_naive(dtype, case):
     db = np.full(cout, np.nan, dtype)
     conv_weight_grad.conv2d_backward_bias(dy, db)
     close(db, conv_weight_grad.conv2d_backward_bias_naive(dy), dtype)
+
+
+@st.composite
+def one_channel_cases(draw):
+    """The one-channel fast paths: one or two input channels and up to 33 output channels (16-channel
+    forward blocks, groups of 9 patch elements in the weight gradient, and the input gradient of the
+    converse), or up to 33 input channels and one to three output channels (dot products along the
+    patch, groups of 16-wide element vectors)."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    padding = draw(st.sampled_from(["same", "valid"]))
+    h = draw(st.integers(kh if padding == "valid" else 1, 7))
+    w = draw(st.integers(kw if padding == "valid" else 1, 9))
+    if draw(st.booleans()):
+        cin, cout = draw(st.integers(1, 2)), draw(st.integers(1, 33))
+    else:
+        cin, cout = draw(st.integers(1, 33)), draw(st.integers(1, 3))
+    return (draw(st.integers(1, 2)), h, w, cin, cout), (kh, kw), (sh, sw), padding, draw(st.integers(0, 2**31))
+
+
+def assert_within_sum_bound(got, want, abs_sum, terms, dtype):
+    """|got - want| <= 2 (terms + 2) eps * abs_sum: two sums of the same ``terms`` products (fast kernel
+    and oracle, each in its own order, the oracle's in float32 too), each off by at most
+    (terms + 1) eps times the sum of the products' magnitudes ``abs_sum``, plus the bias' rounding."""
+    bound = 2 * (terms + 2) * np.finfo(dtype).eps * abs_sum
+    assert np.all(np.abs(got.astype(np.float64) - want) <= bound), np.max(np.abs(got - want) - bound)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=15)
+@given(case=one_channel_cases())
+def test_one_channel_kernels_match_naive(dtype, case):
+    """Forward, input and kernel gradients where one side has few channels, within a bound derived from
+    the arithmetic (the sums of the magnitudes, computed by the oracles on |x|, |w|, |dy|)."""
+    (n, h, w, cin, cout), ks, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, h, w, cin)).astype(dtype)
+    wt = g.standard_normal(ks + (cin, cout)).astype(dtype)
+    b = g.standard_normal(cout).astype(dtype)
+    xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
+    ax, aw, ab = (np.abs(a).astype(np.float64) for a in (x, wt, b))
+    y = np.empty((n, oh, ow, cout), dtype)
+    for act, relu in [(conv_forward.ACT_LINEAR, False), (conv_forward.ACT_RELU, True)]:
+        conv_forward.conv2d_forward(xp, wt, b, strides[0], strides[1], act, y)
+        want = conv_forward.conv2d_forward_naive(x.astype(np.float64), wt.astype(np.float64), b, strides, padding)
+        assert_within_sum_bound(y, np.maximum(want, 0) if relu else want,
+                                conv_forward.conv2d_forward_naive(ax, aw, ab, strides, padding), ks[0] * ks[1] * cin,
+                                dtype)
+    dy = g.standard_normal((n, oh, ow, cout)).astype(dtype)
+    ady = np.abs(dy).astype(np.float64)
+    dx = np.full(x.shape, np.nan, dtype)
+    conv_input_grad.conv2d_backward_input(dy, wt, strides[0], strides[1], pt, pl, dx)
+    assert_within_sum_bound(dx, conv_input_grad.conv2d_backward_input_naive(dy.astype(np.float64), wt.astype(np.float64),
+                                                                             x.shape, strides, padding),
+                            conv_input_grad.conv2d_backward_input_naive(ady, aw, x.shape, strides, padding),
+                            ks[0] * ks[1] * cout, dtype)
+    dw = np.full(wt.shape, np.nan, dtype)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, strides[0], strides[1], dw)
+    assert_within_sum_bound(dw, conv_weight_grad.conv2d_backward_kernel_naive(x.astype(np.float64),
+                                                                               dy.astype(np.float64), ks, strides,
+                                                                               padding),
+                            conv_weight_grad.conv2d_backward_kernel_naive(ax, ady, ks, strides, padding), n * oh * ow,
+                            dtype)
 
 
 @given(case=conv_cases())

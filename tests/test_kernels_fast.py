@@ -36,8 +36,24 @@ WIDE_CASES = [
     (9, 8, 64, 3, 1, 1, 1, 1, "valid"),   # 1x1 kernel, 3 output channels: dot products only
     (6, 6, 1, 64, 3, 3, 1, 1, "same"),    # one input channel, many output channels (rows of 3)
 ]
+# The one-channel paths: 16-channel forward blocks on patch rows of 1 or 2 numbers; weight gradients in
+# groups of 9 patch elements x 16 channels (a group repeating its last element, several groups, 8 or 1
+# channels left over); dot products and 16-wide element vectors for one to three output channels
+# (vectors overlapping at the end of a row, rows shorter than 16, several groups of 9 vectors).
+ONE_CHANNEL_CASES = [
+    (7, 9, 1, 16, 1, 3, 1, 1, "same"),    # 3 patch elements: one group, 6 repeats
+    (8, 10, 2, 16, 3, 3, 2, 2, "valid"),  # 18 elements: two groups; strides
+    (9, 7, 1, 33, 5, 5, 1, 2, "same"),    # 25 elements: three groups; 32 + 1 channels
+    (11, 13, 1, 24, 3, 3, 1, 1, "valid"), # 16 + 8 channels
+    (9, 11, 16, 1, 3, 3, 1, 1, "same"),   # the seed's last layer: 9 vectors of 16, one group
+    (7, 8, 24, 1, 3, 3, 2, 1, "valid"),   # rows of 72: overlapping vectors, two groups
+    (6, 7, 5, 1, 3, 3, 1, 1, "same"),     # rows of 15: 8-wide vectors
+    (5, 6, 6, 1, 3, 3, 1, 1, "same"),     # rows of 18: vectors overlapping by 14
+    (6, 6, 16, 3, 3, 3, 1, 1, "same"),    # three channels left over
+]
 # (h, w, cin, cout, n): the weight gradient's pixels in several tiles per chunk, the last one odd or even
-TILED_CASES = [(40, 40, 64, 127, 2), (41, 41, 64, 127, 1), (33, 33, 1, 255, 1), (33, 33, 3, 253, 2)]
+TILED_CASES = [(40, 40, 64, 127, 2), (41, 41, 64, 127, 1), (33, 33, 1, 255, 1), (33, 33, 3, 253, 2),
+               (64, 64, 64, 1, 1)]
 
 
 def run_all(x, w, b, sh, sw, padding):
@@ -97,6 +113,16 @@ def test_float64_matches_oracle(case):
 @pytest.mark.parametrize("case", WIDE_CASES)
 def test_wide_shapes_match_oracle(case):
     check(*case, n=2)
+
+
+@pytest.mark.parametrize("case", ONE_CHANNEL_CASES)
+def test_one_channel_shapes_match_oracle(case):
+    check(*case)
+
+
+@pytest.mark.parametrize("case", [ONE_CHANNEL_CASES[2], ONE_CHANNEL_CASES[5]])
+def test_one_channel_float64_matches_oracle(case):
+    check(*case, dtype=np.float64, n=2)
 
 
 @pytest.mark.parametrize("h, wd, cin, cout, n", TILED_CASES)
@@ -169,6 +195,7 @@ from test_kernels_fast import run_all
 rng = np.random.default_rng(1)
 digest = hashlib.sha256()
 for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"), (14, 14, 16, 1, 3, 3, 1, 1, "same"),
+                                              (28, 28, 1, 16, 3, 3, 1, 1, "same"), (9, 7, 1, 33, 5, 5, 1, 2, "same"),
                                               (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
@@ -207,3 +234,30 @@ def test_backward_input_with_a_workspace_is_bit_identical():
         np.testing.assert_array_equal(dx, dx_ws)
     kept = ws.array("wt", (3, 2, 9, 5), np.float32)
     assert ws.array("wt", (3, 2, 9, 5), np.float32) is kept and ws.array("wt", (3, 2, 9, 5), np.float64) is not kept
+
+
+def _avx2_features():
+    """This CPU's LLVM features with every AVX-512, AMX and AVX10 one switched off (as benchmarks/epoch.py
+    --isa avx2): Numba then compiles 8-wide blocks (blocks.LANES = 8)."""
+    import llvmlite.binding as ll
+    ll.initialize_native_target()
+    off = ("avx512", "amx", "avx10", "evex512")
+    return ",".join("-" + f[1:] if f[1:].startswith(off) else f
+                    for f in ll.get_host_cpu_features().flatten().split(",") if f)
+
+
+@pytest.mark.skipif(not __import__("platform").machine().lower() in ("x86_64", "amd64"), reason="x86 CPU names")
+def test_forward_and_input_gradient_do_not_depend_on_vector_width(request):
+    """The forward pass and the input gradient compiled for AVX2 (8 float32 per vector) give the same bits
+    as for this CPU: each output is summed in the same order whatever the block width (on an AVX-512
+    machine this compares 16- with 8-wide blocks). The weight gradient is left out: its AVX-512 groups of
+    9 accumulators, where LLVM fuses some multiply-adds and not others, round differently in the last
+    bit. The AVX2 build keeps its Numba cache in pytest's."""
+    script = _DETERMINISM_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))).replace(
+        "for a in run_all(x, w, b, sh, sw, pad):", "for a in run_all(x, w, b, sh, sw, pad)[:4]:")
+    assert "[:4]:" in script
+    avx2 = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": _avx2_features(),
+            "NUMBA_CACHE_DIR": str(request.config.cache.mkdir("numba-avx2"))}
+    digests = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip() for env in (dict(os.environ), avx2)]
+    assert digests[0] == digests[1]

@@ -18,8 +18,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, hsum8, load8, load16, next_pixel, scatter8, store8,
-                                    store16)
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, fmaL, hsum8x8, load8, load16, loadL, next_pixel,
+                                    scatter8, store8, store16, store16_unrolled)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
@@ -109,11 +109,53 @@ def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
 # compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
 _forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
 
+# LLVM keeps the 16-wide stores of this block as vector stores only when they are unrolled
+_store_taps = store16_unrolled if LANES == 16 else store8
+
+
+@njit(fastmath=FASTMATH)
+def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
+    """8 output pixels x channels f0..f0+LANES-1 of conv2d_forward where a patch row is short (one or
+    two input channels): one loop over the patch's kh*kw*cin elements, element e at offset offs[e] of
+    each pixel's patch (the pixels' patches start at ``starts`` in flat xp), one broadcast input times
+    one vector of w per element and pixel; results go to yf[o + j*cout : o + j*cout + LANES]. A
+    separate function: in one function with the kernel-row loops LLVM compiled both worse."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = loadL(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for e in range(offs.size):
+        v = loadL(wf, e * cout + f0)
+        d = offs[e]
+        a0 = fmaL(a0, at(xf, b0 + d), v)
+        a1 = fmaL(a1, at(xf, b1 + d), v)
+        a2 = fmaL(a2, at(xf, b2 + d), v)
+        a3 = fmaL(a3, at(xf, b3 + d), v)
+        a4 = fmaL(a4, at(xf, b4 + d), v)
+        a5 = fmaL(a5, at(xf, b5 + d), v)
+        a6 = fmaL(a6, at(xf, b6 + d), v)
+        a7 = fmaL(a7, at(xf, b7 + d), v)
+    _store_taps(yf, o, a0, relu)
+    _store_taps(yf, o + cout, a1, relu)
+    _store_taps(yf, o + 2 * cout, a2, relu)
+    _store_taps(yf, o + 3 * cout, a3, relu)
+    _store_taps(yf, o + 4 * cout, a4, relu)
+    _store_taps(yf, o + 5 * cout, a5, relu)
+    _store_taps(yf, o + 6 * cout, a6, relu)
+    _store_taps(yf, o + 7 * cout, a7, relu)
+
+
 @njit(fastmath=FASTMATH)
 def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
     """8 output pixels x one channel of conv2d_forward: each pixel's patch (starting at ``starts``
     in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time; the elements past the
-    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout]."""
+    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout].
+    The 8 lane sums of each pixel are added in the order of hsum8, for the 8 pixels side by side."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
     a0 = load8(zeros8, 0)
     a1 = a0
@@ -139,9 +181,9 @@ def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, 
         for k in range(o_i + row8, o_i + row):
             tail = fma8(tail, wf[i * row + k - o_i], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
                                                        xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
-    acc = (bf + (hsum8(a0) + tail[0]), bf + (hsum8(a1) + tail[1]), bf + (hsum8(a2) + tail[2]),
-           bf + (hsum8(a3) + tail[3]), bf + (hsum8(a4) + tail[4]), bf + (hsum8(a5) + tail[5]),
-           bf + (hsum8(a6) + tail[6]), bf + (hsum8(a7) + tail[7]))
+    h = hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7)
+    acc = (bf + (h[0] + tail[0]), bf + (h[1] + tail[1]), bf + (h[2] + tail[2]), bf + (h[3] + tail[3]),
+           bf + (h[4] + tail[4]), bf + (h[5] + tail[5]), bf + (h[6] + tail[6]), bf + (h[7] + tail[7]))
     scatter8(yf, o, cout, acc, relu)
 
 
@@ -156,7 +198,8 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     of xp; 8 output pixels (raster order, across rows) x LANES channels (16 for AVX-512, 8 for AVX2)
     summed in 8 vector registers, one vector multiply-add per patch element and pixel; with 16
     lanes, 8 channels left over as an 8-wide block; channels left over (cout % 8) as 8
-    dot products along the patch, 8 elements per vector; bias and ReLU fused into the store; each
+    dot products along the patch, 8 elements per vector; patch rows under 8 numbers (one or two
+    input channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into the store; each
     output summed in a fixed order (identical for any number of threads).
     """
     n, oh, ow, cout = y.shape
@@ -177,6 +220,12 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     # or faster when measured), then 8, then one at a time
     f16 = cout - cout % 16 if LANES == 16 and row >= 32 else 0
     f8 = cout - cout % 8
+    # patch rows under 8 numbers (one or two input channels): channels 0..ft-1 LANES at a time in
+    # _forward_taps, over a table of the patch elements' offsets in xp
+    ft = cout - cout % LANES if row < 8 else 0
+    offs = np.empty(kh * row if ft > 0 else 0, np.int64)
+    for e in range(offs.size):
+        offs[e] = (e // row) * rstride + e % row
     row8 = row - row % 8
     wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
     for e in range(kh * row):
@@ -200,7 +249,9 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
             for f0 in range(0, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
                 _forward_block16_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
                                          relu)
-            for f0 in range(f16, f8, 8):  # 8 pixels x 8 channels
+            for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
+                _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
+            for f0 in range(max(f16, ft), f8, 8):  # 8 pixels x 8 channels
                 a0 = load8(b, f0)
                 a1 = a0
                 a2 = a0

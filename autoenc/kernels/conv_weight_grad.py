@@ -11,7 +11,8 @@ See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import add8, at, fma8, load8, next_pixel, store8, where_positive8
+from autoenc.kernels.blocks import (LANES, add8, at, fma8, fmaL, load8, loadL, next_pixel, store8, storeL,
+                                    where_positive8)
 from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, njit, prange_only
 
 # Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
@@ -208,6 +209,39 @@ def _dw_vectors_1ch(xf, dyf, ua, u, m, r, c, x0, ts, f, offs, cout, oh, ow, dx, 
 
 
 @njit(fastmath=FASTMATH)
+def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 9 element vectors LANES wide (at offsets offs of each patch) x one
+    channel, added over m output pixels (the first at row r, column c, x0 in flat xp, its channel
+    at t in flat dy) to their sums so far, ua[u + LANES*j + q] (element q of vector j)."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    a0, a1, a2 = loadL(ua, u), loadL(ua, u + LANES), loadL(ua, u + 2 * LANES)
+    a3, a4, a5 = loadL(ua, u + 3 * LANES), loadL(ua, u + 4 * LANES), loadL(ua, u + 5 * LANES)
+    a6, a7, a8 = loadL(ua, u + 6 * LANES), loadL(ua, u + 7 * LANES), loadL(ua, u + 8 * LANES)
+    for _ in range(m):
+        d = dyf[t]
+        a0 = fmaL(a0, d, loadL(xf, x0 + o0))
+        a1 = fmaL(a1, d, loadL(xf, x0 + o1))
+        a2 = fmaL(a2, d, loadL(xf, x0 + o2))
+        a3 = fmaL(a3, d, loadL(xf, x0 + o3))
+        a4 = fmaL(a4, d, loadL(xf, x0 + o4))
+        a5 = fmaL(a5, d, loadL(xf, x0 + o5))
+        a6 = fmaL(a6, d, loadL(xf, x0 + o6))
+        a7 = fmaL(a7, d, loadL(xf, x0 + o7))
+        a8 = fmaL(a8, d, loadL(xf, x0 + o8))
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        t += cout
+    storeL(ua, u, a0, False)
+    storeL(ua, u + LANES, a1, False)
+    storeL(ua, u + 2 * LANES, a2, False)
+    storeL(ua, u + 3 * LANES, a3, False)
+    storeL(ua, u + 4 * LANES, a4, False)
+    storeL(ua, u + 5 * LANES, a5, False)
+    storeL(ua, u + 6 * LANES, a6, False)
+    storeL(ua, u + 7 * LANES, a7, False)
+    storeL(ua, u + 8 * LANES, a8, False)
+
+
+@njit(fastmath=FASTMATH)
 def _dw_gather(xf, dyf, ua, u, m, r, c, x0, ts, offs, f0, cout, oh, ow, dx, rjump, sjump):
     """Weight gradients of 8 patch elements (gathered from offsets offs) x channels f0..f0+7,
     added over m output pixels (the first at row r, column c, x0 in flat xp, ts in flat dy) to
@@ -243,6 +277,51 @@ def _dw_gather_1ch(xf, dyf, ua, u, m, r, c, x0, ts, offs, f, cout, oh, ow, dx, r
     store8(ua, u, acc, False)
 
 
+@njit(fastmath=FASTMATH)
+def _dw_taps(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 9 patch elements (at offsets offs of each patch) x LANES channels, added
+    over m output pixels (the first at row r, column c, its patch at x0 in flat xp and its channels
+    at t in flat dy) to their sums so far, pf[dst[j] : dst[j] + LANES] (element j). One vector of
+    dy per pixel, times 9 broadcast inputs. Where dst repeats a position (the last group of a
+    patch repeats its last element), the repeats compute and store the same numbers."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = dst
+    a0, a1, a2, a3, a4 = loadL(pf, d0), loadL(pf, d1), loadL(pf, d2), loadL(pf, d3), loadL(pf, d4)
+    a5, a6, a7, a8 = loadL(pf, d5), loadL(pf, d6), loadL(pf, d7), loadL(pf, d8)
+    for _ in range(m):
+        v = loadL(dyf, t)
+        a0 = fmaL(a0, at(xf, x0 + o0), v)
+        a1 = fmaL(a1, at(xf, x0 + o1), v)
+        a2 = fmaL(a2, at(xf, x0 + o2), v)
+        a3 = fmaL(a3, at(xf, x0 + o3), v)
+        a4 = fmaL(a4, at(xf, x0 + o4), v)
+        a5 = fmaL(a5, at(xf, x0 + o5), v)
+        a6 = fmaL(a6, at(xf, x0 + o6), v)
+        a7 = fmaL(a7, at(xf, x0 + o7), v)
+        a8 = fmaL(a8, at(xf, x0 + o8), v)
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        t += cout
+    storeL(pf, d0, a0, False)
+    storeL(pf, d1, a1, False)
+    storeL(pf, d2, a2, False)
+    storeL(pf, d3, a3, False)
+    storeL(pf, d4, a4, False)
+    storeL(pf, d5, a5, False)
+    storeL(pf, d6, a6, False)
+    storeL(pf, d7, a7, False)
+    storeL(pf, d8, a8, False)
+
+
+@njit()
+def _no_dw(*args):
+    """Stands in for :func:`_dw_taps` and :func:`_dw_vectors9` where vectors hold 8 float32 (never called there)."""
+
+
+# groups of 9 accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles neither
+_dw_taps_or_none = _dw_taps if LANES == 16 else _no_dw
+_dw_vectors9_or_none = _dw_vectors9 if LANES == 16 else _no_dw
+
+
 @njit(parallel=prange_only(), fastmath=FASTMATH)
 def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
@@ -251,8 +330,11 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
     least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
     (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
-    channels left over (cout % 8) take 8 element vectors x 1 channel. Narrower rows gather 8 patch
-    elements x 8 channels, or x 1 channel for the channels left over.
+    channels left over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8
+    vectors 8 wide with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2)
+    take groups of 9 patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one
+    group), summed straight into part; their other channels (all of them with AVX2) gather 8 patch
+    elements x 8 channels, or x 1 channel.
 
     Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
     number of threads); no im2col buffer: patches read in place in xp; 16 vector accumulators, two
@@ -273,6 +355,10 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     dyf = dy.reshape(n * oh * ow * cout)
     pf = part.reshape(nc * ke * cout)
     f8 = cout - cout % 8
+    # kernel rows under 8 numbers: channels 0..fl-1 in groups of 9 elements x 16 channels (AVX-512
+    # only: with AVX2's 16 vector registers LLVM takes 9 accumulators apart into scalars)
+    fl = cout - cout % 16 if LANES == 16 and row < 8 else 0
+    ngt = (ke + 8) // 9 if fl > 0 else 0
     zero = dw.dtype.type(0)
     npix = oh * ow
     offsets = np.empty(ke, np.int64)
@@ -298,12 +384,21 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     # Layout per chunk: the pair units (64 sums each), then the (group, left-over channel) blocks
     # of 8 vectors x 1 channel (64), then per gathered block its 8x8 channel blocks and its
     # 8 x 1 channel blocks.
-    ngrp = (nv + 7) // 8 if cout > f8 and row >= 8 else 0
+    # channels left over, kernel rows of 16 numbers or more (AVX-512; as fl): groups of 9 element
+    # vectors 16 wide x 1 channel (vstartw as vstart); otherwise groups of 8 vectors 8 wide
+    nvrw = (row + LANES - 1) // LANES if LANES == 16 and row >= LANES else 0
+    nvw = kh * nvrw
+    vstartw = np.empty(max(nvw, 1), np.int64)
+    for v in range(nvw):
+        vstartw[v] = (v // nvrw) * row + min(LANES * (v % nvrw), row - LANES)
+    ngw = (nvw + 8) // 9 if cout > f8 else 0
+    ngrp = (nv + 7) // 8 if cout > f8 and row >= 8 and ngw == 0 else 0
     nblk = (ke + 7) // 8 if row < 8 and ke >= 8 else 0
     gsize = (f8 // 8) * 64 + (cout - f8) * 8
     u1 = (nu if row >= 8 else 0) * 64
     u2 = u1 + ngrp * (cout - f8) * 64
-    nsum = u2 + nblk * gsize
+    u3 = u2 + nblk * gsize
+    nsum = u3 + ngw * (cout - f8) * 9 * LANES
     ua = np.zeros((nc, max(nsum, 1)), dtype=dw.dtype)
     # tiles of the chunk's pixels, where a chunk's dy and input (about cout + cin numbers a pixel)
     # outgrow 4 * TILE_FLOATS (1 MB): every block sweeps one tile, whose dy and patches then come
@@ -316,7 +411,10 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
         m = (s1 - s0) * npix        # output pixels in this chunk
         pk = kc * ke * cout
         uk = ua[kc]
-        for q0 in range(0, m if ke >= 8 else 0, tile):
+        for e in range(ke if ngt > 0 else 0):   # the groups of 9 elements sum into part, from zero
+            for f in range(fl):
+                pf[pk + e * cout + f] = zero
+        for q0 in range(0, m if ke >= 8 or ngt > 0 else 0, tile):
             mt = min(tile, m - q0)  # pixels in this tile; the first at (sample s, row r, column c)
             s, r, c = s0 + q0 // npix, (q0 % npix) // ow, q0 % ow
             xs, ts = s * hp * rstride + r * sh * rstride + c * dx, (s0 * npix + q0) * cout
@@ -335,14 +433,36 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                 for f in range(f8, cout):
                     _dw_vectors_1ch(xf, dyf, uk, u1 + (grp * (cout - f8) + f - f8) * 64, mt, r, c, xs, ts, f,
                                     (o0, o1, o2, o3, o4, o5, o6, o7), cout, oh, ow, dx, rjump, sjump)
-            # kernel rows narrower than 8 (cin of 1 or 2): blocks of 8 patch elements (gathered) x 8
-            # channels, summed over every pixel of the tile
+            for g in range(ngw):
+                v0 = 9 * g
+                offs9 = (offsets[vstartw[v0]], offsets[vstartw[min(v0 + 1, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 2, nvw - 1)]], offsets[vstartw[min(v0 + 3, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 4, nvw - 1)]], offsets[vstartw[min(v0 + 5, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 6, nvw - 1)]], offsets[vstartw[min(v0 + 7, nvw - 1)]],
+                         offsets[vstartw[min(v0 + 8, nvw - 1)]])
+                for f in range(f8, cout):
+                    _dw_vectors9_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
+                                         ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
+            # kernel rows narrower than 8 (cin of 1 or 2): groups of 9 patch elements (the last group
+            # repeats the patch's last element) x LANES channels, summed over every pixel of the tile
+            for g in range(ngt):
+                e0, e1, e2 = min(9 * g, ke - 1), min(9 * g + 1, ke - 1), min(9 * g + 2, ke - 1)
+                e3, e4, e5 = min(9 * g + 3, ke - 1), min(9 * g + 4, ke - 1), min(9 * g + 5, ke - 1)
+                e6, e7, e8 = min(9 * g + 6, ke - 1), min(9 * g + 7, ke - 1), min(9 * g + 8, ke - 1)
+                offs9 = (offsets[e0], offsets[e1], offsets[e2], offsets[e3], offsets[e4], offsets[e5], offsets[e6],
+                         offsets[e7], offsets[e8])
+                for f0 in range(0, fl, LANES):
+                    p0 = pk + f0
+                    dst = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
+                           p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout, p0 + e8 * cout)
+                    _dw_taps_or_none(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump, sjump)
+            # and their channels left over: blocks of 8 patch elements (gathered) x 8 channels, or x 1
             for blk in range(nblk):
                 e = min(8 * blk, ke - 8)
                 o0, o1, o2, o3 = offsets[e], offsets[e + 1], offsets[e + 2], offsets[e + 3]
                 o4, o5, o6, o7 = offsets[e + 4], offsets[e + 5], offsets[e + 6], offsets[e + 7]
                 offs = (o0, o1, o2, o3, o4, o5, o6, o7)
-                for f0 in range(0, f8, 8):
+                for f0 in range(fl, f8, 8):
                     _dw_gather(xf, dyf, uk, u2 + blk * gsize + 8 * f0, mt, r, c, xs, ts, offs, f0, cout, oh, ow,
                                dx, rjump, sjump)
                 for f in range(f8, cout):
@@ -359,16 +479,22 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                     e = vstart[min(8 * grp + j, nv - 1)]
                     for q in range(8):
                         pf[pk + (e + q) * cout + f] = uk[u1 + (grp * (cout - f8) + f - f8) * 64 + 8 * j + q]
+        for g in range(ngw):
+            for f in range(f8, cout):
+                for j in range(9):
+                    e = vstartw[min(9 * g + j, nvw - 1)]
+                    for q in range(LANES):
+                        pf[pk + (e + q) * cout + f] = uk[u3 + (g * (cout - f8) + f - f8) * 9 * LANES + LANES * j + q]
         for blk in range(nblk):
             e = min(8 * blk, ke - 8)
             for j in range(8):
-                for f in range(f8):
+                for f in range(fl, f8):
                     pf[pk + (e + j) * cout + f] = uk[u2 + blk * gsize + 8 * (f - f % 8) + 8 * j + f % 8]
                 for f in range(f8, cout):
                     pf[pk + (e + j) * cout + f] = uk[u2 + blk * gsize + 8 * f8 + 8 * (f - f8) + j]
         # fewer than 8 patch elements (tiny kernels): one weight at a time
         for e in range(ke if ke < 8 else 0):
-            for f in range(cout):
+            for f in range(fl, cout):
                 acc1 = zero
                 for s in range(s0, s1):
                     for r in range(oh):
