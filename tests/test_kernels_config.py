@@ -116,3 +116,38 @@ def test_every_kernel_is_compiled_through_config_njit():
             for k, line in enumerate(path.read_text().splitlines())
             if re.search(r"numba\.(njit|jit)\(", line.split("#")[0])]
     assert bare == []
+
+
+# pad_into calls blocks.copy1d, a helper in another file; prints the padded array
+PAD_CHILD = r"""
+import numpy as np
+from autoenc.kernels.padding import pad_into
+x = np.arange(1, 7, dtype=np.float32).reshape(1, 2, 3, 1)
+xp = np.zeros((1, 4, 5, 1), np.float32)
+pad_into(x, 1, 1, xp)
+print("PADDED", xp[0, 1:3, 1:4, 0].ravel().tolist())
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled code to cache without the JIT")
+def test_editing_a_helper_in_another_file_recompiles_its_callers(tmp_path):
+    """Numba keys a cached kernel by its own file only: after an edit of blocks.copy1d, pad_into (in
+    padding.py) would load its old machine code. The kernel sources' digest in the key recompiles it."""
+    pkg = copy_package(tmp_path / "pkg")
+
+    def padded():
+        env = {**os.environ, "PYTHONPATH": str(pkg), "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("NUMBA_DISABLE_JIT", None)
+        result = subprocess.run([sys.executable, "-c", PAD_CHILD], cwd=pkg, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [line for line in result.stdout.splitlines() if line.startswith("PADDED")][0]
+
+    assert padded() == "PADDED [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]"
+    assert list((tmp_path / "cache").rglob("*padding.pad_into*.nbi")), "pad_into was not cached: this checks nothing"
+    blocks = pkg / "autoenc" / "kernels" / "blocks.py"
+    source = blocks.read_text()
+    assert "        out[k] = a[k]\n" in source
+    blocks.write_text(source.replace("        out[k] = a[k]\n", "        out[k] = a[k] + 10\n", 1))
+    assert padded() == "PADDED [11.0, 12.0, 13.0, 14.0, 15.0, 16.0]"

@@ -1,5 +1,8 @@
 """Settings shared by every kernel: compiler options, the Numba cache, and the reference switch."""
 import contextlib
+import functools
+import hashlib
+import os
 import warnings
 
 import numba
@@ -57,9 +60,29 @@ def _warn_once(kind, message):
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+@functools.lru_cache(maxsize=None)
+def kernel_sources_digest():
+    """sha256 of the source of every module in autoenc/kernels (read once per process)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()
+
+
 class _CheckedCache(caching.FunctionCache):
     """Numba's per-function disk cache, with a damaged entry treated as a miss (recompiled and
-    saved again) and a failed save ignored."""
+    saved again), a failed save ignored, and every kernel source in the key.
+
+    Numba keys a cached function by its own bytecode and its own file's time stamp, so a kernel
+    whose helper in another file changed (blocks.py, say, edited by someone stepping through the
+    code) would load its old machine code. The key here also holds :func:`kernel_sources_digest`:
+    any edit under autoenc/kernels recompiles every kernel once."""
+
+    def _index_key(self, sig, codegen):
+        return super()._index_key(sig, codegen) + (kernel_sources_digest(),)
 
     def load_overload(self, sig, target_context):
         try:
