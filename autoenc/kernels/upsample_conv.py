@@ -44,7 +44,7 @@ from autoenc.kernels.blocks import add8, load8, store8, where_positive8
 from autoenc.kernels.config import njit, prange_only
 from autoenc.kernels.conv_forward import conv2d_forward_naive
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
-from autoenc.kernels.conv_weight_grad import conv2d_backward_bias_naive, conv2d_backward_kernel_naive
+from autoenc.kernels.conv_weight_grad import _sum_chunks, conv2d_backward_bias_naive, conv2d_backward_kernel_naive
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 
 # R[p][a, i] = 1 where tap i of a 3x3 kernel row lands on row a of the 2x2 window of phase p
@@ -188,8 +188,4 @@ def phase_gather(dy, y, relu, base, step, dq, part, db):
                         dqf[p0 + (X // 2 + base + step * px) * c4 + px * cout + f] = v
                         a += v
                     pk[f] = a
-    for f in range(cout):   # the chunks, added in order
-        acc = part[0, f]
-        for k in range(1, nc):
-            acc += part[k, f]
-        db[f] = acc
+    _sum_chunks(part, db)   # the chunks, added in order
