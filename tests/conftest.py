@@ -8,6 +8,17 @@ settings.register_profile("autoenc", deadline=None, max_examples=40,
 settings.load_profile("autoenc")
 
 
+@pytest.fixture(scope="module")
+def keep_autoenc_random_state():
+    """For a module that builds layers (their initial weights draw from autoenc's generator): puts the
+    generator's state back after the module, so the test files after it see it as without it. Use it
+    as ``pytestmark = pytest.mark.usefixtures("keep_autoenc_random_state")``."""
+    import autoenc
+    state = autoenc.utils.rng().bit_generator.state
+    yield
+    autoenc.utils.rng().bit_generator.state = state
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

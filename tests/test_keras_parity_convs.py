@@ -23,18 +23,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fix
 from parity_models import images, rel_err  # noqa: E402
 from adam_parity import TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.usefixtures("keep_autoenc_random_state")]
 TOL = 1e-5
 ACTIVATIONS = ["linear", "relu", "sigmoid", "tanh"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _keep_autoenc_random_state():
-    """Building autoenc layers here draws initial weights from autoenc's generator; put its state back
-    afterwards, so that the test files after this one see the generator as they would without it."""
-    state = autoenc.utils.rng().bit_generator.state
-    yield
-    autoenc.utils.rng().bit_generator.state = state
 
 
 def assert_close(check, a, b, tol=TOL):

@@ -24,18 +24,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fix
 from parity_models import images, rel_err  # noqa: E402
 from adam_parity import EPS32, TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.usefixtures("keep_autoenc_random_state")]
 TOL = 1e-5
 STEPS, BATCH, LATENT = 20, 16, 2
 EPS = {"value": None}   # the eps the Keras Sampling layer uses at its next call (zeros while Keras traces)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _keep_autoenc_random_state():
-    """Building autoenc layers draws initial weights from autoenc's generator: put its state back after."""
-    state = autoenc.utils.rng().bit_generator.state
-    yield
-    autoenc.utils.rng().bit_generator.state = state
 
 
 class KerasSampling(keras.layers.Layer):

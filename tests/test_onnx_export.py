@@ -35,6 +35,7 @@ ort = pytest.importorskip("onnxruntime", reason='the ONNX export tests need onnx
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import rel_err, strided_model  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("keep_autoenc_random_state")
 EPS = float(np.finfo(np.float32).eps)
 TOL = 1e-5   # the issue's figure, relative to the output's scale
 
@@ -47,13 +48,6 @@ def _print_figures(request):
         for check, (err, derived) in sorted(FIGURES.items()):
             print(f"  {check}: max rel diff {err:.2e} (derived bound {derived:.2e})")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _keep_autoenc_random_state():
-    """Building models here draws initial weights from autoenc's generator; put its state back after."""
-    state = autoenc.utils.rng().bit_generator.state
-    yield
-    autoenc.utils.rng().bit_generator.state = state
 
 
 def session(proto):
