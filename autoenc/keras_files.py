@@ -56,17 +56,18 @@ BOMB_RATIO = 100
 MAX_H5_OBJECTS = 200_000
 
 
-def _import_h5py():
+def import_h5py(purpose="Reading Keras weight files"):
+    """The h5py module, or an ImportError saying that ``purpose`` needs it and how to install it."""
     try:
         import h5py
     except ImportError:
-        raise ImportError("Reading Keras weight files needs h5py: pip install 'autoenc[h5]'") from None
+        raise ImportError(f"{purpose} needs h5py: pip install 'autoenc[h5]'") from None
     return h5py
 
 
 def _member(group, key, path):
     """group[key], after checking that the link to it is a hard link (no file outside this one)."""
-    h5py = _import_h5py()
+    h5py = import_h5py()
     where = f"{group.name.rstrip('/')}/{key}"
     link = group.get(key, getlink=True)
     if isinstance(link, h5py.ExternalLink):
@@ -82,7 +83,7 @@ def _member(group, key, path):
 def _check_dataset(ds, path, kinds="f"):
     """Refuse anything but a plain dataset of ``kinds`` (float; the optimizer's step count may be an
     integer) whose bytes are in the file itself."""
-    h5py = _import_h5py()
+    h5py = import_h5py()
     if not isinstance(ds, h5py.Dataset):
         raise ValueError(f"{path}: {ds.name} is a group, where a weight array should be")
     if ds.is_virtual:
@@ -111,7 +112,7 @@ def _datasets(f, path):
     of the file that holds arrays (``layers/conv2d``, ``layers/sequential/layers/conv2d``,
     ``optimizer``), each link and dataset checked; nothing is read. Walks the tree with an explicit
     stack, at most MAX_H5_OBJECTS objects."""
-    h5py = _import_h5py()
+    h5py = import_h5py()
     if "layers" not in f:
         raise ValueError(f"{path} is not a Keras 3 weights file: no 'layers' group (top-level keys "
                          f"{sorted(f)[:10]}); Keras 2 .h5 files are not supported")
@@ -245,7 +246,7 @@ def open_weights(path, max_bytes, source=None):
     datasets of every object with variables (see ``_datasets``), and config.json (None for a
     .weights.h5 file). A .keras archive's model.weights.h5 may declare at most ``max_bytes``;
     ``source``: its bytes, when the caller has read the archive already."""
-    h5py = _import_h5py()
+    h5py = import_h5py()
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No Keras file at {path}")

@@ -80,11 +80,7 @@ def _slot_groups(optimizer):
 
 
 def _import_h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError("Writing and reading .keras files needs h5py: pip install 'autoenc[h5]'") from None
-    return h5py
+    return keras_files.import_h5py("Writing and reading .keras files")
 
 
 # --- autoenc -> Keras -------------------------------------------------------------------------------
