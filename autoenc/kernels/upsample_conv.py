@@ -60,9 +60,15 @@ def phase_offsets(padding):
 
 
 def _phase_matrix(padding):
-    """A (4, 2, 2, 3, 3): A[2py+px, a, b, i, j] = R[py][a, i] * R[px][b, j]."""
+    """A (4, 2, 2, 3, 3), read-only: A[2py+px, a, b, i, j] = R[py][a, i] * R[px][b, j]."""
     rows = PHASE_ROWS[padding]
-    return np.stack([np.einsum("ai,bj->abij", rows[py], rows[px]) for py in (0, 1) for px in (0, 1)])
+    a = np.stack([np.einsum("ai,bj->abij", rows[py], rows[px]) for py in (0, 1) for px in (0, 1)])
+    a.setflags(write=False)
+    return a
+
+
+# A for each padding, built once (phase_kernel and phase_kernel_grad run at every step)
+_PHASE_MATRIX = {padding: _phase_matrix(padding) for padding in PHASE_ROWS}
 
 
 def phase_kernel(w, padding, out=None):
@@ -72,7 +78,7 @@ def phase_kernel(w, padding, out=None):
     (2py+px)*cout + f] = sum_{i,j} R[py][a, i] R[px][b, j] w[i, j, ch, f], summed in float64 and
     rounded once to w's dtype."""
     _, _, cin, cout = w.shape
-    wq = np.einsum("pabij,ijcf->abcpf", _phase_matrix(padding), w.astype(np.float64))
+    wq = np.einsum("pabij,ijcf->abcpf", _PHASE_MATRIX[padding], w.astype(np.float64))
     wq = wq.reshape(2, 2, cin, 4 * cout)
     if out is None:
         return wq.astype(w.dtype)
@@ -86,7 +92,7 @@ def phase_kernel_grad(dwq, padding, dw):
     dwq: (2, 2, cin, 4*cout); dw: (3, 3, cin, cout), overwritten (summed in float64, rounded once)."""
     _, _, cin, c4 = dwq.shape
     d = dwq.astype(np.float64).reshape(2, 2, cin, 4, c4 // 4)
-    dw[...] = np.einsum("pabij,abcpf->ijcf", _phase_matrix(padding), d)
+    dw[...] = np.einsum("pabij,abcpf->ijcf", _PHASE_MATRIX[padding], d)
 
 
 # --- the slow, obvious versions: upsample, then convolve -------------------------------------------
