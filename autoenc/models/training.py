@@ -263,6 +263,11 @@ class Trainer:
     def _batch_result(logs):
         return next(iter(logs.values())) if len(logs) == 1 else list(logs.values())
 
+    def _tuned_step(self, loop):
+        """``run(fn, samples)``: fn() on one or on all threads, as the model's tuner for ``loop``
+        ('train', 'test' or 'predict') decides from its step times (threads.ThreadTuner)."""
+        return threads.tuned_threads(threads.model_tuner(self, loop)).run
+
     def train_on_batch(self, x, y=None):
         """One update on one batch. Returns the loss before the update (regularization included)."""
         self._require_compiled("train_on_batch")
@@ -270,7 +275,7 @@ class Trainer:
         self._ensure_flat_parameters()
         data = self._step_data(xs, y)
         with utils.compute_lock:
-            step = threads.tuned_threads(threads.model_tuner(self, "train")).run
+            step = self._tuned_step("train")
             return self._batch_result(self._checked_logs(step(lambda: self.train_step(data), xs[0].shape[0])))
 
     def test_on_batch(self, x, y=None):
@@ -279,7 +284,7 @@ class Trainer:
         xs, y = self._prepare_xy(x, y, "test_on_batch")
         data = self._step_data(xs, y)
         with utils.compute_lock:
-            step = threads.tuned_threads(threads.model_tuner(self, "test")).run
+            step = self._tuned_step("test")
             return self._batch_result(step(lambda: self.test_step(data), xs[0].shape[0]))
 
     def predict_on_batch(self, x):
@@ -287,7 +292,7 @@ class Trainer:
         xs = self._prepare_x(x, "x")
         x = xs if len(xs) > 1 else xs[0]
         with utils.compute_lock:
-            step = threads.tuned_threads(threads.model_tuner(self, "predict")).run
+            step = self._tuned_step("predict")
             y = step(lambda: self.forward(x, training=False), xs[0].shape[0])
             return [np.array(v, copy=True) for v in y] if isinstance(y, list) else np.array(y, copy=True)
 
@@ -444,7 +449,7 @@ class Trainer:
     def _evaluate_arrays(self, xs, y, batch_size):
         n = xs[0].shape[0]
         totals = {}
-        step = threads.tuned_threads(threads.model_tuner(self, "test")).run   # the same batches on 1 or all threads
+        step = self._tuned_step("test")   # the same batches on 1 or all threads
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             yb = None if y is None else y[lo:hi]
@@ -472,7 +477,7 @@ class Trainer:
         xs = self._prepare_x(x, "x")
         n = xs[0].shape[0]
         outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
-        step = threads.tuned_threads(threads.model_tuner(self, "predict")).run   # 1 or all threads, kept per model
+        step = self._tuned_step("predict")   # 1 or all threads, kept per model
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             batch = [a[lo:hi] for a in xs]
