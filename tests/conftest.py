@@ -1,6 +1,12 @@
+import os
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+# tests/fixtures holds modules the test files import (parity_models, adam_parity, live_keras, ...)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 
 # Numba compiles on first call: no per-example deadline; a modest number of examples per sweep.
 settings.register_profile("autoenc", deadline=None, max_examples=40,

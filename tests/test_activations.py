@@ -2,7 +2,6 @@
 against its naive twin, the layers that call activation.backward (Dense, Conv2D, Activation) passing
 z, and live parity with keras.activations (forward and gradient)."""
 import math
-import os
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from autoenc import activations, layers
 from autoenc.activations import SELU_ALPHA, SELU_SCALE, Activation
 from autoenc.gradcheck import gradcheck
 from autoenc.kernels import activation as K
+from live_keras import import_keras
 
 NEW = ["leaky_relu", "elu", "selu", "gelu", "softplus", "softsign", "silu", "hard_sigmoid", "relu6", "exponential"]
 ALL = ["linear", "relu", "sigmoid", "tanh", "softmax"] + NEW
@@ -193,9 +193,7 @@ def test_keras_parity_forward_and_gradient(name):
     to ~15 and the kinks themselves. Forward: a few roundings of values <= max|y|, so 1e-6 of max|y|
     (8 float32 ulps); backward: products of up to ~4 rounded factors, one of them z (silu's z (1 - s)),
     so 1e-5 of max|dz|. Measured: forward <= 2.4e-7 (tanh), backward <= 7.3e-7 (tanh)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    tf, keras = import_keras()
     rng = np.random.default_rng(0)
     z = (rng.standard_normal((6, 50)) * 4).astype(np.float32)
     z[0, :6] = [0.0, -3.0, 3.0, 6.0, -20.0, 15.0]
@@ -219,9 +217,7 @@ def test_keras_parity_in_dense_and_conv2d(name):
     """Dense and Conv2D with each new activation: output, dL/dx, kernel and bias gradients against Keras
     (tf.GradientTape), float32, at 1e-5 of each tensor's largest entry, as tests/test_keras_parity.py
     checks the seed activations (sums of 3x3x3 = 27 products before the activation)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    tf, keras = import_keras()
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
     for klayer, alayer in [(keras.layers.Dense(4, activation=name, bias_initializer="random_normal"),

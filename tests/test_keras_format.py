@@ -21,7 +21,6 @@ which holds on any data, where a flat 1e-5 on weights fails for gradients near e
 """
 import io
 import json
-import os
 import sys
 import tracemalloc
 import zipfile
@@ -36,8 +35,8 @@ from autoenc import keras_format  # noqa: E402
 from autoenc.layers import Conv2D, Dense, Input, MaxPooling2D, UpSampling2D  # noqa: E402
 from autoenc.models import Model, Sequential, load_model  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import rel_err, seed_model  # noqa: E402
+from live_keras import import_keras
 
 TOL = 1e-5
 
@@ -425,10 +424,7 @@ def test_not_a_zip_or_no_config(tmp_path, good):
 # --- live against Keras -------------------------------------------------------------------------------
 
 def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow", reason="the live Keras tests need tensorflow-cpu (pip install autoenc[keras])")
-    return pytest.importorskip("keras", reason="the live Keras tests need keras 3 (pip install autoenc[keras])")
+    return import_keras()[1]
 
 
 def convt_bn_model(lib):

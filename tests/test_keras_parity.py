@@ -9,19 +9,16 @@ Set AUTOENC_PARITY_TABLE=path.json to write every measured error there (tests/fi
 """
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-os.environ["KERAS_BACKEND"] = "tensorflow"
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-tf = pytest.importorskip("tensorflow", reason="the live Keras parity tests need tensorflow-cpu (pip install autoenc[keras])")
-keras = pytest.importorskip("keras", reason="the live Keras parity tests need keras 3 (pip install autoenc[keras])")
+from live_keras import import_keras
+
+tf, keras = import_keras()
 
 import autoenc  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import (branch_model, dense_model, images, odd_model, regularized_model, rel_err,  # noqa: E402
                            seed_model, small_images, strided_model)
 from adam_parity import TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402

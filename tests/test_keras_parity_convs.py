@@ -5,21 +5,17 @@ dL/dkernel, dL/dbias at 1e-5, as tests/test_keras_parity.py) and in keras-io's d
 
 Skipped, with the reason, where keras or tensorflow are not installed (``pip install autoenc[keras]``).
 """
-import os
-import sys
 
 import numpy as np
 import pytest
 
-os.environ["KERAS_BACKEND"] = "tensorflow"
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-tf = pytest.importorskip("tensorflow", reason="the live Keras parity tests need tensorflow-cpu (pip install autoenc[keras])")
-keras = pytest.importorskip("keras", reason="the live Keras parity tests need keras 3 (pip install autoenc[keras])")
+from live_keras import import_keras
+
+tf, keras = import_keras()
 
 import autoenc  # noqa: E402
 from autoenc.kernels.padding import conv_transpose_output_size  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import images, rel_err  # noqa: E402
 from adam_parity import TOL_MOMENTS, adam_step_errors, copy_adam_state  # noqa: E402
 

@@ -1,7 +1,6 @@
 """Activation layers (LeakyReLU, PReLU, ELU, ReLU, Softmax): values by hand, float64 gradient checks
 (input and PReLU's alpha), configs and saving, argument errors, and live Keras parity of the output,
 dL/dx and dL/dalpha."""
-import os
 import warnings
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import autoenc
 from autoenc import layers
 from autoenc.gradcheck import gradcheck
+from live_keras import import_keras
 
 TOL = 1e-6  # float64 central differences: ~1e-9 for a correct backward, ~1e-1 for a wrong one
 
@@ -164,9 +164,7 @@ def test_keras_parity(name):
     tf.GradientTape, float32, on NHWC inputs with |x| up to ~8. Each entry is one to three roundings
     (softmax: a sum of 4-20 terms), so 1e-5 of the largest entry bounds it with room; measured <= 3.3e-7
     (Softmax(axis=1) dx); LeakyReLU, ReLU and PReLU agree bit for bit but for dalpha sums (4.4e-8)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    tf, keras = import_keras()
     make, kinks = LAYERS[name]
     rng = np.random.default_rng(3)
     x = away_from(rng.standard_normal((2, 4, 5, 3)).astype(np.float32) * 2, kinks)
@@ -227,11 +225,7 @@ def test_keras_parity_whole_model(dtype):
     Keras' Adam taking the powers of its float32 betas and learning rate: alpha_t is off by up to
     (t + 2) u b^t / (1 - b^t) for each beta, plus 3u (u = eps32 / 2), so a weight may part by
     sum_t lr * that over the steps (4.1e-6 here); measured 4.4e-8. Measured (float32): losses 9.4e-8."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+    keras = import_keras()[1]
     from parity_models import rel_err, small_images
     keras.utils.set_random_seed(5)
     floatx = keras.config.floatx()

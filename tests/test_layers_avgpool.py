@@ -1,6 +1,5 @@
 """AveragePooling2D: kernels against their naive twins (hypothesis), tiny cases by hand ('same' averages
 only the valid positions, as TensorFlow), gradient checks, adjoint tests, saving, live Keras parity."""
-import os
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from autoenc import layers
 from autoenc.gradcheck import gradcheck
 from autoenc.kernels import avgpool as K
 from autoenc.kernels.convolution import conv_padding
+from live_keras import import_keras
 
 
 @st.composite
@@ -115,9 +115,7 @@ def test_model_saves_and_loads(rng, tmp_path):
 def test_keras_parity(rng, pool_size, strides, padding):
     """Forward and dx against Keras through GradientTape: at most 4 float32 roundings of terms up to
     max|x| (tolerance 1e-6 relative; measured 0 forward, <= 1 ulp backward)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    tf, keras = import_keras()
     x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
     kl = keras.layers.AveragePooling2D(pool_size, strides, padding)
     al = layers.AveragePooling2D(pool_size, strides, padding)

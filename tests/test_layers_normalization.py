@@ -15,6 +15,7 @@ import autoenc
 from autoenc import layers
 from autoenc.gradcheck import adjoint_check, gradcheck
 from autoenc.kernels import normalization as K
+from live_keras import import_keras
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.2e-7
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -371,10 +372,7 @@ def test_does_not_mutate_inputs(rng):
 
 @pytest.fixture(scope="module")
 def keras():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow", reason="the live Keras parity tests need tensorflow")
-    return pytest.importorskip("keras", reason="the live Keras parity tests need keras 3")
+    return import_keras()[1]
 
 
 def rel_err(a, b):

@@ -1,6 +1,5 @@
 """ZeroPadding2D and Cropping2D: shapes, argument forms, gradient checks, adjoint tests (each is the
 other's adjoint), saving, and live Keras parity."""
-import os
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 import autoenc
 from autoenc import layers
 from autoenc.gradcheck import adjoint_check, gradcheck
+from live_keras import import_keras
 
 BORDERS = [1, (2, 0), ((1, 2), (0, 3)), ((0, 0), (2, 1))]
 FULL = {1: ((1, 1), (1, 1)), (2, 0): ((2, 2), (0, 0)), ((1, 2), (0, 3)): ((1, 2), (0, 3)),
@@ -97,9 +97,7 @@ def test_model_saves_and_loads(rng, tmp_path):
 @pytest.mark.parametrize("arg", BORDERS)
 def test_keras_parity(rng, arg):
     """Pure copies of the input: exactly equal forward, and dx exactly Keras' (through GradientTape)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    tf, keras = import_keras()
     x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
     for kcls, acls in ((keras.layers.ZeroPadding2D, layers.ZeroPadding2D),
                        (keras.layers.Cropping2D, layers.Cropping2D)):

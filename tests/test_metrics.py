@@ -1,12 +1,12 @@
 """Metrics: values by hand, Keras' rule for the string 'accuracy', names and errors, compile/fit/evaluate
 logs and saving, and live parity with Keras' history after fit."""
-import os
 
 import numpy as np
 import pytest
 
 import autoenc
 from autoenc import metrics
+from live_keras import import_keras
 
 
 def test_values_by_hand():
@@ -105,9 +105,7 @@ def test_keras_parity_history_after_fit(shape_out):
     shuffling, with validation: the same log keys, and the same values. Accuracies are counts over
     160-320 entries, equal unless a prediction sits within float32 noise of 0.5 (asserted to 1e-6);
     the loss, mae and mse follow the float32 training trajectory, which agrees to ~1e-7 (asserted 1e-5)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    keras = import_keras()[1]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 6)).astype(np.float32)
     y = (rng.random((40,) + shape_out) < 0.5).astype(np.float32)

@@ -1,7 +1,6 @@
 """Nested models: a Model or Sequential called on a symbolic tensor inside another model is one node of it
 and shares its layers and weights (the encoder / decoder / autoencoder triple), as in Keras."""
 import json
-import os
 import zipfile
 
 import numpy as np
@@ -11,6 +10,7 @@ import autoenc
 from autoenc import Input, Model, Sequential, layers
 from autoenc.layers.base import EagerArray
 from autoenc.models import load_model
+from live_keras import import_keras
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
@@ -291,10 +291,7 @@ keras_only = pytest.mark.keras
 
 
 def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow", reason="the live Keras parity tests need tensorflow-cpu")
-    return pytest.importorskip("keras", reason="the live Keras parity tests need keras 3")
+    return import_keras()[1]
 
 
 @keras_only

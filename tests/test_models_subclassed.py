@@ -1,7 +1,6 @@
 """Subclassed models: layers and sub-models assigned in __init__, call() traced into a graph on first use
 (TensorFlow's "Intro to Autoencoders" classes), eager results with .numpy(), custom train_step, and the
 clear errors for code that cannot be traced."""
-import os
 import pickle
 
 import numpy as np
@@ -11,6 +10,7 @@ import autoenc
 from autoenc import Input, Model, Sequential, layers, losses
 from autoenc.layers.base import EagerArray
 from autoenc.models import load_model
+from live_keras import import_keras
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -351,10 +351,7 @@ def test_keras_parity_tutorial_autoencoder_predict():
     <= 1/4); this worst case is loose (4e-4 of the largest output on these images) but holds on any data.
     (2) the house's forward parity tolerance, 1e-5 relative (tests/test_keras_parity.py TOL), which the
     blocked sums of both frameworks meet by a wide margin (measured 2.0e-7)."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow", reason="the live Keras parity tests need tensorflow-cpu")
-    keras = pytest.importorskip("keras", reason="the live Keras parity tests need keras 3")
+    keras = import_keras()[1]
     x = images(32, seed=3)
     km = tutorial_autoencoder(keras)
     km(x[:1])   # Keras builds a subclassed model on its first call

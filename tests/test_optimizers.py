@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from autoenc import optimizers
+from live_keras import import_keras
 
 
 def run(opt, w0, grads):
@@ -315,10 +316,7 @@ def test_keras_parity_six_steps(case):
     norms 0.3 to 10 (so clipping acts), against keras.optimizers.*.apply_gradients. Each step is the same
     float32 operations in the same order, so the results agree to the last bit except where a sum's order
     differs (global_clipnorm's norm: ~1 ulp of the scale); asserted at 1e-6 of each weight's total change."""
-    import os
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    tf, keras = import_keras()
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (5,)]
     w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -340,13 +338,8 @@ def test_keras_parity_by_name_in_a_model(name):
     """compile(optimizer=name) with Keras' defaults, 6 train_on_batch steps of a conv autoencoder, every loss
     and final weight against Keras at 1e-5 (the forward and backward passes' own float32 agreement, see
     tests/test_keras_parity.py)."""
-    import os
-    import sys
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    keras = import_keras()[1]
     import autoenc
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
     from parity_models import odd_model, rel_err, small_images
     keras.utils.set_random_seed(1)
     km, am = odd_model(keras), odd_model(autoenc)
