@@ -5,7 +5,6 @@ TensorFlow backend); see that script for what they hold. Errors are max|a - b| /
 b being Keras', within 1e-5.
 """
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -13,9 +12,8 @@ import pytest
 import autoenc
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-sys.path.insert(0, HERE)
-from make_keras_fixtures import LAYER_CASES  # noqa: E402
-from parity_models import rel_err, seed_model  # noqa: E402
+from make_keras_fixtures import LAYER_CASES
+from parity_models import rel_err, seed_model
 
 TOL = 1e-5
 # Final weights and predictions after the 10 free-running steps. At step 2 one pre-activation of

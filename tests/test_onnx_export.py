@@ -32,7 +32,6 @@ from autoenc.models.model import layer_entry, layer_from_entry
 onnx = pytest.importorskip("onnx", reason='the ONNX export tests need onnx (pip install "autoenc[onnx]")')
 ort = pytest.importorskip("onnxruntime", reason='the ONNX export tests need onnxruntime (pip install "autoenc[onnx]")')
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 from parity_models import rel_err, strided_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("keep_autoenc_random_state")

@@ -90,12 +90,6 @@ def _seed_pair(dtype, loss):
     return fast, ref
 
 
-@pytest.fixture(autouse=True)
-def _fixtures_on_path(monkeypatch):
-    import os
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
-
-
 def _rel(a, b):
     return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-300))
 
