@@ -369,7 +369,7 @@ def _no_dw(*args):
     """Stands in for :func:`_dw_taps` and :func:`_dw_vectors9` where vectors hold 8 float32 (never called there)."""
 
 
-# groups of 9 accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles neither
+# groups of 9 and 16 vector accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles none
 _dw_taps_or_none = _dw_taps if LANES == 16 else _no_dw
 _dw_vectors9_or_none = _dw_vectors9 if LANES == 16 else _no_dw
 _dw_wide_or_none = _dw_wide if LANES == 16 else _no_dw
@@ -380,19 +380,23 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
     sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten.
 
-    Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
-    least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
-    (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
-    channels left over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8
-    vectors 8 wide with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2)
-    take groups of 9 patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one
-    group), summed straight into part; their other channels (all of them with AVX2) gather 8 patch
-    elements x 8 channels, or x 1 channel.
+    Each chunk sums its output pixels in raster order, one fused multiply-add per weight and pixel.
+    With AVX-512, where a kernel row of the patch holds at least 8 numbers (kw*cin >= 8), the
+    channels in multiples of 32 take groups of 8 patch elements (broadcast) x 32 channels (two
+    vectors of dy): 16 zmm accumulators, summed straight into part. Otherwise (AVX2, and the
+    channels left over) 8 neighbouring patch elements make one vector: two blocks of (8 elements x
+    8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
+    over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8 vectors 8 wide with
+    AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2) take groups of 9
+    patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one group), summed
+    straight into part; their other channels (all of them with AVX2) gather 8 patch elements x 8
+    channels, or x 1 channel.
 
     Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
-    number of threads); no im2col buffer: patches read in place in xp; 16 vector accumulators, two
-    output pixels per step, one branch-free step to the next pixel (next_pixel), so the inner loop
-    stays one basic block in registers.
+    number of threads, and for AVX2 and AVX-512 builds); no im2col buffer: patches read in place in
+    xp; 16 vector accumulators (AVX-512: LLVM vectors, blocks.Vec), one branch-free step to the next
+    pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
+    stay in L2 while every block sweeps them.
     """
     n, oh, ow, cout = dy.shape
     kh, kw, cin, _ = dw.shape
