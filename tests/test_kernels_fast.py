@@ -134,14 +134,14 @@ def test_weight_gradient_over_several_tiles_matches_oracle(h, wd, cin, cout, n):
     check(h, wd, cin, cout, 3, 3, 1, 1, "same", n=n)
 
 
-# The weight gradient's blocks of 8 patch elements x 32 channels (AVX-512, kernel rows of 8 or more numbers):
+# The weight gradient's groups of 9 patch elements x 32 channels (AVX-512, kernel rows of 8 or more numbers):
 # (n, h, w, cin, cout, kh, kw, sh, sw, padding), cout a multiple of 32 or with 1, 8 or 16 channels left over;
 # the first layer's rows of 9 (cin 3) and 15 (cin 5), rows of 8 to 24 numbers, strides, fewer samples than
-# batch chunks, patches whose last group of 8 repeats its last element (27, 45 and 9 elements)
+# batch chunks, a patch whose last group repeats its last element (24 elements)
 WIDE_DW_CASES = [
-    (3, 9, 11, 3, 32, 3, 3, 1, 1, "same"),    # the wide models' first layer: 27 elements, 4 groups
+    (3, 9, 11, 3, 32, 3, 3, 1, 1, "same"),    # the wide models' first layer: 27 elements, 3 groups
     (2, 9, 7, 5, 33, 3, 3, 2, 2, "same"),     # 32 + 1 channels, strides
-    (3, 7, 9, 8, 40, 3, 1, 1, 1, "same"),     # rows of 8: 32 + 8 channels
+    (3, 7, 9, 8, 40, 3, 1, 1, 1, "same"),     # rows of 8: 32 + 8 channels; 3 groups, the last 3 repeats
     (2, 6, 7, 4, 48, 3, 3, 1, 2, "valid"),    # rows of 12: 32 + 16
     (5, 5, 6, 8, 96, 3, 3, 1, 1, "same"),     # rows of 24: three blocks of 32
     (9, 5, 5, 16, 64, 3, 3, 1, 1, "same"),    # more samples than chunks, 25 pixels a sample
@@ -345,7 +345,7 @@ print(digest.hexdigest())
 def test_weight_gradient_does_not_depend_on_vector_width(request):
     """The weight gradient compiled for AVX2 gives the same bits as for this CPU, on every shape above:
     each weight is summed over the pixels in raster order, one fused multiply-add each, whatever the
-    block (on an AVX-512 machine this compares the 8 x 32 and 9-accumulator blocks in 16-wide vectors
+    block (on an AVX-512 machine this compares the 9 x 32 and 9-accumulator blocks in 16-wide vectors
     with the 8 x 8 blocks of AVX2). The AVX2 build keeps its Numba cache in pytest's."""
     script = _WEIGHT_GRADIENT_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
     avx2 = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": _avx2_features(),

@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent('''
     close(conv.grads["kernel"], C.conv2d_backward_kernel_naive(x, dy, (2, 3), (1, 1), "same"))
     print("conv2d wide ok")
 
-    # the weight gradient's groups of 8 patch elements x 32 channels (AVX-512; kernel rows of 9 numbers),
+    # the weight gradient's groups of 9 patch elements x 32 channels (AVX-512; kernel rows of 9 numbers),
     # 32 + 1 channels
     x, dy = rng.standard_normal((2, 5, 4, 3)), rng.standard_normal((2, 5, 4, 33))
     xp = np.zeros((2, 7, 6, 3))

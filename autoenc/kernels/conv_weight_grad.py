@@ -314,18 +314,19 @@ def _dw_taps(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
 
 @njit(fastmath=FASTMATH)
 def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sjump):
-    """Weight gradients of 8 patch elements (at offsets offs of each patch) x 2*LANES channels,
+    """Weight gradients of 9 patch elements (at offsets offs of each patch) x 2*LANES channels,
     added over m output pixels (the first at row r, column c, its patch at x0 in flat xp and its
     channels at t in flat dy) to their sums so far, pf[dst[j] : dst[j] + 2*LANES] (element j).
-    Two vectors of dy per pixel, times 8 broadcast inputs: 16 multiply-adds in 16 accumulators.
+    Two vectors of dy per pixel, times 9 broadcast inputs: 18 multiply-adds in 18 accumulators.
     Where dst repeats a position (the last group of a patch repeats its last element), the repeats
     compute and store the same numbers."""
-    o0, o1, o2, o3, o4, o5, o6, o7 = offs
-    d0, d1, d2, d3, d4, d5, d6, d7 = dst
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = dst
     a0, a1, a2, a3 = vloadL(pf, d0), vloadL(pf, d1), vloadL(pf, d2), vloadL(pf, d3)
-    a4, a5, a6, a7 = vloadL(pf, d4), vloadL(pf, d5), vloadL(pf, d6), vloadL(pf, d7)
+    a4, a5, a6, a7, a8 = vloadL(pf, d4), vloadL(pf, d5), vloadL(pf, d6), vloadL(pf, d7), vloadL(pf, d8)
     b0, b1, b2, b3 = vloadL(pf, d0 + LANES), vloadL(pf, d1 + LANES), vloadL(pf, d2 + LANES), vloadL(pf, d3 + LANES)
-    b4, b5, b6, b7 = vloadL(pf, d4 + LANES), vloadL(pf, d5 + LANES), vloadL(pf, d6 + LANES), vloadL(pf, d7 + LANES)
+    b4, b5, b6 = vloadL(pf, d4 + LANES), vloadL(pf, d5 + LANES), vloadL(pf, d6 + LANES)
+    b7, b8 = vloadL(pf, d7 + LANES), vloadL(pf, d8 + LANES)
     for _ in range(m):
         v, w = vloadL(dyf, t), vloadL(dyf, t + LANES)
         p = at(xf, x0 + o0)
@@ -344,6 +345,8 @@ def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
         a6, b6 = vfmaL(a6, p, v), vfmaL(b6, p, w)
         p = at(xf, x0 + o7)
         a7, b7 = vfmaL(a7, p, v), vfmaL(b7, p, w)
+        p = at(xf, x0 + o8)
+        a8, b8 = vfmaL(a8, p, v), vfmaL(b8, p, w)
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
         t += cout
     vstoreL(pf, d0, a0)
@@ -354,6 +357,7 @@ def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     vstoreL(pf, d5, a5)
     vstoreL(pf, d6, a6)
     vstoreL(pf, d7, a7)
+    vstoreL(pf, d8, a8)
     vstoreL(pf, d0 + LANES, b0)
     vstoreL(pf, d1 + LANES, b1)
     vstoreL(pf, d2 + LANES, b2)
@@ -362,11 +366,13 @@ def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     vstoreL(pf, d5 + LANES, b5)
     vstoreL(pf, d6 + LANES, b6)
     vstoreL(pf, d7 + LANES, b7)
+    vstoreL(pf, d8 + LANES, b8)
 
 
 @njit()
 def _no_dw(*args):
-    """Stands in for :func:`_dw_taps` and :func:`_dw_vectors9` where vectors hold 8 float32 (never called there)."""
+    """Stands in for :func:`_dw_taps`, :func:`_dw_vectors9` and :func:`_dw_wide` where vectors hold 8
+    float32 (never called there)."""
 
 
 # groups of 9 and 16 vector accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles none
@@ -382,8 +388,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
 
     Each chunk sums its output pixels in raster order, one fused multiply-add per weight and pixel.
     With AVX-512, where a kernel row of the patch holds at least 8 numbers (kw*cin >= 8), the
-    channels in multiples of 32 take groups of 8 patch elements (broadcast) x 32 channels (two
-    vectors of dy): 16 zmm accumulators, summed straight into part. Otherwise (AVX2, and the
+    channels in multiples of 32 take groups of 9 patch elements (broadcast) x 32 channels (two
+    vectors of dy): 18 zmm accumulators, summed straight into part. Otherwise (AVX2, and the
     channels left over) 8 neighbouring patch elements make one vector: two blocks of (8 elements x
     8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
     over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8 vectors 8 wide with
@@ -394,7 +400,7 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
 
     Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
     number of threads, and for AVX2 and AVX-512 builds); no im2col buffer: patches read in place in
-    xp; 16 vector accumulators (AVX-512: LLVM vectors, blocks.Vec), one branch-free step to the next
+    xp; 16 to 18 vector accumulators (AVX-512: LLVM vectors, blocks.Vec), one branch-free step to the next
     pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
     stay in L2 while every block sweeps them.
     """
@@ -416,10 +422,11 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     # only: with AVX2's 16 vector registers LLVM takes 9 accumulators apart into scalars)
     fl = cout - cout % 16 if LANES == 16 and row < 8 else 0
     ngt = (ke + 8) // 9 if fl > 0 else 0
-    # kernel rows of 8 numbers or more, AVX-512: channels 0..fw-1 in groups of 8 patch elements
-    # (the last group repeats the patch's last element) x 32 channels, summed straight into part
+    # kernel rows of 8 numbers or more, AVX-512: channels 0..fw-1 in groups of 9 patch elements
+    # (a 3x3 kernel has 9*cin; otherwise the last group repeats the patch's last element) x 32
+    # channels, summed straight into part
     fw = cout - cout % (2 * LANES) if LANES == 16 and row >= 8 else 0
-    ngw8 = (ke + 7) // 8 if fw > 0 else 0
+    ngw9 = (ke + 8) // 9 if fw > 0 else 0
     zero = dw.dtype.type(0)
     npix = oh * ow
     offsets = np.empty(ke, np.int64)
@@ -482,16 +489,16 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
             s, r, c = s0 + q0 // npix, (q0 % npix) // ow, q0 % ow
             xs, ts = s * hp * rstride + r * sh * rstride + c * dx, (s0 * npix + q0) * cout
             for f0 in range(0, fw, 2 * LANES):
-                for g in range(ngw8):
-                    e0, e1, e2 = min(8 * g, ke - 1), min(8 * g + 1, ke - 1), min(8 * g + 2, ke - 1)
-                    e3, e4, e5 = min(8 * g + 3, ke - 1), min(8 * g + 4, ke - 1), min(8 * g + 5, ke - 1)
-                    e6, e7 = min(8 * g + 6, ke - 1), min(8 * g + 7, ke - 1)
-                    offs8 = (offsets[e0], offsets[e1], offsets[e2], offsets[e3], offsets[e4], offsets[e5],
-                             offsets[e6], offsets[e7])
+                for g in range(ngw9):
+                    e0, e1, e2 = min(9 * g, ke - 1), min(9 * g + 1, ke - 1), min(9 * g + 2, ke - 1)
+                    e3, e4, e5 = min(9 * g + 3, ke - 1), min(9 * g + 4, ke - 1), min(9 * g + 5, ke - 1)
+                    e6, e7, e8 = min(9 * g + 6, ke - 1), min(9 * g + 7, ke - 1), min(9 * g + 8, ke - 1)
+                    offs9 = (offsets[e0], offsets[e1], offsets[e2], offsets[e3], offsets[e4], offsets[e5],
+                             offsets[e6], offsets[e7], offsets[e8])
                     p0 = pk + f0
-                    dst8 = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
-                            p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout)
-                    _dw_wide_or_none(xf, dyf, pf, dst8, offs8, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump,
+                    dst = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
+                           p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout, p0 + e8 * cout)
+                    _dw_wide_or_none(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump,
                                      sjump)
             for pair in range((nu + 1) // 2 if row >= 8 else 0):
                 uA, uB = 2 * pair, min(2 * pair + 1, nu - 1)
