@@ -240,6 +240,72 @@ def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, 
     vstoreL(ua, u + 7 * LANES, a7)
     vstoreL(ua, u + 8 * LANES, a8)
 
+@njit(fastmath=FASTMATH)
+def _dw_vectors9x3(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, sjump):
+    """:func:`_dw_vectors9` for three neighbouring channels at once (each element vector loaded once
+    for the three): sums so far at ua[u + 9*LANES*k + LANES*j + q] (channel k of the three, element q
+    of vector j), the first channel's gradient at t in flat dy. 27 accumulators."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    ub, uc = u + 9 * LANES, u + 18 * LANES
+    a0, a1, a2 = vloadL(ua, u), vloadL(ua, u + LANES), vloadL(ua, u + 2 * LANES)
+    a3, a4, a5 = vloadL(ua, u + 3 * LANES), vloadL(ua, u + 4 * LANES), vloadL(ua, u + 5 * LANES)
+    a6, a7, a8 = vloadL(ua, u + 6 * LANES), vloadL(ua, u + 7 * LANES), vloadL(ua, u + 8 * LANES)
+    b0, b1, b2 = vloadL(ua, ub), vloadL(ua, ub + LANES), vloadL(ua, ub + 2 * LANES)
+    b3, b4, b5 = vloadL(ua, ub + 3 * LANES), vloadL(ua, ub + 4 * LANES), vloadL(ua, ub + 5 * LANES)
+    b6, b7, b8 = vloadL(ua, ub + 6 * LANES), vloadL(ua, ub + 7 * LANES), vloadL(ua, ub + 8 * LANES)
+    c0, c1, c2 = vloadL(ua, uc), vloadL(ua, uc + LANES), vloadL(ua, uc + 2 * LANES)
+    c3, c4, c5 = vloadL(ua, uc + 3 * LANES), vloadL(ua, uc + 4 * LANES), vloadL(ua, uc + 5 * LANES)
+    c6, c7, c8 = vloadL(ua, uc + 6 * LANES), vloadL(ua, uc + 7 * LANES), vloadL(ua, uc + 8 * LANES)
+    for _ in range(m):
+        d, e, g = dyf[t], dyf[t + 1], dyf[t + 2]
+        v = vloadL(xf, x0 + o0)
+        a0, b0, c0 = vfmaL(a0, d, v), vfmaL(b0, e, v), vfmaL(c0, g, v)
+        v = vloadL(xf, x0 + o1)
+        a1, b1, c1 = vfmaL(a1, d, v), vfmaL(b1, e, v), vfmaL(c1, g, v)
+        v = vloadL(xf, x0 + o2)
+        a2, b2, c2 = vfmaL(a2, d, v), vfmaL(b2, e, v), vfmaL(c2, g, v)
+        v = vloadL(xf, x0 + o3)
+        a3, b3, c3 = vfmaL(a3, d, v), vfmaL(b3, e, v), vfmaL(c3, g, v)
+        v = vloadL(xf, x0 + o4)
+        a4, b4, c4 = vfmaL(a4, d, v), vfmaL(b4, e, v), vfmaL(c4, g, v)
+        v = vloadL(xf, x0 + o5)
+        a5, b5, c5 = vfmaL(a5, d, v), vfmaL(b5, e, v), vfmaL(c5, g, v)
+        v = vloadL(xf, x0 + o6)
+        a6, b6, c6 = vfmaL(a6, d, v), vfmaL(b6, e, v), vfmaL(c6, g, v)
+        v = vloadL(xf, x0 + o7)
+        a7, b7, c7 = vfmaL(a7, d, v), vfmaL(b7, e, v), vfmaL(c7, g, v)
+        v = vloadL(xf, x0 + o8)
+        a8, b8, c8 = vfmaL(a8, d, v), vfmaL(b8, e, v), vfmaL(c8, g, v)
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        t += cout
+    vstoreL(ua, u, a0)
+    vstoreL(ua, u + LANES, a1)
+    vstoreL(ua, u + 2 * LANES, a2)
+    vstoreL(ua, u + 3 * LANES, a3)
+    vstoreL(ua, u + 4 * LANES, a4)
+    vstoreL(ua, u + 5 * LANES, a5)
+    vstoreL(ua, u + 6 * LANES, a6)
+    vstoreL(ua, u + 7 * LANES, a7)
+    vstoreL(ua, u + 8 * LANES, a8)
+    vstoreL(ua, ub, b0)
+    vstoreL(ua, ub + LANES, b1)
+    vstoreL(ua, ub + 2 * LANES, b2)
+    vstoreL(ua, ub + 3 * LANES, b3)
+    vstoreL(ua, ub + 4 * LANES, b4)
+    vstoreL(ua, ub + 5 * LANES, b5)
+    vstoreL(ua, ub + 6 * LANES, b6)
+    vstoreL(ua, ub + 7 * LANES, b7)
+    vstoreL(ua, ub + 8 * LANES, b8)
+    vstoreL(ua, uc, c0)
+    vstoreL(ua, uc + LANES, c1)
+    vstoreL(ua, uc + 2 * LANES, c2)
+    vstoreL(ua, uc + 3 * LANES, c3)
+    vstoreL(ua, uc + 4 * LANES, c4)
+    vstoreL(ua, uc + 5 * LANES, c5)
+    vstoreL(ua, uc + 6 * LANES, c6)
+    vstoreL(ua, uc + 7 * LANES, c7)
+    vstoreL(ua, uc + 8 * LANES, c8)
+
 
 @njit(fastmath=FASTMATH)
 def _dw_gather(xf, dyf, ua, u, m, r, c, x0, ts, offs, f0, cout, oh, ow, dx, rjump, sjump):
@@ -378,6 +444,7 @@ def _no_dw(*args):
 # groups of 9 and 16 vector accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles none
 _dw_taps_or_none = _dw_taps if LANES == 16 else _no_dw
 _dw_vectors9_or_none = _dw_vectors9 if LANES == 16 else _no_dw
+_dw_vectors9x3_or_none = _dw_vectors9x3 if LANES == 16 else _no_dw
 _dw_wide_or_none = _dw_wide if LANES == 16 else _no_dw
 
 
@@ -392,8 +459,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     vectors of dy): 18 zmm accumulators, summed straight into part. Otherwise (AVX2, and the
     channels left over) 8 neighbouring patch elements make one vector: two blocks of (8 elements x
     8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
-    over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8 vectors 8 wide with
-    AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2) take groups of 9
+    over (cout % 8) take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
+    8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2) take groups of 9
     patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one group), summed
     straight into part; their other channels (all of them with AVX2) gather 8 patch elements x 8
     channels, or x 1 channel.
@@ -522,7 +589,10 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                          offsets[vstartw[min(v0 + 4, nvw - 1)]], offsets[vstartw[min(v0 + 5, nvw - 1)]],
                          offsets[vstartw[min(v0 + 6, nvw - 1)]], offsets[vstartw[min(v0 + 7, nvw - 1)]],
                          offsets[vstartw[min(v0 + 8, nvw - 1)]])
-                for f in range(f8, cout):
+                for f in range(f8, f8 + (cout - f8) // 3 * 3, 3):  # three channels at a time, then one
+                    _dw_vectors9x3_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
+                                           ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
+                for f in range(f8 + (cout - f8) // 3 * 3, cout):
                     _dw_vectors9_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
                                          ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
             # kernel rows narrower than 8 (cin of 1 or 2): groups of 9 patch elements (the last group
