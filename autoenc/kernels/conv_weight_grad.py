@@ -240,6 +240,7 @@ def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, 
     vstoreL(ua, u + 7 * LANES, a7)
     vstoreL(ua, u + 8 * LANES, a8)
 
+
 @njit(fastmath=FASTMATH)
 def _dw_vectors9x3(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, sjump):
     """:func:`_dw_vectors9` for three neighbouring channels at once (each element vector loaded once
