@@ -134,6 +134,62 @@ def test_weight_gradient_over_several_tiles_matches_oracle(h, wd, cin, cout, n):
     check(h, wd, cin, cout, 3, 3, 1, 1, "same", n=n)
 
 
+# The weight gradient's groups of 9 patch elements x 32 channels (AVX-512, kernel rows of 8 or more numbers):
+# (n, h, w, cin, cout, kh, kw, sh, sw, padding), cout a multiple of 32 or with 1, 8 or 16 channels left over;
+# the first layer's rows of 9 (cin 3) and 15 (cin 5), rows of 8 to 24 numbers, strides, fewer samples than
+# batch chunks, a patch whose last group repeats its last element (24 elements)
+WIDE_DW_CASES = [
+    (3, 9, 11, 3, 32, 3, 3, 1, 1, "same"),    # the wide models' first layer: 27 elements, 3 groups
+    (2, 9, 7, 5, 33, 3, 3, 2, 2, "same"),     # 32 + 1 channels, strides
+    (3, 7, 9, 8, 40, 3, 1, 1, 1, "same"),     # rows of 8: 32 + 8 channels; 3 groups, the last 3 repeats
+    (2, 6, 7, 4, 48, 3, 3, 1, 2, "valid"),    # rows of 12: 32 + 16
+    (5, 5, 6, 8, 96, 3, 3, 1, 1, "same"),     # rows of 24: three blocks of 32
+    (9, 5, 5, 16, 64, 3, 3, 1, 1, "same"),    # more samples than chunks, 25 pixels a sample
+    (1, 7, 9, 32, 128, 3, 3, 2, 1, "same"),   # one sample
+    (2, 8, 8, 64, 64, 3, 3, 1, 1, "same"),
+    (3, 6, 5, 1, 64, 3, 3, 1, 1, "valid"),    # rows of 3 (groups of 9 x 16 instead), 9 elements
+]
+
+
+def check_weight_gradient(n, h, wd, cin, cout, kh, kw, sh, sw, padding, dtype=np.float32, seed=0):
+    """conv2d_backward_kernel against its oracle in float64, within 2 (K + 2) eps times the sum of the
+    magnitudes of its K = n*oh*ow products (each summed in float32, in its own order)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, wd, cin))
+    pt, pb, oh = conv_padding(h, kh, sh, padding)
+    pl, pr, ow = conv_padding(wd, kw, sw, padding)
+    xp = np.zeros((n, h + pt + pb, wd + pl + pr, cin), dtype)
+    pad_into(x.astype(dtype), pt, pl, xp)
+    dy = rng.standard_normal((n, oh, ow, cout))
+    dw = np.full((kh, kw, cin, cout), np.nan, dtype)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy.astype(dtype), sh, sw, dw)
+    xd, dyd = x.astype(dtype).astype(np.float64), dy.astype(dtype).astype(np.float64)
+    want = conv_weight_grad.conv2d_backward_kernel_naive(xd, dyd, (kh, kw), (sh, sw), padding)
+    abs_sum = conv_weight_grad.conv2d_backward_kernel_naive(np.abs(xd), np.abs(dyd), (kh, kw), (sh, sw), padding)
+    bound = 2 * (n * oh * ow + 2) * np.finfo(dtype).eps * abs_sum
+    assert np.all(np.abs(dw - want) <= bound), np.max(np.abs(dw - want) - bound)
+
+
+@pytest.mark.parametrize("case", WIDE_DW_CASES)
+def test_wide_weight_gradient_matches_oracle(case):
+    check_weight_gradient(*case)
+
+
+@pytest.mark.parametrize("case", [WIDE_DW_CASES[1], WIDE_DW_CASES[3]])
+def test_wide_weight_gradient_float64_matches_oracle(case):
+    check_weight_gradient(*case, dtype=np.float64)
+
+
+@pytest.mark.parametrize("h, wd, n", [(61, 61, 1), (53, 53, 3)])
+def test_wide_weight_gradient_over_several_tiles_matches_oracle(h, wd, n):
+    """32 -> 64 channels over several tiles per chunk, the last with an odd number of pixels."""
+    cin, cout = 32, 64
+    tile = max(64, conv_weight_grad.TILE_FLOATS // (cout + cin)) // 2 * 2
+    per_chunk = (n + config.n_chunks(n) - 1) // config.n_chunks(n) * h * wd
+    assert per_chunk * (cout + cin) > 4 * conv_weight_grad.TILE_FLOATS and per_chunk > tile and h * wd % 2
+    check_weight_gradient(n, h, wd, cin, cout, 3, 3, 1, 1, "same")
+
+
 _LANES_SCRIPT = "from autoenc.kernels import blocks; print(blocks.LANES)"
 
 
@@ -250,12 +306,49 @@ def _avx2_features():
 def test_forward_and_input_gradient_do_not_depend_on_vector_width(request):
     """The forward pass and the input gradient compiled for AVX2 (8 float32 per vector) give the same bits
     as for this CPU: each output is summed in the same order whatever the block width (on an AVX-512
-    machine this compares 16- with 8-wide blocks). The weight gradient is left out: its AVX-512 groups of
-    9 accumulators, where LLVM fuses some multiply-adds and not others, round differently in the last
-    bit. The AVX2 build keeps its Numba cache in pytest's."""
+    machine this compares 16- with 8-wide blocks). The weight gradient has its own test below. The AVX2
+    build keeps its Numba cache in pytest's."""
     script = _DETERMINISM_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__))).replace(
         "for a in run_all(x, w, b, sh, sw, pad):", "for a in run_all(x, w, b, sh, sw, pad)[:4]:")
     assert "[:4]:" in script
+    avx2 = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": _avx2_features(),
+            "NUMBA_CACHE_DIR": str(request.config.cache.mkdir("numba-avx2"))}
+    digests = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip() for env in (dict(os.environ), avx2)]
+    assert digests[0] == digests[1]
+
+
+_WEIGHT_GRADIENT_SCRIPT = r"""
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_kernels_fast import ODD_CASES, ONE_CHANNEL_CASES, WIDE_CASES, WIDE_DW_CASES
+from autoenc.kernels import conv_weight_grad
+from autoenc.kernels.padding import conv_padding
+rng = np.random.default_rng(2)
+digest = hashlib.sha256()
+cases = [(4,) + c for c in ODD_CASES + WIDE_CASES + ONE_CHANNEL_CASES] + WIDE_DW_CASES + [
+    (2, 28, 28, 1, 16, 3, 3, 1, 1, "same"), (2, 28, 28, 16, 1, 3, 3, 1, 1, "same"),
+    (1, 61, 61, 32, 64, 3, 3, 1, 1, "same"), (2, 16, 16, 32, 3, 3, 3, 1, 1, "same"), (2, 9, 9, 16, 7, 3, 3, 1, 1, "same")]
+for n, h, wd, cin, cout, kh, kw, sh, sw, pad in cases:
+    hp, wp = h + sum(conv_padding(h, kh, sh, pad)[:2]), wd + sum(conv_padding(wd, kw, sw, pad)[:2])
+    oh, ow = conv_padding(h, kh, sh, pad)[2], conv_padding(wd, kw, sw, pad)[2]
+    xp = rng.standard_normal((n, hp, wp, cin)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, cout)).astype(np.float32)
+    dw = np.empty((kh, kw, cin, cout), np.float32)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, sh, sw, dw)
+    digest.update(dw.tobytes())
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif(not __import__("platform").machine().lower() in ("x86_64", "amd64"), reason="x86 CPU names")
+def test_weight_gradient_does_not_depend_on_vector_width(request):
+    """The weight gradient compiled for AVX2 gives the same bits as for this CPU, on every shape above:
+    each weight is summed over the pixels in raster order, one fused multiply-add each, whatever the
+    block (on an AVX-512 machine this compares the 9 x 32 and 9-accumulator blocks in 16-wide vectors
+    with the 8 x 8 blocks of AVX2). The AVX2 build keeps its Numba cache in pytest's."""
+    script = _WEIGHT_GRADIENT_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
     avx2 = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": _avx2_features(),
             "NUMBA_CACHE_DIR": str(request.config.cache.mkdir("numba-avx2"))}
     digests = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,

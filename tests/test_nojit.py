@@ -56,6 +56,16 @@ SCRIPT = textwrap.dedent('''
     close(conv.grads["kernel"], C.conv2d_backward_kernel_naive(x, dy, (2, 3), (1, 1), "same"))
     print("conv2d wide ok")
 
+    # the weight gradient's groups of 9 patch elements x 32 channels (AVX-512; kernel rows of 9 numbers),
+    # 32 + 1 channels
+    x, dy = rng.standard_normal((2, 5, 4, 3)), rng.standard_normal((2, 5, 4, 33))
+    xp = np.zeros((2, 7, 6, 3))
+    xp[:, 1:6, 1:5] = x
+    dw = np.empty((3, 3, 3, 33))
+    C.conv2d_backward_kernel(xp, dy, 1, 1, dw)
+    close(dw, C.conv2d_backward_kernel_naive(x, dy, (3, 3), (1, 1), "same"))
+    print("conv2d weight gradient wide ok")
+
     x = rng.standard_normal((2, 5, 7, 2))
     pool = layers.MaxPooling2D((2, 2), padding="same", dtype="float64")
     y = pool(x)
@@ -118,3 +128,4 @@ def test_everything_runs_without_the_jit():
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train step ok" in result.stdout and "reference path ok" in result.stdout
+    assert "conv2d weight gradient wide ok" in result.stdout

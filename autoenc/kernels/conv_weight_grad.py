@@ -11,7 +11,7 @@ See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, add8, at, fma8, fmaL, load8, loadL, next_pixel, store8, storeL,
+from autoenc.kernels.blocks import (LANES, add8, at, fma8, load8, next_pixel, store8, vfmaL, vloadL, vstoreL,
                                     where_positive8)
 from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, njit, prange_only
 
@@ -214,31 +214,98 @@ def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, 
     channel, added over m output pixels (the first at row r, column c, x0 in flat xp, its channel
     at t in flat dy) to their sums so far, ua[u + LANES*j + q] (element q of vector j)."""
     o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
-    a0, a1, a2 = loadL(ua, u), loadL(ua, u + LANES), loadL(ua, u + 2 * LANES)
-    a3, a4, a5 = loadL(ua, u + 3 * LANES), loadL(ua, u + 4 * LANES), loadL(ua, u + 5 * LANES)
-    a6, a7, a8 = loadL(ua, u + 6 * LANES), loadL(ua, u + 7 * LANES), loadL(ua, u + 8 * LANES)
+    a0, a1, a2 = vloadL(ua, u), vloadL(ua, u + LANES), vloadL(ua, u + 2 * LANES)
+    a3, a4, a5 = vloadL(ua, u + 3 * LANES), vloadL(ua, u + 4 * LANES), vloadL(ua, u + 5 * LANES)
+    a6, a7, a8 = vloadL(ua, u + 6 * LANES), vloadL(ua, u + 7 * LANES), vloadL(ua, u + 8 * LANES)
     for _ in range(m):
         d = dyf[t]
-        a0 = fmaL(a0, d, loadL(xf, x0 + o0))
-        a1 = fmaL(a1, d, loadL(xf, x0 + o1))
-        a2 = fmaL(a2, d, loadL(xf, x0 + o2))
-        a3 = fmaL(a3, d, loadL(xf, x0 + o3))
-        a4 = fmaL(a4, d, loadL(xf, x0 + o4))
-        a5 = fmaL(a5, d, loadL(xf, x0 + o5))
-        a6 = fmaL(a6, d, loadL(xf, x0 + o6))
-        a7 = fmaL(a7, d, loadL(xf, x0 + o7))
-        a8 = fmaL(a8, d, loadL(xf, x0 + o8))
+        a0 = vfmaL(a0, d, vloadL(xf, x0 + o0))
+        a1 = vfmaL(a1, d, vloadL(xf, x0 + o1))
+        a2 = vfmaL(a2, d, vloadL(xf, x0 + o2))
+        a3 = vfmaL(a3, d, vloadL(xf, x0 + o3))
+        a4 = vfmaL(a4, d, vloadL(xf, x0 + o4))
+        a5 = vfmaL(a5, d, vloadL(xf, x0 + o5))
+        a6 = vfmaL(a6, d, vloadL(xf, x0 + o6))
+        a7 = vfmaL(a7, d, vloadL(xf, x0 + o7))
+        a8 = vfmaL(a8, d, vloadL(xf, x0 + o8))
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
         t += cout
-    storeL(ua, u, a0, False)
-    storeL(ua, u + LANES, a1, False)
-    storeL(ua, u + 2 * LANES, a2, False)
-    storeL(ua, u + 3 * LANES, a3, False)
-    storeL(ua, u + 4 * LANES, a4, False)
-    storeL(ua, u + 5 * LANES, a5, False)
-    storeL(ua, u + 6 * LANES, a6, False)
-    storeL(ua, u + 7 * LANES, a7, False)
-    storeL(ua, u + 8 * LANES, a8, False)
+    vstoreL(ua, u, a0)
+    vstoreL(ua, u + LANES, a1)
+    vstoreL(ua, u + 2 * LANES, a2)
+    vstoreL(ua, u + 3 * LANES, a3)
+    vstoreL(ua, u + 4 * LANES, a4)
+    vstoreL(ua, u + 5 * LANES, a5)
+    vstoreL(ua, u + 6 * LANES, a6)
+    vstoreL(ua, u + 7 * LANES, a7)
+    vstoreL(ua, u + 8 * LANES, a8)
+
+
+@njit(fastmath=FASTMATH)
+def _dw_vectors9x3(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, sjump):
+    """:func:`_dw_vectors9` for three neighbouring channels at once (each element vector loaded once
+    for the three): sums so far at ua[u + 9*LANES*k + LANES*j + q] (channel k of the three, element q
+    of vector j), the first channel's gradient at t in flat dy. 27 accumulators."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    ub, uc = u + 9 * LANES, u + 18 * LANES
+    a0, a1, a2 = vloadL(ua, u), vloadL(ua, u + LANES), vloadL(ua, u + 2 * LANES)
+    a3, a4, a5 = vloadL(ua, u + 3 * LANES), vloadL(ua, u + 4 * LANES), vloadL(ua, u + 5 * LANES)
+    a6, a7, a8 = vloadL(ua, u + 6 * LANES), vloadL(ua, u + 7 * LANES), vloadL(ua, u + 8 * LANES)
+    b0, b1, b2 = vloadL(ua, ub), vloadL(ua, ub + LANES), vloadL(ua, ub + 2 * LANES)
+    b3, b4, b5 = vloadL(ua, ub + 3 * LANES), vloadL(ua, ub + 4 * LANES), vloadL(ua, ub + 5 * LANES)
+    b6, b7, b8 = vloadL(ua, ub + 6 * LANES), vloadL(ua, ub + 7 * LANES), vloadL(ua, ub + 8 * LANES)
+    c0, c1, c2 = vloadL(ua, uc), vloadL(ua, uc + LANES), vloadL(ua, uc + 2 * LANES)
+    c3, c4, c5 = vloadL(ua, uc + 3 * LANES), vloadL(ua, uc + 4 * LANES), vloadL(ua, uc + 5 * LANES)
+    c6, c7, c8 = vloadL(ua, uc + 6 * LANES), vloadL(ua, uc + 7 * LANES), vloadL(ua, uc + 8 * LANES)
+    for _ in range(m):
+        d, e, g = dyf[t], dyf[t + 1], dyf[t + 2]
+        v = vloadL(xf, x0 + o0)
+        a0, b0, c0 = vfmaL(a0, d, v), vfmaL(b0, e, v), vfmaL(c0, g, v)
+        v = vloadL(xf, x0 + o1)
+        a1, b1, c1 = vfmaL(a1, d, v), vfmaL(b1, e, v), vfmaL(c1, g, v)
+        v = vloadL(xf, x0 + o2)
+        a2, b2, c2 = vfmaL(a2, d, v), vfmaL(b2, e, v), vfmaL(c2, g, v)
+        v = vloadL(xf, x0 + o3)
+        a3, b3, c3 = vfmaL(a3, d, v), vfmaL(b3, e, v), vfmaL(c3, g, v)
+        v = vloadL(xf, x0 + o4)
+        a4, b4, c4 = vfmaL(a4, d, v), vfmaL(b4, e, v), vfmaL(c4, g, v)
+        v = vloadL(xf, x0 + o5)
+        a5, b5, c5 = vfmaL(a5, d, v), vfmaL(b5, e, v), vfmaL(c5, g, v)
+        v = vloadL(xf, x0 + o6)
+        a6, b6, c6 = vfmaL(a6, d, v), vfmaL(b6, e, v), vfmaL(c6, g, v)
+        v = vloadL(xf, x0 + o7)
+        a7, b7, c7 = vfmaL(a7, d, v), vfmaL(b7, e, v), vfmaL(c7, g, v)
+        v = vloadL(xf, x0 + o8)
+        a8, b8, c8 = vfmaL(a8, d, v), vfmaL(b8, e, v), vfmaL(c8, g, v)
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        t += cout
+    vstoreL(ua, u, a0)
+    vstoreL(ua, u + LANES, a1)
+    vstoreL(ua, u + 2 * LANES, a2)
+    vstoreL(ua, u + 3 * LANES, a3)
+    vstoreL(ua, u + 4 * LANES, a4)
+    vstoreL(ua, u + 5 * LANES, a5)
+    vstoreL(ua, u + 6 * LANES, a6)
+    vstoreL(ua, u + 7 * LANES, a7)
+    vstoreL(ua, u + 8 * LANES, a8)
+    vstoreL(ua, ub, b0)
+    vstoreL(ua, ub + LANES, b1)
+    vstoreL(ua, ub + 2 * LANES, b2)
+    vstoreL(ua, ub + 3 * LANES, b3)
+    vstoreL(ua, ub + 4 * LANES, b4)
+    vstoreL(ua, ub + 5 * LANES, b5)
+    vstoreL(ua, ub + 6 * LANES, b6)
+    vstoreL(ua, ub + 7 * LANES, b7)
+    vstoreL(ua, ub + 8 * LANES, b8)
+    vstoreL(ua, uc, c0)
+    vstoreL(ua, uc + LANES, c1)
+    vstoreL(ua, uc + 2 * LANES, c2)
+    vstoreL(ua, uc + 3 * LANES, c3)
+    vstoreL(ua, uc + 4 * LANES, c4)
+    vstoreL(ua, uc + 5 * LANES, c5)
+    vstoreL(ua, uc + 6 * LANES, c6)
+    vstoreL(ua, uc + 7 * LANES, c7)
+    vstoreL(ua, uc + 8 * LANES, c8)
 
 
 @njit(fastmath=FASTMATH)
@@ -286,40 +353,100 @@ def _dw_taps(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     patch repeats its last element), the repeats compute and store the same numbers."""
     o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
     d0, d1, d2, d3, d4, d5, d6, d7, d8 = dst
-    a0, a1, a2, a3, a4 = loadL(pf, d0), loadL(pf, d1), loadL(pf, d2), loadL(pf, d3), loadL(pf, d4)
-    a5, a6, a7, a8 = loadL(pf, d5), loadL(pf, d6), loadL(pf, d7), loadL(pf, d8)
+    a0, a1, a2, a3, a4 = vloadL(pf, d0), vloadL(pf, d1), vloadL(pf, d2), vloadL(pf, d3), vloadL(pf, d4)
+    a5, a6, a7, a8 = vloadL(pf, d5), vloadL(pf, d6), vloadL(pf, d7), vloadL(pf, d8)
     for _ in range(m):
-        v = loadL(dyf, t)
-        a0 = fmaL(a0, at(xf, x0 + o0), v)
-        a1 = fmaL(a1, at(xf, x0 + o1), v)
-        a2 = fmaL(a2, at(xf, x0 + o2), v)
-        a3 = fmaL(a3, at(xf, x0 + o3), v)
-        a4 = fmaL(a4, at(xf, x0 + o4), v)
-        a5 = fmaL(a5, at(xf, x0 + o5), v)
-        a6 = fmaL(a6, at(xf, x0 + o6), v)
-        a7 = fmaL(a7, at(xf, x0 + o7), v)
-        a8 = fmaL(a8, at(xf, x0 + o8), v)
+        v = vloadL(dyf, t)
+        a0 = vfmaL(a0, at(xf, x0 + o0), v)
+        a1 = vfmaL(a1, at(xf, x0 + o1), v)
+        a2 = vfmaL(a2, at(xf, x0 + o2), v)
+        a3 = vfmaL(a3, at(xf, x0 + o3), v)
+        a4 = vfmaL(a4, at(xf, x0 + o4), v)
+        a5 = vfmaL(a5, at(xf, x0 + o5), v)
+        a6 = vfmaL(a6, at(xf, x0 + o6), v)
+        a7 = vfmaL(a7, at(xf, x0 + o7), v)
+        a8 = vfmaL(a8, at(xf, x0 + o8), v)
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
         t += cout
-    storeL(pf, d0, a0, False)
-    storeL(pf, d1, a1, False)
-    storeL(pf, d2, a2, False)
-    storeL(pf, d3, a3, False)
-    storeL(pf, d4, a4, False)
-    storeL(pf, d5, a5, False)
-    storeL(pf, d6, a6, False)
-    storeL(pf, d7, a7, False)
-    storeL(pf, d8, a8, False)
+    vstoreL(pf, d0, a0)
+    vstoreL(pf, d1, a1)
+    vstoreL(pf, d2, a2)
+    vstoreL(pf, d3, a3)
+    vstoreL(pf, d4, a4)
+    vstoreL(pf, d5, a5)
+    vstoreL(pf, d6, a6)
+    vstoreL(pf, d7, a7)
+    vstoreL(pf, d8, a8)
+
+
+@njit(fastmath=FASTMATH)
+def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sjump):
+    """Weight gradients of 9 patch elements (at offsets offs of each patch) x 2*LANES channels,
+    added over m output pixels (the first at row r, column c, its patch at x0 in flat xp and its
+    channels at t in flat dy) to their sums so far, pf[dst[j] : dst[j] + 2*LANES] (element j).
+    Two vectors of dy per pixel, times 9 broadcast inputs: 18 multiply-adds in 18 accumulators.
+    Where dst repeats a position (the last group of a patch repeats its last element), the repeats
+    compute and store the same numbers."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = offs
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = dst
+    a0, a1, a2, a3 = vloadL(pf, d0), vloadL(pf, d1), vloadL(pf, d2), vloadL(pf, d3)
+    a4, a5, a6, a7, a8 = vloadL(pf, d4), vloadL(pf, d5), vloadL(pf, d6), vloadL(pf, d7), vloadL(pf, d8)
+    b0, b1, b2, b3 = vloadL(pf, d0 + LANES), vloadL(pf, d1 + LANES), vloadL(pf, d2 + LANES), vloadL(pf, d3 + LANES)
+    b4, b5, b6 = vloadL(pf, d4 + LANES), vloadL(pf, d5 + LANES), vloadL(pf, d6 + LANES)
+    b7, b8 = vloadL(pf, d7 + LANES), vloadL(pf, d8 + LANES)
+    for _ in range(m):
+        v, w = vloadL(dyf, t), vloadL(dyf, t + LANES)
+        p = at(xf, x0 + o0)
+        a0, b0 = vfmaL(a0, p, v), vfmaL(b0, p, w)
+        p = at(xf, x0 + o1)
+        a1, b1 = vfmaL(a1, p, v), vfmaL(b1, p, w)
+        p = at(xf, x0 + o2)
+        a2, b2 = vfmaL(a2, p, v), vfmaL(b2, p, w)
+        p = at(xf, x0 + o3)
+        a3, b3 = vfmaL(a3, p, v), vfmaL(b3, p, w)
+        p = at(xf, x0 + o4)
+        a4, b4 = vfmaL(a4, p, v), vfmaL(b4, p, w)
+        p = at(xf, x0 + o5)
+        a5, b5 = vfmaL(a5, p, v), vfmaL(b5, p, w)
+        p = at(xf, x0 + o6)
+        a6, b6 = vfmaL(a6, p, v), vfmaL(b6, p, w)
+        p = at(xf, x0 + o7)
+        a7, b7 = vfmaL(a7, p, v), vfmaL(b7, p, w)
+        p = at(xf, x0 + o8)
+        a8, b8 = vfmaL(a8, p, v), vfmaL(b8, p, w)
+        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
+        t += cout
+    vstoreL(pf, d0, a0)
+    vstoreL(pf, d1, a1)
+    vstoreL(pf, d2, a2)
+    vstoreL(pf, d3, a3)
+    vstoreL(pf, d4, a4)
+    vstoreL(pf, d5, a5)
+    vstoreL(pf, d6, a6)
+    vstoreL(pf, d7, a7)
+    vstoreL(pf, d8, a8)
+    vstoreL(pf, d0 + LANES, b0)
+    vstoreL(pf, d1 + LANES, b1)
+    vstoreL(pf, d2 + LANES, b2)
+    vstoreL(pf, d3 + LANES, b3)
+    vstoreL(pf, d4 + LANES, b4)
+    vstoreL(pf, d5 + LANES, b5)
+    vstoreL(pf, d6 + LANES, b6)
+    vstoreL(pf, d7 + LANES, b7)
+    vstoreL(pf, d8 + LANES, b8)
 
 
 @njit()
 def _no_dw(*args):
-    """Stands in for :func:`_dw_taps` and :func:`_dw_vectors9` where vectors hold 8 float32 (never called there)."""
+    """Stands in for :func:`_dw_taps`, :func:`_dw_vectors9` and :func:`_dw_wide` where vectors hold 8
+    float32 (never called there)."""
 
 
-# groups of 9 accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles neither
+# groups of 9 and 16 vector accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles none
 _dw_taps_or_none = _dw_taps if LANES == 16 else _no_dw
 _dw_vectors9_or_none = _dw_vectors9 if LANES == 16 else _no_dw
+_dw_vectors9x3_or_none = _dw_vectors9x3 if LANES == 16 else _no_dw
+_dw_wide_or_none = _dw_wide if LANES == 16 else _no_dw
 
 
 @njit(parallel=prange_only(), fastmath=FASTMATH)
@@ -327,19 +454,23 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
     sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten.
 
-    Each chunk sums its output pixels in raster order. Where a kernel row of the patch holds at
-    least 8 numbers (kw*cin >= 8), 8 neighbouring patch elements make one vector: two blocks of
-    (8 elements x 8 channels) are summed together, 2 pixels per step, in 16 vector accumulators;
-    channels left over (cout % 8) take 9 element vectors 16 wide x 1 channel with AVX-512 (8
-    vectors 8 wide with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2)
-    take groups of 9 patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one
-    group), summed straight into part; their other channels (all of them with AVX2) gather 8 patch
-    elements x 8 channels, or x 1 channel.
+    Each chunk sums its output pixels in raster order, one fused multiply-add per weight and pixel.
+    With AVX-512, where a kernel row of the patch holds at least 8 numbers (kw*cin >= 8), the
+    channels in multiples of 32 take groups of 9 patch elements (broadcast) x 32 channels (two
+    vectors of dy): 18 zmm accumulators, summed straight into part. Otherwise (AVX2, and the
+    channels left over) 8 neighbouring patch elements make one vector: two blocks of (8 elements x
+    8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
+    over (cout % 8) take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
+    8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2) take groups of 9
+    patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one group), summed
+    straight into part; their other channels (all of them with AVX2) gather 8 patch elements x 8
+    channels, or x 1 channel.
 
     Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
-    number of threads); no im2col buffer: patches read in place in xp; 16 vector accumulators, two
-    output pixels per step, one branch-free step to the next pixel (next_pixel), so the inner loop
-    stays one basic block in registers.
+    number of threads, and for AVX2 and AVX-512 builds); no im2col buffer: patches read in place in
+    xp; 16 to 18 vector accumulators (AVX-512: LLVM vectors, blocks.Vec), one branch-free step to the next
+    pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
+    stay in L2 while every block sweeps them.
     """
     n, oh, ow, cout = dy.shape
     kh, kw, cin, _ = dw.shape
@@ -359,6 +490,11 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     # only: with AVX2's 16 vector registers LLVM takes 9 accumulators apart into scalars)
     fl = cout - cout % 16 if LANES == 16 and row < 8 else 0
     ngt = (ke + 8) // 9 if fl > 0 else 0
+    # kernel rows of 8 numbers or more, AVX-512: channels 0..fw-1 in groups of 9 patch elements
+    # (a 3x3 kernel has 9*cin; otherwise the last group repeats the patch's last element) x 32
+    # channels, summed straight into part
+    fw = cout - cout % (2 * LANES) if LANES == 16 and row >= 8 else 0
+    ngw9 = (ke + 8) // 9 if fw > 0 else 0
     zero = dw.dtype.type(0)
     npix = oh * ow
     offsets = np.empty(ke, np.int64)
@@ -371,12 +507,14 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     vstart = np.empty(max(nv, 1), np.int64)
     for v in range(nv):
         vstart[v] = (v // nvr) * row + min(8 * (v % nvr), row - 8)
-    # units (element vector, first of 8 channels), taken in pairs; an odd last unit pairs with itself
-    nu = nv * (cout // 8)
+    # units (element vector, first of 8 channels from fw), taken in pairs; an odd last unit pairs
+    # with itself
+    nf8 = (f8 - fw) // 8
+    nu = nv * nf8
     ue = np.empty(nu + 1, np.int64)
     uf = np.empty(nu + 1, np.int64)
     for u in range(nu):
-        ue[u], uf[u] = vstart[u // (cout // 8)], 8 * (u % (cout // 8))
+        ue[u], uf[u] = vstart[u // nf8], fw + 8 * (u % nf8)
     if nu > 0:
         ue[nu], uf[nu] = ue[nu - 1], uf[nu - 1]
     # Each block of weights keeps its sums between tiles in ua (nc, nsum): blocks overlap (the last
@@ -411,13 +549,25 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
         m = (s1 - s0) * npix        # output pixels in this chunk
         pk = kc * ke * cout
         uk = ua[kc]
-        for e in range(ke if ngt > 0 else 0):   # the groups of 9 elements sum into part, from zero
-            for f in range(fl):
+        for e in range(ke if fl + fw > 0 else 0):   # the groups of 9 or 8 elements sum into part, from zero
+            for f in range(fl + fw):
                 pf[pk + e * cout + f] = zero
         for q0 in range(0, m if ke >= 8 or ngt > 0 else 0, tile):
             mt = min(tile, m - q0)  # pixels in this tile; the first at (sample s, row r, column c)
             s, r, c = s0 + q0 // npix, (q0 % npix) // ow, q0 % ow
             xs, ts = s * hp * rstride + r * sh * rstride + c * dx, (s0 * npix + q0) * cout
+            for f0 in range(0, fw, 2 * LANES):
+                for g in range(ngw9):
+                    e0, e1, e2 = min(9 * g, ke - 1), min(9 * g + 1, ke - 1), min(9 * g + 2, ke - 1)
+                    e3, e4, e5 = min(9 * g + 3, ke - 1), min(9 * g + 4, ke - 1), min(9 * g + 5, ke - 1)
+                    e6, e7, e8 = min(9 * g + 6, ke - 1), min(9 * g + 7, ke - 1), min(9 * g + 8, ke - 1)
+                    offs9 = (offsets[e0], offsets[e1], offsets[e2], offsets[e3], offsets[e4], offsets[e5],
+                             offsets[e6], offsets[e7], offsets[e8])
+                    p0 = pk + f0
+                    dst = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
+                           p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout, p0 + e8 * cout)
+                    _dw_wide_or_none(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump,
+                                     sjump)
             for pair in range((nu + 1) // 2 if row >= 8 else 0):
                 uA, uB = 2 * pair, min(2 * pair + 1, nu - 1)
                 _dw_pair(xf, dyf, uk, 64 * uA, 64 * uB, mt, r, c, xs, ts, uf[uA], uf[uB], offsets[ue[uA]],
@@ -440,7 +590,10 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                          offsets[vstartw[min(v0 + 4, nvw - 1)]], offsets[vstartw[min(v0 + 5, nvw - 1)]],
                          offsets[vstartw[min(v0 + 6, nvw - 1)]], offsets[vstartw[min(v0 + 7, nvw - 1)]],
                          offsets[vstartw[min(v0 + 8, nvw - 1)]])
-                for f in range(f8, cout):
+                for f in range(f8, f8 + (cout - f8) // 3 * 3, 3):  # three channels at a time, then one
+                    _dw_vectors9x3_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
+                                           ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
+                for f in range(f8 + (cout - f8) // 3 * 3, cout):
                     _dw_vectors9_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
                                          ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
             # kernel rows narrower than 8 (cin of 1 or 2): groups of 9 patch elements (the last group
