@@ -9,6 +9,7 @@ that lets LLVM see neighbouring loads as one vector load. Every helper is a tiny
 that the kernels inline.
 """
 import numba
+import numba.extending
 import numpy as np
 
 from autoenc.kernels.config import FASTMATH, njit
@@ -66,6 +67,80 @@ def fma16(acc, a, v):
             acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7],
             acc[8] + a * v[8], acc[9] + a * v[9], acc[10] + a * v[10], acc[11] + a * v[11],
             acc[12] + a * v[12], acc[13] + a * v[13], acc[14] + a * v[14], acc[15] + a * v[15])
+
+
+@numba.extending.intrinsic
+def fused_madd(typingctx, acc, a, v):
+    """acc + a * v over tuples of n floats (a scalar), each rounded once: one vector llvm.fma. LLVM with
+    only 'contract' leaves some multiply-adds of a register block unfused, as its tuning for the CPU
+    chooses (a last-bit difference between CPUs); this one is always fused."""
+    if not (isinstance(acc, numba.types.UniTuple) and isinstance(acc.dtype, numba.types.Float)
+            and acc == v and a == acc.dtype):
+        return None
+    n = acc.count
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        acc_t, a_s, v_t = args
+        vec_t = ir.VectorType(context.get_value_type(acc.dtype), n)
+        zero = ir.Constant(ir.IntType(32), 0)
+        va, vv = ir.Constant(vec_t, ir.Undefined), ir.Constant(vec_t, ir.Undefined)
+        for q in range(n):
+            lane = ir.Constant(ir.IntType(32), q)
+            va = builder.insert_element(va, builder.extract_value(acc_t, q), lane)
+            vv = builder.insert_element(vv, builder.extract_value(v_t, q), lane)
+        one = builder.insert_element(ir.Constant(vec_t, ir.Undefined), a_s, zero)
+        splat = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        name = f"llvm.fma.v{n}f{acc.dtype.bitwidth}"
+        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vec_t, [vec_t] * 3), name)
+        r = builder.call(fma, [splat, vv, va])
+        out = context.get_constant_undef(acc)
+        for q in range(n):
+            out = builder.insert_value(out, builder.extract_element(r, ir.Constant(ir.IntType(32), q)), q)
+        return out
+    return acc(acc, a, v), codegen
+
+
+@numba.extending.intrinsic
+def store_vector(typingctx, out, k, v, relu):
+    """out[k:k+n] = v, or max(v, 0) when relu (v if not 0 > v, as Python's max(v, 0)), for a tuple v of n
+    floats: one vector store, no bounds check. LLVM splits a loop of scalar stores from a register
+    block into hundreds of lane extractions; this keeps the block in its vector registers."""
+    if not (isinstance(out, numba.types.Array) and out.ndim == 1 and isinstance(v, numba.types.UniTuple)
+            and v.dtype == out.dtype and isinstance(out.dtype, numba.types.Float) and isinstance(k, numba.types.Integer)
+            and isinstance(relu, numba.types.Boolean)):
+        return None
+    n = v.count
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        out_a, k_i, v_t, relu_b = args
+        el = context.get_value_type(v.dtype)
+        vec_t = ir.VectorType(el, n)
+        vec = ir.Constant(vec_t, ir.Undefined)
+        for q in range(n):
+            vec = builder.insert_element(vec, builder.extract_value(v_t, q), ir.Constant(ir.IntType(32), q))
+        zero = ir.Constant(vec_t, [ir.Constant(el, 0.0)] * n)
+        clipped = builder.select(builder.fcmp_ordered(">", zero, vec), zero, vec)
+        vec = builder.select(relu_b, clipped, vec)
+        data = context.make_array(out)(context, builder, out_a).data
+        ptr = builder.bitcast(builder.gep(data, [k_i]), vec_t.as_pointer())
+        builder.store(vec, ptr, align=v.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return numba.types.none(out, k, v, relu), codegen
+
+
+def _fmadd_py(acc, a, v):
+    return tuple(s + a * t for s, t in zip(acc, v))
+
+
+def _store_vector_py(out, k, v, relu):
+    for q in range(len(v)):
+        out[k + q] = max(v[q], 0) if relu else v[q]
+
+
+# Plain Python under NUMBA_DISABLE_JIT=1 (an intrinsic runs only in jitted code)
+fmadd, storev = (_fmadd_py, _store_vector_py) if numba.config.DISABLE_JIT else (fused_madd, store_vector)
 
 
 @njit()

@@ -18,11 +18,14 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, fmaL, hsum8x8, load8, load16, loadL, next_pixel,
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, fmaL, fmadd, storev, hsum8x8, load8, load16, loadL, next_pixel,
                                     scatter8, store8, store16, store16_unrolled)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
+import os
+_ROW16 = int(os.environ.get('FWD_ROW16', 8))
+_ROW32 = int(os.environ.get('FWD_ROW32', 8))
 # Activation fused into the forward epilogue.
 ACT_LINEAR = 0
 ACT_RELU = 1
@@ -81,22 +84,129 @@ def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
         for k in range(row):
             v = load16(wf, (i * row + k) * cout + f0)
             e = d + k
-            a0 = fma16(a0, at(xf, b0 + e), v)
-            a1 = fma16(a1, at(xf, b1 + e), v)
-            a2 = fma16(a2, at(xf, b2 + e), v)
-            a3 = fma16(a3, at(xf, b3 + e), v)
-            a4 = fma16(a4, at(xf, b4 + e), v)
-            a5 = fma16(a5, at(xf, b5 + e), v)
-            a6 = fma16(a6, at(xf, b6 + e), v)
-            a7 = fma16(a7, at(xf, b7 + e), v)
-    store16(yf, o, a0, relu)
-    store16(yf, o + cout, a1, relu)
-    store16(yf, o + 2 * cout, a2, relu)
-    store16(yf, o + 3 * cout, a3, relu)
-    store16(yf, o + 4 * cout, a4, relu)
-    store16(yf, o + 5 * cout, a5, relu)
-    store16(yf, o + 6 * cout, a6, relu)
-    store16(yf, o + 7 * cout, a7, relu)
+            a0 = fmadd(a0, at(xf, b0 + e), v)
+            a1 = fmadd(a1, at(xf, b1 + e), v)
+            a2 = fmadd(a2, at(xf, b2 + e), v)
+            a3 = fmadd(a3, at(xf, b3 + e), v)
+            a4 = fmadd(a4, at(xf, b4 + e), v)
+            a5 = fmadd(a5, at(xf, b5 + e), v)
+            a6 = fmadd(a6, at(xf, b6 + e), v)
+            a7 = fmadd(a7, at(xf, b7 + e), v)
+    storev(yf, o, a0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_block8(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """8 output pixels x channels f0..f0+7 of conv2d_forward: the pixels' patches start at ``starts``
+    in flat xp; wf is w flat; results go to yf[o + j*cout : o + j*cout + 8]."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = load8(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for i in range(kh):
+        d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
+        for k in range(row):
+            v = load8(wf, (i * row + k) * cout + f0)
+            e = d + k
+            a0 = fmadd(a0, at(xf, b0 + e), v)
+            a1 = fmadd(a1, at(xf, b1 + e), v)
+            a2 = fmadd(a2, at(xf, b2 + e), v)
+            a3 = fmadd(a3, at(xf, b3 + e), v)
+            a4 = fmadd(a4, at(xf, b4 + e), v)
+            a5 = fmadd(a5, at(xf, b5 + e), v)
+            a6 = fmadd(a6, at(xf, b6 + e), v)
+            a7 = fmadd(a7, at(xf, b7 + e), v)
+    storev(yf, o, a0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """8 output pixels x channels f0..f0+31 of conv2d_forward, as :func:`_forward_block16` (the
+    same sums in the same order) with two 16-channel vectors per pixel: 16 accumulators, and per
+    patch element 2 vector loads of w and 8 broadcasts of x for 16 multiply-adds."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = load16(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    c0 = load16(b, f0 + 16)
+    c1 = c0
+    c2 = c0
+    c3 = c0
+    c4 = c0
+    c5 = c0
+    c6 = c0
+    c7 = c0
+    for i in range(kh):
+        d = i * rstride
+        for k in range(row):
+            e = (i * row + k) * cout + f0
+            v = load16(wf, e)
+            u = load16(wf, e + 16)
+            e = d + k
+            x0 = at(xf, b0 + e)
+            a0 = fmadd(a0, x0, v)
+            c0 = fmadd(c0, x0, u)
+            x1 = at(xf, b1 + e)
+            a1 = fmadd(a1, x1, v)
+            c1 = fmadd(c1, x1, u)
+            x2 = at(xf, b2 + e)
+            a2 = fmadd(a2, x2, v)
+            c2 = fmadd(c2, x2, u)
+            x3 = at(xf, b3 + e)
+            a3 = fmadd(a3, x3, v)
+            c3 = fmadd(c3, x3, u)
+            x4 = at(xf, b4 + e)
+            a4 = fmadd(a4, x4, v)
+            c4 = fmadd(c4, x4, u)
+            x5 = at(xf, b5 + e)
+            a5 = fmadd(a5, x5, v)
+            c5 = fmadd(c5, x5, u)
+            x6 = at(xf, b6 + e)
+            a6 = fmadd(a6, x6, v)
+            c6 = fmadd(c6, x6, u)
+            x7 = at(xf, b7 + e)
+            a7 = fmadd(a7, x7, v)
+            c7 = fmadd(c7, x7, u)
+    storev(yf, o, a0, relu)
+    storev(yf, o + 16, c0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + cout + 16, c1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 2 * cout + 16, c2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 3 * cout + 16, c3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 4 * cout + 16, c4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 5 * cout + 16, c5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 6 * cout + 16, c6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
+    storev(yf, o + 7 * cout + 16, c7, relu)
 
 
 
@@ -108,6 +218,7 @@ def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
 # 8 pixels x 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
 # compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
 _forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
+_forward_block32_or_none = _forward_block32 if LANES == 16 else _no_block
 
 # LLVM keeps the 16-wide stores of this block as vector stores only when they are unrolled
 _store_taps = store16_unrolled if LANES == 16 else store8
@@ -132,22 +243,22 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     for e in range(offs.size):
         v = loadL(wf, e * cout + f0)
         d = offs[e]
-        a0 = fmaL(a0, at(xf, b0 + d), v)
-        a1 = fmaL(a1, at(xf, b1 + d), v)
-        a2 = fmaL(a2, at(xf, b2 + d), v)
-        a3 = fmaL(a3, at(xf, b3 + d), v)
-        a4 = fmaL(a4, at(xf, b4 + d), v)
-        a5 = fmaL(a5, at(xf, b5 + d), v)
-        a6 = fmaL(a6, at(xf, b6 + d), v)
-        a7 = fmaL(a7, at(xf, b7 + d), v)
-    _store_taps(yf, o, a0, relu)
-    _store_taps(yf, o + cout, a1, relu)
-    _store_taps(yf, o + 2 * cout, a2, relu)
-    _store_taps(yf, o + 3 * cout, a3, relu)
-    _store_taps(yf, o + 4 * cout, a4, relu)
-    _store_taps(yf, o + 5 * cout, a5, relu)
-    _store_taps(yf, o + 6 * cout, a6, relu)
-    _store_taps(yf, o + 7 * cout, a7, relu)
+        a0 = fmadd(a0, at(xf, b0 + d), v)
+        a1 = fmadd(a1, at(xf, b1 + d), v)
+        a2 = fmadd(a2, at(xf, b2 + d), v)
+        a3 = fmadd(a3, at(xf, b3 + d), v)
+        a4 = fmadd(a4, at(xf, b4 + d), v)
+        a5 = fmadd(a5, at(xf, b5 + d), v)
+        a6 = fmadd(a6, at(xf, b6 + d), v)
+        a7 = fmadd(a7, at(xf, b7 + d), v)
+    storev(yf, o, a0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
 
 
 @njit(fastmath=FASTMATH)
@@ -218,7 +329,8 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     # channels done 16 at a time (AVX-512, and patch rows of 32 or more numbers: with shorter rows
     # the block's stores, not its multiply-adds, take the time, and two 8-wide blocks were as fast
     # or faster when measured), then 8, then one at a time
-    f16 = cout - cout % 16 if LANES == 16 and row >= 32 else 0
+    f16 = cout - cout % 16 if LANES == 16 and row >= _ROW16 else 0
+    f32 = cout - cout % 32 if LANES == 16 and row >= _ROW32 else 0
     f8 = cout - cout % 8
     # patch rows under 8 numbers (one or two input channels): channels 0..ft-1 LANES at a time in
     # _forward_taps, over a table of the patch elements' offsets in xp
@@ -246,45 +358,16 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
             r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
             r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
             starts = (b0, b1, b2, b3, b4, b5, b6, b7)
-            for f0 in range(0, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
+            for f0 in range(0, f32, 32):  # 8 pixels x 32 channels (AVX-512 only)
+                _forward_block32_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
+                                         relu)
+            for f0 in range(f32, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
                 _forward_block16_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
                                          relu)
             for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
                 _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
             for f0 in range(max(f16, ft), f8, 8):  # 8 pixels x 8 channels
-                a0 = load8(b, f0)
-                a1 = a0
-                a2 = a0
-                a3 = a0
-                a4 = a0
-                a5 = a0
-                a6 = a0
-                a7 = a0
-                for i in range(kh):
-                    o = i * rstride  # the 8 patches along kernel row i
-                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
-                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
-                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
-                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
-                    for k in range(row):
-                        v = load8(wm[i * row + k], f0)
-                        a0 = fma8(a0, p0[k], v)
-                        a1 = fma8(a1, p1[k], v)
-                        a2 = fma8(a2, p2[k], v)
-                        a3 = fma8(a3, p3[k], v)
-                        a4 = fma8(a4, p4[k], v)
-                        a5 = fma8(a5, p5[k], v)
-                        a6 = fma8(a6, p6[k], v)
-                        a7 = fma8(a7, p7[k], v)
-                o = ys + q * cout + f0
-                store8(yf, o, a0, relu)
-                store8(yf, o + cout, a1, relu)
-                store8(yf, o + 2 * cout, a2, relu)
-                store8(yf, o + 3 * cout, a3, relu)
-                store8(yf, o + 4 * cout, a4, relu)
-                store8(yf, o + 5 * cout, a5, relu)
-                store8(yf, o + 6 * cout, a6, relu)
-                store8(yf, o + 7 * cout, a7, relu)
+                _forward_block8(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
             for f in range(f8, cout):   # channels left over, one at a time
                 _forward_dot(xf, wl[f - f8], b[f], yf, starts, ys + q * cout + f, kh, row, row8, rstride, cout,
                              relu, zeros8)
