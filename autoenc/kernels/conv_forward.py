@@ -18,14 +18,11 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, fmaL, fmadd, storev, hsum8x8, load8, load16, loadL, next_pixel,
-                                    scatter8, store8, store16, store16_unrolled)
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
+                                    store8, storev)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
-import os
-_ROW16 = int(os.environ.get('FWD_ROW16', 8))
-_ROW32 = int(os.environ.get('FWD_ROW32', 8))
 # Activation fused into the forward epilogue.
 ACT_LINEAR = 0
 ACT_RELU = 1
@@ -50,14 +47,18 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
 #     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
 # with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
-# The products are register-blocked: 8 output pixels x LANES channels (blocks.LANES: 16 float32 in
-# an AVX-512 register, 8 in an AVX2 one) are summed in tuples of LANES scalars, which LLVM keeps in
-# registers and its SLP vectoriser turns into vector multiply-adds. With 16 lanes, 8 channels left
-# over take one 8-wide block. Channels left over after that (cout % 8, e.g. a single-channel output)
-# are dot products of each pixel's patch with w[..., f], 8 patch elements per vector. Each output is
-# summed in a fixed order, the same for a 16- or 8-wide block, so the result depends neither on the
-# number of threads nor on the vector width. A block at the right edge overlaps the previous one
-# instead of running past it (the overlapped outputs are computed twice, identically).
+# The products are register-blocked: 8 output pixels x 32, 16 or 8 channels are summed in tuples of
+# 16 or 8 scalars, which LLVM keeps in vector registers (blocks.LANES: 16 float32 in an AVX-512
+# register, 8 in an AVX2 one). With 16 lanes the channels go 32 at a time (16 accumulators: per
+# patch element 2 vector loads of w and 8 broadcasts of x feed 16 multiply-adds), then 16, then 8;
+# with 8 lanes all 8 at a time. Channels left over after that (cout % 8, e.g. a single-channel
+# output) are dot products of each pixel's patch with w[..., f], 8 patch elements per vector.
+# Each output of a block is b[f], then one fused multiply-add per patch element in patch order, so
+# the result depends neither on the number of threads nor on the block width or vector width. The
+# 32- and 16-wide blocks call blocks.fused_madd, always fused: left to contract a*v + acc itself,
+# LLVM tuned for this CPU left 2 of the 8 pixels of a 16-wide block unfused (a last-bit difference). A block at the right edge
+# overlaps the previous one instead of running past it (the overlapped outputs are computed twice,
+# identically).
 
 
 @njit()
@@ -83,42 +84,6 @@ def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
         d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
         for k in range(row):
             v = load16(wf, (i * row + k) * cout + f0)
-            e = d + k
-            a0 = fmadd(a0, at(xf, b0 + e), v)
-            a1 = fmadd(a1, at(xf, b1 + e), v)
-            a2 = fmadd(a2, at(xf, b2 + e), v)
-            a3 = fmadd(a3, at(xf, b3 + e), v)
-            a4 = fmadd(a4, at(xf, b4 + e), v)
-            a5 = fmadd(a5, at(xf, b5 + e), v)
-            a6 = fmadd(a6, at(xf, b6 + e), v)
-            a7 = fmadd(a7, at(xf, b7 + e), v)
-    storev(yf, o, a0, relu)
-    storev(yf, o + cout, a1, relu)
-    storev(yf, o + 2 * cout, a2, relu)
-    storev(yf, o + 3 * cout, a3, relu)
-    storev(yf, o + 4 * cout, a4, relu)
-    storev(yf, o + 5 * cout, a5, relu)
-    storev(yf, o + 6 * cout, a6, relu)
-    storev(yf, o + 7 * cout, a7, relu)
-
-
-@njit(fastmath=FASTMATH)
-def _forward_block8(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """8 output pixels x channels f0..f0+7 of conv2d_forward: the pixels' patches start at ``starts``
-    in flat xp; wf is w flat; results go to yf[o + j*cout : o + j*cout + 8]."""
-    b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = load8(b, f0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    for i in range(kh):
-        d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
-        for k in range(row):
-            v = load8(wf, (i * row + k) * cout + f0)
             e = d + k
             a0 = fmadd(a0, at(xf, b0 + e), v)
             a1 = fmadd(a1, at(xf, b1 + e), v)
@@ -212,16 +177,14 @@ def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
 
 @njit()
 def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """Stands in for :func:`_forward_block16` where vectors hold 8 float32 (never called there)."""
+    """Stands in for :func:`_forward_block16` and :func:`_forward_block32` where vectors hold 8 float32
+    (never called there)."""
 
 
-# 8 pixels x 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
+# 8 pixels x 32 or 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
 # compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
 _forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
 _forward_block32_or_none = _forward_block32 if LANES == 16 else _no_block
-
-# LLVM keeps the 16-wide stores of this block as vector stores only when they are unrolled
-_store_taps = store16_unrolled if LANES == 16 else store8
 
 
 @njit(fastmath=FASTMATH)
@@ -306,12 +269,13 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous.
 
     Optimizations: samples in parallel; no im2col buffer: a patch row is kw*cin contiguous numbers
-    of xp; 8 output pixels (raster order, across rows) x LANES channels (16 for AVX-512, 8 for AVX2)
-    summed in 8 vector registers, one vector multiply-add per patch element and pixel; with 16
-    lanes, 8 channels left over as an 8-wide block; channels left over (cout % 8) as 8
-    dot products along the patch, 8 elements per vector; patch rows under 8 numbers (one or two
-    input channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into the store; each
-    output summed in a fixed order (identical for any number of threads).
+    of xp; 8 output pixels (raster order, across rows) x 32 channels summed in 16 vector registers
+    (AVX-512), two w vectors and 8 broadcasts per 16 fused multiply-adds, then 16 channels in 8
+    registers, then 8 (every block, with AVX2); channels left over (cout % 8) as 8 dot products
+    along the patch, 8 elements per vector; patch rows under 8 numbers (one or two input
+    channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into one
+    vector store per pixel and register; each output summed in a fixed order (identical for any
+    number of threads and either vector width).
     """
     n, oh, ow, cout = y.shape
     kh, kw, cin, _ = w.shape
@@ -326,11 +290,10 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     wf = w.reshape(kh * row * cout)
     yf = y.reshape(n * npix * cout)
     relu = act == ACT_RELU
-    # channels done 16 at a time (AVX-512, and patch rows of 32 or more numbers: with shorter rows
-    # the block's stores, not its multiply-adds, take the time, and two 8-wide blocks were as fast
-    # or faster when measured), then 8, then one at a time
-    f16 = cout - cout % 16 if LANES == 16 and row >= _ROW16 else 0
-    f32 = cout - cout % 32 if LANES == 16 and row >= _ROW32 else 0
+    # channels done 32 at a time, then 16 (AVX-512, patch rows of 8 or more numbers), then 8, then
+    # one at a time
+    f32 = cout - cout % 32 if LANES == 16 and row >= 8 else 0
+    f16 = cout - cout % 16 if LANES == 16 and row >= 8 else 0
     f8 = cout - cout % 8
     # patch rows under 8 numbers (one or two input channels): channels 0..ft-1 LANES at a time in
     # _forward_taps, over a table of the patch elements' offsets in xp
@@ -367,7 +330,39 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
             for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
                 _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
             for f0 in range(max(f16, ft), f8, 8):  # 8 pixels x 8 channels
-                _forward_block8(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
+                a0 = load8(b, f0)
+                a1 = a0
+                a2 = a0
+                a3 = a0
+                a4 = a0
+                a5 = a0
+                a6 = a0
+                a7 = a0
+                for i in range(kh):
+                    o = i * rstride  # the 8 patches along kernel row i
+                    p0, p1, p2, p3 = xf[b0 + o:b0 + o + row], xf[b1 + o:b1 + o + row], \
+                        xf[b2 + o:b2 + o + row], xf[b3 + o:b3 + o + row]
+                    p4, p5, p6, p7 = xf[b4 + o:b4 + o + row], xf[b5 + o:b5 + o + row], \
+                        xf[b6 + o:b6 + o + row], xf[b7 + o:b7 + o + row]
+                    for k in range(row):
+                        v = load8(wm[i * row + k], f0)
+                        a0 = fma8(a0, p0[k], v)
+                        a1 = fma8(a1, p1[k], v)
+                        a2 = fma8(a2, p2[k], v)
+                        a3 = fma8(a3, p3[k], v)
+                        a4 = fma8(a4, p4[k], v)
+                        a5 = fma8(a5, p5[k], v)
+                        a6 = fma8(a6, p6[k], v)
+                        a7 = fma8(a7, p7[k], v)
+                o = ys + q * cout + f0
+                store8(yf, o, a0, relu)
+                store8(yf, o + cout, a1, relu)
+                store8(yf, o + 2 * cout, a2, relu)
+                store8(yf, o + 3 * cout, a3, relu)
+                store8(yf, o + 4 * cout, a4, relu)
+                store8(yf, o + 5 * cout, a5, relu)
+                store8(yf, o + 6 * cout, a6, relu)
+                store8(yf, o + 7 * cout, a7, relu)
             for f in range(f8, cout):   # channels left over, one at a time
                 _forward_dot(xf, wl[f - f8], b[f], yf, starts, ys + q * cout + f, kh, row, row8, rstride, cout,
                              relu, zeros8)
