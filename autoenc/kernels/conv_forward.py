@@ -56,9 +56,9 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # Each output of a block is b[f], then one fused multiply-add per patch element in patch order, so
 # the result depends neither on the number of threads nor on the block width or vector width. The
 # 32- and 16-wide blocks call blocks.fused_madd, always fused: left to contract a*v + acc itself,
-# LLVM tuned for this CPU left 2 of the 8 pixels of a 16-wide block unfused (a last-bit difference). A block at the right edge
-# overlaps the previous one instead of running past it (the overlapped outputs are computed twice,
-# identically).
+# LLVM tuned for this CPU left 2 of the 8 pixels of a 16-wide block unfused (a last-bit difference).
+# A block at the right edge overlaps the previous one instead of running past it (the overlapped
+# outputs are computed twice, identically).
 
 
 @njit()
