@@ -36,6 +36,17 @@ WIDE_CASES = [
     (9, 8, 64, 3, 1, 1, 1, 1, "valid"),   # 1x1 kernel, 3 output channels: dot products only
     (6, 6, 1, 64, 3, 3, 1, 1, "same"),    # one input channel, many output channels (rows of 3)
 ]
+# The 32-channel forward blocks (AVX-512, patch rows of 8 or more numbers) with 16, 8 and single channels
+# left over, rows of 8, 16 and 24 numbers, strides, fewer pixels than a block; the input gradient runs
+# them with cin and cout swapped.
+WIDE32_CASES = [
+    (6, 7, 24, 33, 3, 3, 1, 1, "same"),   # 32 + 1 channels, rows of 72; the input gradient: 24 = 16 + 8
+    (5, 9, 4, 40, 2, 2, 2, 1, "same"),    # 32 + 8, rows of 8, strides
+    (7, 6, 8, 48, 2, 2, 1, 1, "valid"),   # 32 + 16, rows of 16 (the seed's fused decoder convolutions)
+    (4, 5, 8, 96, 3, 3, 2, 2, "same"),    # 3 x 32, rows of 24, strides 2
+    (8, 8, 64, 64, 3, 3, 1, 1, "same"),   # the wide models' 64 -> 64
+    (2, 3, 40, 64, 3, 3, 1, 1, "same"),   # 6 output pixels: under one block
+]
 # The one-channel paths: 16-channel forward blocks on patch rows of 1 or 2 numbers; weight gradients in
 # groups of 9 patch elements x 16 channels (a group repeating its last element, several groups, 8 or 1
 # channels left over); dot products and 16-wide element vectors for one to three output channels
@@ -112,6 +123,11 @@ def test_float64_matches_oracle(case):
 
 @pytest.mark.parametrize("case", WIDE_CASES)
 def test_wide_shapes_match_oracle(case):
+    check(*case, n=2)
+
+
+@pytest.mark.parametrize("case", WIDE32_CASES)
+def test_wide32_shapes_match_oracle(case):
     check(*case, n=2)
 
 
@@ -252,7 +268,9 @@ rng = np.random.default_rng(1)
 digest = hashlib.sha256()
 for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"), (14, 14, 16, 1, 3, 3, 1, 1, "same"),
                                               (28, 28, 1, 16, 3, 3, 1, 1, "same"), (9, 7, 1, 33, 5, 5, 1, 2, "same"),
-                                              (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same")]:
+                                              (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same"),
+                                              (6, 7, 64, 48, 3, 3, 1, 1, "same"), (5, 5, 8, 64, 2, 2, 1, 1, "valid"),
+                                              (5, 6, 32, 40, 3, 3, 2, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
@@ -270,6 +288,44 @@ def test_results_do_not_depend_on_thread_count():
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         digests.append(out.stdout.strip())
     assert digests[0] == digests[1]
+
+
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT, reason="plain Python rounds a * v, then the sum")
+def test_fused_madd_rounds_once():
+    """blocks.fused_madd: acc + a*v rounded once. With a = v = 1 + 2**-12, a*v = 1 + 2**-11 + 2**-24 rounds to
+    p = 1 + 2**-11 in float32; -p + a*v is then exactly 2**-24 when fused, 0 when the product is rounded first."""
+    import numba
+
+    from autoenc.kernels import blocks
+
+    @numba.njit
+    def fused(acc, a, v):
+        return blocks.fmadd(acc, a, v)
+    a = np.float32(1 + 2 ** -12)
+    p = np.float32(a * a)
+    assert p == np.float32(1 + 2 ** -11)
+    got = fused((-p,) * 16, a, (a,) * 16)
+    assert got == (np.float32(2 ** -24),) * 16
+    assert fused((np.float32(0.5),) * 8, np.float32(2), tuple(np.arange(8, dtype=np.float32))) == \
+        tuple(np.float32(0.5 + 2 * q) for q in range(8))
+
+
+def test_store_vector_is_max_zero():
+    """blocks.storev: out[k:k+n] = v, or Python's max(v, 0) (-0.0 and NaN kept) when relu; nothing else written."""
+    import numba
+
+    from autoenc.kernels import blocks
+
+    @numba.njit
+    def store(out, k, v, relu):
+        blocks.storev(out, k, v, relu)
+    v = tuple(np.float32(t) for t in (-1.5, -0.0, np.nan, 2.0, 0.0, -3.0, 7.0, 1e-30))
+    for relu in (False, True):
+        out = np.full(12, 9, np.float32)
+        store(out, 2, v, relu)
+        want = [9, 9] + [max(t, 0) if relu else t for t in v] + [9, 9]
+        np.testing.assert_array_equal(out, np.array(want, np.float32))
+        assert np.signbit(out[3])   # -0.0 stays -0.0, as max(-0.0, 0) returns -0.0
 
 
 def test_backward_input_with_a_workspace_is_bit_identical():

@@ -9,7 +9,9 @@ that lets LLVM see neighbouring loads as one vector load. Every helper is a tiny
 that the kernels inline.
 """
 import numba
+import numba.extending
 import numpy as np
+from llvmlite import ir
 
 from autoenc.kernels.config import FASTMATH, njit
 
@@ -66,6 +68,86 @@ def fma16(acc, a, v):
             acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7],
             acc[8] + a * v[8], acc[9] + a * v[9], acc[10] + a * v[10], acc[11] + a * v[11],
             acc[12] + a * v[12], acc[13] + a * v[13], acc[14] + a * v[14], acc[15] + a * v[15])
+
+
+# Two helpers written as LLVM IR (Numba intrinsics) for the widest register blocks, where what LLVM
+# makes of the tuple code above is not good enough: plain Python versions stand in under
+# NUMBA_DISABLE_JIT=1 (fmadd, storev below).
+
+def _lane(q):
+    return ir.Constant(ir.IntType(32), q)
+
+
+def _tuple_to_vector(context, builder, tup, tty, dtype):
+    """The n-tuple value tup (numba type tty) as an LLVM <n x dtype> vector."""
+    vec = ir.Constant(ir.VectorType(context.get_value_type(dtype), tty.count), ir.Undefined)
+    for q in range(tty.count):
+        lane = context.cast(builder, builder.extract_value(tup, q), tty.dtype, dtype)
+        vec = builder.insert_element(vec, lane, _lane(q))
+    return vec
+
+
+@numba.extending.intrinsic
+def fused_madd(typingctx, acc, a, v):
+    """acc + a * v over n-tuples of floats (a scalar), each rounded once: one vector llvm.fma, in acc's
+    type. With only 'contract' LLVM leaves some multiply-adds of a 16-wide register block unfused,
+    as its tuning for the CPU chooses (a last-bit difference between CPUs); these are always fused."""
+    if not (isinstance(acc, numba.types.UniTuple) and isinstance(acc.dtype, numba.types.Float)
+            and isinstance(v, numba.types.UniTuple) and v.count == acc.count
+            and isinstance(v.dtype, numba.types.Float) and isinstance(a, (numba.types.Float, numba.types.Integer))):
+        return None
+    n, dtype = acc.count, acc.dtype
+
+    def codegen(context, builder, signature, args):
+        acc_t, a_s, v_t = args
+        vec_t = ir.VectorType(context.get_value_type(dtype), n)
+        one = builder.insert_element(ir.Constant(vec_t, ir.Undefined), context.cast(builder, a_s, a, dtype), _lane(0))
+        splat = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        name = f"llvm.fma.v{n}f{dtype.bitwidth}"
+        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vec_t, [vec_t] * 3), name)
+        r = builder.call(fma, [splat, _tuple_to_vector(context, builder, v_t, v, dtype),
+                               _tuple_to_vector(context, builder, acc_t, acc, dtype)])
+        out = context.get_constant_undef(acc)
+        for q in range(n):
+            out = builder.insert_value(out, builder.extract_element(r, _lane(q)), q)
+        return out
+    return acc(acc, a, v), codegen
+
+
+@numba.extending.intrinsic
+def store_vector(typingctx, out, k, v, relu):
+    """out[k:k+n] = v, or max(v, 0) when relu (v where not 0 > v, as Python's max(v, 0) keeps -0.0
+    and NaN), for an n-tuple v of floats and a 1-D C-contiguous out: one vector store, no bounds check.
+    LLVM turns a loop of scalar stores from a 16-wide block into hundreds of lane extractions."""
+    if not (isinstance(out, numba.types.Array) and out.ndim == 1 and out.layout == "C"
+            and isinstance(out.dtype, numba.types.Float) and isinstance(v, numba.types.UniTuple)
+            and isinstance(v.dtype, numba.types.Float) and isinstance(k, numba.types.Integer)
+            and isinstance(relu, numba.types.Boolean)):
+        return None
+    n, dtype = v.count, out.dtype
+
+    def codegen(context, builder, signature, args):
+        out_a, k_i, v_t, relu_b = args
+        vec = _tuple_to_vector(context, builder, v_t, v, dtype)
+        zero = ir.Constant(vec.type, [ir.Constant(vec.type.element, 0.0)] * n)
+        vec = builder.select(relu_b, builder.select(builder.fcmp_ordered(">", zero, vec), zero, vec), vec)
+        data = context.make_array(out)(context, builder, out_a).data
+        ptr = builder.bitcast(builder.gep(data, [k_i]), vec.type.as_pointer())
+        builder.store(vec, ptr, align=dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return numba.types.none(out, k, v, relu), codegen
+
+
+def _fmadd_py(acc, a, v):
+    return tuple(s + a * t for s, t in zip(acc, v))
+
+
+def _store_vector_py(out, k, v, relu):
+    for q in range(len(v)):
+        out[k + q] = max(v[q], 0) if relu else v[q]
+
+
+fmadd, storev = (_fmadd_py, _store_vector_py) if numba.config.DISABLE_JIT else (fused_madd, store_vector)
 
 
 @njit()

@@ -18,8 +18,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fma16, fmaL, hsum8x8, load8, load16, loadL, next_pixel,
-                                    scatter8, store8, store16, store16_unrolled)
+from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
+                                    store8, storev)
 from autoenc.kernels.config import FASTMATH, njit, prange_only
 from autoenc.kernels.padding import pad_naive
 
@@ -47,14 +47,18 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
 #     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
 # with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
-# The products are register-blocked: 8 output pixels x LANES channels (blocks.LANES: 16 float32 in
-# an AVX-512 register, 8 in an AVX2 one) are summed in tuples of LANES scalars, which LLVM keeps in
-# registers and its SLP vectoriser turns into vector multiply-adds. With 16 lanes, 8 channels left
-# over take one 8-wide block. Channels left over after that (cout % 8, e.g. a single-channel output)
-# are dot products of each pixel's patch with w[..., f], 8 patch elements per vector. Each output is
-# summed in a fixed order, the same for a 16- or 8-wide block, so the result depends neither on the
-# number of threads nor on the vector width. A block at the right edge overlaps the previous one
-# instead of running past it (the overlapped outputs are computed twice, identically).
+# The products are register-blocked: 8 output pixels x 32, 16 or 8 channels are summed in tuples of
+# 16 or 8 scalars, which LLVM keeps in vector registers (blocks.LANES: 16 float32 in an AVX-512
+# register, 8 in an AVX2 one). With 16 lanes the channels go 32 at a time (16 accumulators: per
+# patch element 2 vector loads of w and 8 broadcasts of x feed 16 multiply-adds), then 16, then 8;
+# with 8 lanes all 8 at a time. Channels left over after that (cout % 8, e.g. a single-channel
+# output) are dot products of each pixel's patch with w[..., f], 8 patch elements per vector.
+# Each output of a block is b[f], then one fused multiply-add per patch element in patch order, so
+# the result depends neither on the number of threads nor on the block width or vector width. The
+# 32- and 16-wide blocks call blocks.fused_madd, always fused: left to contract a*v + acc itself,
+# LLVM tuned for this CPU left 2 of the 8 pixels of a 16-wide block unfused (a last-bit difference).
+# A block at the right edge overlaps the previous one instead of running past it (the overlapped
+# outputs are computed twice, identically).
 
 
 @njit()
@@ -81,36 +85,144 @@ def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
         for k in range(row):
             v = load16(wf, (i * row + k) * cout + f0)
             e = d + k
-            a0 = fma16(a0, at(xf, b0 + e), v)
-            a1 = fma16(a1, at(xf, b1 + e), v)
-            a2 = fma16(a2, at(xf, b2 + e), v)
-            a3 = fma16(a3, at(xf, b3 + e), v)
-            a4 = fma16(a4, at(xf, b4 + e), v)
-            a5 = fma16(a5, at(xf, b5 + e), v)
-            a6 = fma16(a6, at(xf, b6 + e), v)
-            a7 = fma16(a7, at(xf, b7 + e), v)
-    store16(yf, o, a0, relu)
-    store16(yf, o + cout, a1, relu)
-    store16(yf, o + 2 * cout, a2, relu)
-    store16(yf, o + 3 * cout, a3, relu)
-    store16(yf, o + 4 * cout, a4, relu)
-    store16(yf, o + 5 * cout, a5, relu)
-    store16(yf, o + 6 * cout, a6, relu)
-    store16(yf, o + 7 * cout, a7, relu)
+            a0 = fmadd(a0, at(xf, b0 + e), v)
+            a1 = fmadd(a1, at(xf, b1 + e), v)
+            a2 = fmadd(a2, at(xf, b2 + e), v)
+            a3 = fmadd(a3, at(xf, b3 + e), v)
+            a4 = fmadd(a4, at(xf, b4 + e), v)
+            a5 = fmadd(a5, at(xf, b5 + e), v)
+            a6 = fmadd(a6, at(xf, b6 + e), v)
+            a7 = fmadd(a7, at(xf, b7 + e), v)
+    storev(yf, o, a0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_block8(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """8 output pixels x channels f0..f0+7 of conv2d_forward, as :func:`_forward_block16`, where vectors
+    hold 8 float32 (AVX2). With 16 lanes LLVM splits these accumulators in halves, and the 8-wide
+    blocks are the loop inline in conv2d_forward instead (which an AVX2 build compiles 3x slower)."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = load8(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for i in range(kh):
+        d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
+        for k in range(row):
+            v = load8(wf, (i * row + k) * cout + f0)
+            e = d + k
+            a0 = fmadd(a0, at(xf, b0 + e), v)
+            a1 = fmadd(a1, at(xf, b1 + e), v)
+            a2 = fmadd(a2, at(xf, b2 + e), v)
+            a3 = fmadd(a3, at(xf, b3 + e), v)
+            a4 = fmadd(a4, at(xf, b4 + e), v)
+            a5 = fmadd(a5, at(xf, b5 + e), v)
+            a6 = fmadd(a6, at(xf, b6 + e), v)
+            a7 = fmadd(a7, at(xf, b7 + e), v)
+    storev(yf, o, a0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """8 output pixels x channels f0..f0+31 of conv2d_forward, as :func:`_forward_block16` (the
+    same sums in the same order) with two 16-channel vectors per pixel: 16 accumulators, and per
+    patch element 2 vector loads of w and 8 broadcasts of x for 16 multiply-adds."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = load16(b, f0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    c0 = load16(b, f0 + 16)
+    c1 = c0
+    c2 = c0
+    c3 = c0
+    c4 = c0
+    c5 = c0
+    c6 = c0
+    c7 = c0
+    for i in range(kh):
+        d = i * rstride
+        for k in range(row):
+            e = (i * row + k) * cout + f0
+            v = load16(wf, e)
+            u = load16(wf, e + 16)
+            e = d + k
+            x0 = at(xf, b0 + e)
+            a0 = fmadd(a0, x0, v)
+            c0 = fmadd(c0, x0, u)
+            x1 = at(xf, b1 + e)
+            a1 = fmadd(a1, x1, v)
+            c1 = fmadd(c1, x1, u)
+            x2 = at(xf, b2 + e)
+            a2 = fmadd(a2, x2, v)
+            c2 = fmadd(c2, x2, u)
+            x3 = at(xf, b3 + e)
+            a3 = fmadd(a3, x3, v)
+            c3 = fmadd(c3, x3, u)
+            x4 = at(xf, b4 + e)
+            a4 = fmadd(a4, x4, v)
+            c4 = fmadd(c4, x4, u)
+            x5 = at(xf, b5 + e)
+            a5 = fmadd(a5, x5, v)
+            c5 = fmadd(c5, x5, u)
+            x6 = at(xf, b6 + e)
+            a6 = fmadd(a6, x6, v)
+            c6 = fmadd(c6, x6, u)
+            x7 = at(xf, b7 + e)
+            a7 = fmadd(a7, x7, v)
+            c7 = fmadd(c7, x7, u)
+    storev(yf, o, a0, relu)
+    storev(yf, o + 16, c0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + cout + 16, c1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 2 * cout + 16, c2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 3 * cout + 16, c3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 4 * cout + 16, c4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 5 * cout + 16, c5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 6 * cout + 16, c6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
+    storev(yf, o + 7 * cout + 16, c7, relu)
 
 
 
 @njit()
 def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """Stands in for :func:`_forward_block16` where vectors hold 8 float32 (never called there)."""
+    """Stands in for a block a build does not use (never called): :func:`_forward_block16` and
+    :func:`_forward_block32` where vectors hold 8 float32, :func:`_forward_block8` where they hold 16."""
 
 
-# 8 pixels x 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
+# 8 pixels x 32 or 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
 # compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
 _forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
-
-# LLVM keeps the 16-wide stores of this block as vector stores only when they are unrolled
-_store_taps = store16_unrolled if LANES == 16 else store8
+_forward_block32_or_none = _forward_block32 if LANES == 16 else _no_block
+_forward_block8_or_none = _forward_block8 if LANES == 8 else _no_block
 
 
 @njit(fastmath=FASTMATH)
@@ -132,22 +244,22 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     for e in range(offs.size):
         v = loadL(wf, e * cout + f0)
         d = offs[e]
-        a0 = fmaL(a0, at(xf, b0 + d), v)
-        a1 = fmaL(a1, at(xf, b1 + d), v)
-        a2 = fmaL(a2, at(xf, b2 + d), v)
-        a3 = fmaL(a3, at(xf, b3 + d), v)
-        a4 = fmaL(a4, at(xf, b4 + d), v)
-        a5 = fmaL(a5, at(xf, b5 + d), v)
-        a6 = fmaL(a6, at(xf, b6 + d), v)
-        a7 = fmaL(a7, at(xf, b7 + d), v)
-    _store_taps(yf, o, a0, relu)
-    _store_taps(yf, o + cout, a1, relu)
-    _store_taps(yf, o + 2 * cout, a2, relu)
-    _store_taps(yf, o + 3 * cout, a3, relu)
-    _store_taps(yf, o + 4 * cout, a4, relu)
-    _store_taps(yf, o + 5 * cout, a5, relu)
-    _store_taps(yf, o + 6 * cout, a6, relu)
-    _store_taps(yf, o + 7 * cout, a7, relu)
+        a0 = fmadd(a0, at(xf, b0 + d), v)
+        a1 = fmadd(a1, at(xf, b1 + d), v)
+        a2 = fmadd(a2, at(xf, b2 + d), v)
+        a3 = fmadd(a3, at(xf, b3 + d), v)
+        a4 = fmadd(a4, at(xf, b4 + d), v)
+        a5 = fmadd(a5, at(xf, b5 + d), v)
+        a6 = fmadd(a6, at(xf, b6 + d), v)
+        a7 = fmadd(a7, at(xf, b7 + d), v)
+    storev(yf, o, a0, relu)
+    storev(yf, o + cout, a1, relu)
+    storev(yf, o + 2 * cout, a2, relu)
+    storev(yf, o + 3 * cout, a3, relu)
+    storev(yf, o + 4 * cout, a4, relu)
+    storev(yf, o + 5 * cout, a5, relu)
+    storev(yf, o + 6 * cout, a6, relu)
+    storev(yf, o + 7 * cout, a7, relu)
 
 
 @njit(fastmath=FASTMATH)
@@ -195,12 +307,13 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous.
 
     Optimizations: samples in parallel; no im2col buffer: a patch row is kw*cin contiguous numbers
-    of xp; 8 output pixels (raster order, across rows) x LANES channels (16 for AVX-512, 8 for AVX2)
-    summed in 8 vector registers, one vector multiply-add per patch element and pixel; with 16
-    lanes, 8 channels left over as an 8-wide block; channels left over (cout % 8) as 8
-    dot products along the patch, 8 elements per vector; patch rows under 8 numbers (one or two
-    input channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into the store; each
-    output summed in a fixed order (identical for any number of threads).
+    of xp; 8 output pixels (raster order, across rows) x 32 channels summed in 16 vector registers
+    (AVX-512), two w vectors and 8 broadcasts per 16 fused multiply-adds, then 16 channels in 8
+    registers, then 8 (every block, with AVX2); channels left over (cout % 8) as 8 dot products
+    along the patch, 8 elements per vector; patch rows under 8 numbers (one or two input
+    channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into one
+    vector store per pixel and register; each output summed in a fixed order (identical for any
+    number of threads and either vector width).
     """
     n, oh, ow, cout = y.shape
     kh, kw, cin, _ = w.shape
@@ -215,10 +328,10 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     wf = w.reshape(kh * row * cout)
     yf = y.reshape(n * npix * cout)
     relu = act == ACT_RELU
-    # channels done 16 at a time (AVX-512, and patch rows of 32 or more numbers: with shorter rows
-    # the block's stores, not its multiply-adds, take the time, and two 8-wide blocks were as fast
-    # or faster when measured), then 8, then one at a time
-    f16 = cout - cout % 16 if LANES == 16 and row >= 32 else 0
+    # channels done 32 at a time, then 16 (AVX-512, patch rows of 8 or more numbers), then 8, then
+    # one at a time
+    f32 = cout - cout % 32 if LANES == 16 and row >= 8 else 0
+    f16 = cout - cout % 16 if LANES == 16 and row >= 8 else 0
     f8 = cout - cout % 8
     # patch rows under 8 numbers (one or two input channels): channels 0..ft-1 LANES at a time in
     # _forward_taps, over a table of the patch elements' offsets in xp
@@ -246,12 +359,17 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
             r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
             r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
             starts = (b0, b1, b2, b3, b4, b5, b6, b7)
-            for f0 in range(0, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
+            for f0 in range(0, f32, 32):  # 8 pixels x 32 channels (AVX-512 only)
+                _forward_block32_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
+                                         relu)
+            for f0 in range(f32, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
                 _forward_block16_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
                                          relu)
             for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
                 _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
-            for f0 in range(max(f16, ft), f8, 8):  # 8 pixels x 8 channels
+            for f0 in range(max(f16, ft), f8 if LANES == 8 else 0, 8):  # 8 pixels x 8 channels (AVX2)
+                _forward_block8_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
+            for f0 in range(max(f16, ft), f8 if LANES == 16 else 0, 8):  # 8 pixels x 8 channels (AVX-512)
                 a0 = load8(b, f0)
                 a1 = a0
                 a2 = a0
