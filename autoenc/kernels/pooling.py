@@ -180,6 +180,7 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
     _, hp, wp, _ = dzp.shape
     dzf, dzpf = dz.reshape(dz.size), dzp.reshape(dzp.size)
     c8 = c - c % 8
+    zero = dz.dtype.type(0)
     for k in numba.prange(nc):
         pk = part[k]
         for f in range(c):
@@ -189,13 +190,17 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
             ys, dzs = y[s].reshape(h * w * c), dz[s].reshape(h * w * c)
             for i in range(h * w * c):
                 dzs[i] = 0
-            exact = nonfinite[s]
-            for o in range(oh * ow):
-                for ch in range(c):
-                    j = o * c + ch
-                    i = args[j] * c + ch     # dz[s, rr, qq, ch] for the winner k = rr*w + qq
-                    if (ys[i] > 0) if exact else (pys[j] > 0):
-                        dzs[i] += dys[j]
+            # dz[s, rr, qq, ch] (at i = k*c + ch for the winner k = rr*w + qq) += dy where y > 0; adding
+            # +0 instead leaves it +0 (a winner's windows are all masked, or none), so no branch
+            if nonfinite[s]:
+                for j in range(oh * ow * c):
+                    i = args[j] * c + j % c
+                    dzs[i] += dys[j] if ys[i] > 0 else zero
+            else:
+                for o in range(oh * ow):
+                    for ch in range(c):
+                        j = o * c + ch
+                        dzs[args[j] * c + ch] += dys[j] if pys[j] > 0 else zero
             # the sweep of conv2d_backward_dz over this sample's dz: db's chunk sums, then dzp
             for r in range(h):
                 i0 = (s * h + r) * w * c                        # row r of sample s in dz
