@@ -12,7 +12,10 @@ the maximum starts from the dtype's lowest finite number and a value replaces it
 so a NaN never wins and a window of only NaN or -inf gives that lowest number (-3.4e38 in float32).
 The gradient's winner starts from the window's first element instead (TensorFlow's MaxPoolGrad),
 so a NaN first in its window takes the gradient. Without NaN or -inf both rules pick the same.
-See docs/maxpooling2d.md.
+
+maxpool2d_backward_relu_dz is the backward pass fused with the next step of a model's backward when
+the pooling reads a ReLU convolution: that convolution's dz = dx * (y > 0), its bias gradient and
+padded dz, in one pass from the pooled arrays. See docs/maxpooling2d.md.
 """
 import numba
 import numpy as np
