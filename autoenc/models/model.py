@@ -9,8 +9,8 @@ per output (None for an output the loss does not use: zero). Training (compile, 
 (save, save_weights, load_weights) are written and read by :mod:`autoenc.saving`, which knows the
 model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
 
-The execution plan fuses two patterns. In the forward pass, an UpSampling2D((2, 2)) whose output only a 3x3 stride-1
-Conv2D reads (and is not a model output) is not run; the Conv2D computes from the small input
+The execution plan fuses two patterns. In the forward pass, an UpSampling2D((2, 2)) whose output
+only a 3x3 stride-1 Conv2D reads (and is not a model output) is not run; the Conv2D computes from the small input
 (``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no upsampled
 tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
 be shared with a model where the pair does not fuse); ``autoenc.set_reference_kernels(True)`` runs
