@@ -108,6 +108,9 @@ class Conv2D(Layer):
         the same grads and dx bit for bit, in one pass that writes dz straight from the pooled
         gradient (autoenc.kernels.pooling.maxpool2d_backward_relu_dz). A model runs such a pair so
         (see Model.backward); needs fuses_maxpooling and the fast kernels in both forward passes."""
+        if not self.fuses_maxpooling:
+            raise ValueError(f"Conv2D {self.name!r}: backward_maxpooled needs activation='relu', got "
+                             f"{self.activation.name!r}")
         kernel, dkernel, dbias = self.params["kernel"], self.grads["kernel"], self.grads.get("bias")
         return self._kernels.backward_maxpooled(dy, pool.pooling_kernels, kernel, dkernel, dbias, need_dx)
 

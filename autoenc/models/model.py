@@ -10,9 +10,9 @@ per output (None for an output the loss does not use: zero). Training (compile, 
 model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
 
 The execution plan fuses two patterns. In the forward pass, an UpSampling2D((2, 2)) whose output
-only a 3x3 stride-1 Conv2D reads (and is not a model output) is not run; the Conv2D computes from the small input
-(``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no upsampled
-tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
+only a 3x3 stride-1 Conv2D reads (and is not a model output) is not run; the Conv2D computes from
+the small input (``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no
+upsampled tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
 be shared with a model where the pair does not fuse); ``autoenc.set_reference_kernels(True)`` runs
 every layer on its own.
 
@@ -125,10 +125,9 @@ def _expand_models(layers):
     return out
 
 
-def _fusable_pairs(nodes, outputs):
-    """(upsampling node, conv node) for each UpSampling2D node whose output only a Conv2D reads:
-    one reader, reading that tensor alone, the tensor not a model output. Whether the pair is run
-    fused is decided at each forward pass (:func:`_runs_fused`)."""
+def _read_only_by(nodes, outputs, cls, reader_cls):
+    """(node, reader) for each node of a plain ``cls`` whose output only a plain ``reader_cls`` node
+    reads: one reader, reading that tensor alone, the tensor not a model output."""
     readers = {}
     for node in nodes:
         for t in node.inputs:
@@ -136,31 +135,25 @@ def _fusable_pairs(nodes, outputs):
     output_ids = {id(t) for t in outputs}
     pairs = []
     for node in nodes:
-        if not _plain(node.layer, UpSampling2D) or id(node.output) in output_ids:
+        if not _plain(node.layer, cls) or id(node.output) in output_ids:
             continue
         found = readers.get(id(node.output), [])
-        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, Conv2D):
+        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, reader_cls):
             pairs.append((node, found[0]))
     return pairs
+
+
+def _fusable_pairs(nodes, outputs):
+    """(upsampling node, conv node) for each UpSampling2D node whose output only a Conv2D reads (see
+    _read_only_by). Whether the pair is run fused is decided at each forward pass (:func:`_runs_fused`)."""
+    return _read_only_by(nodes, outputs, UpSampling2D, Conv2D)
 
 
 def _poolable_pairs(nodes, outputs):
-    """(conv node, pooling node) for each Conv2D node whose output only a MaxPooling2D reads: one
-    reader, reading that tensor alone, the tensor not a model output. Whether the pair's backward is
-    run fused is decided at each forward pass (:func:`_runs_maxpool_fused`)."""
-    readers = {}
-    for node in nodes:
-        for t in node.inputs:
-            readers.setdefault(id(t), []).append(node)
-    output_ids = {id(t) for t in outputs}
-    pairs = []
-    for node in nodes:
-        if not _plain(node.layer, Conv2D) or id(node.output) in output_ids:
-            continue
-        found = readers.get(id(node.output), [])
-        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, MaxPooling2D):
-            pairs.append((node, found[0]))
-    return pairs
+    """(conv node, pooling node) for each Conv2D node whose output only a MaxPooling2D reads (see
+    _read_only_by). Whether the pair's backward is run fused is decided at each forward pass
+    (:func:`_runs_maxpool_fused`)."""
+    return _read_only_by(nodes, outputs, Conv2D, MaxPooling2D)
 
 
 def _plain(layer, cls):
