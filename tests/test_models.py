@@ -709,3 +709,9 @@ def test_which_conv_pool_pairs_fuse(case, fuses, rng):
         ys = model.forward(x)
         model.backward([np.ones_like(y) for y in ys] if isinstance(ys, list) else np.ones_like(ys))
     assert calls == ([] if fuses else [1])
+
+
+def test_backward_maxpooled_refuses_a_conv_without_relu():
+    conv = Conv2D(2, 3, activation="sigmoid")
+    with pytest.raises(ValueError, match="activation='relu', got 'sigmoid'"):
+        conv.backward_maxpooled(np.zeros((1, 1, 1, 2), np.float32), MaxPooling2D())
