@@ -291,3 +291,86 @@ def test_maxpool_with_nan_and_inf_matches_naive(dtype, case, nan_share):
     assert not np.isnan(y).any()
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
+
+
+def test_maxpool_forward_flags_the_samples_with_a_nonfinite_winner():
+    """nonfinite[s]: some window of sample s has a NaN or -inf winner (its y is then not x at argmax)."""
+    x = np.ones((4, 2, 4, 1), np.float32)
+    x[1, 0, 0, 0] = np.nan      # first in its window: the winner
+    x[2, 0, 1, 0] = np.nan      # not first: never the winner
+    x[3, :, 2:, 0] = -np.inf    # a window of only -inf
+    y = np.empty((4, 1, 2, 1), np.float32)
+    argmax = np.empty(y.shape, np.int32)
+    nonfinite = np.ones(4, np.bool_)
+    pool.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y, argmax, nonfinite)
+    assert nonfinite.tolist() == [False, True, False, True]
+    y_without = np.empty_like(y)
+    pool.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y_without, argmax)   # the flag is optional
+    np.testing.assert_array_equal(y, y_without)
+
+
+@st.composite
+def pooled_relu_cases(draw):
+    """A ReLU convolution's output y (n, h, w, c) and the max pooling reading it, with the
+    convolution's strides and dzp halo; channels below, at and above the 8-channel blocks."""
+    (n, h, w, _), ps, strides, padding, seed = draw(pool_cases())
+    c = draw(st.sampled_from([1, 3, 8, 9, 16, 17]))
+    conv_strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    halo = tuple(draw(st.integers(0, 2)) for _ in range(4))   # top, bottom, left, right
+    return (n, h, w, c), ps, strides, padding, conv_strides, halo, draw(st.booleans()), seed
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=60, deadline=None)
+@given(case=pooled_relu_cases(), nonfinite_share=st.sampled_from([0.0, 0.05, 0.5]))
+def test_maxpool_backward_relu_dz_equals_the_two_passes_bit_for_bit(dtype, case, nonfinite_share):
+    """maxpool2d_backward_relu_dz = maxpool2d_backward then conv2d_backward_dz with the relu mask,
+    bit for bit: dz, dzp and db. y holds what a convolution's output may: exact zeros (y[winner] = 0
+    takes no gradient), positives, and NaN and +-inf (a NaN first in its window wins the gradient,
+    which its mask then drops, while the pooled value beside it may be positive)."""
+    shape, ps, strides, padding, (sh, sw), (top, bottom, left, right), need_dzp, seed = case
+    n, h, w, c = shape
+    g = np.random.default_rng(seed)
+    y = np.maximum(g.standard_normal(shape), 0).astype(dtype)   # half exact zeros
+    y[g.random(shape) < 0.1] = -1.0
+    y[g.random(shape) < nonfinite_share] = np.nan
+    y[g.random(shape) < nonfinite_share / 2] = -np.inf
+    y[g.random(shape) < nonfinite_share / 2] = np.inf
+    pt, _, oh = conv_padding(h, ps[0], strides[0], padding)
+    pl, _, ow = conv_padding(w, ps[1], strides[1], padding)
+    py = np.empty((n, oh, ow, c), dtype)
+    argmax = np.empty(py.shape, np.int32)
+    nonfinite = np.empty(n, np.bool_)
+    pool.maxpool2d_forward(y, ps[0], ps[1], strides[0], strides[1], pt, pl, py, argmax, nonfinite)
+    dy = g.standard_normal(py.shape).astype(dtype)
+    hp, wp = top + (h - 1) * sh + 1 + bottom, left + (w - 1) * sw + 1 + right
+    nc = max(1, min(n, 8))
+
+    def outputs():
+        return (np.full(shape, np.nan, dtype), np.zeros((n if need_dzp else 0, hp, wp, c), dtype),
+                np.full((nc, c), np.nan, dtype), np.full(c, np.nan, dtype))
+
+    dz, dzp, part, db = outputs()
+    pool.maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, dz, dzp, part, db)
+    dz_ref, dzp_ref, part_ref, db_ref = outputs()
+    dx = np.full(shape, np.nan, dtype)
+    pool.maxpool2d_backward(dy, argmax, dx)
+    conv_weight_grad.conv2d_backward_dz(dx, y, True, sh, sw, top, left, dz_ref, dzp_ref, part_ref, db_ref)
+    for got, want in [(dz, dz_ref), (dzp, dzp_ref), (db, db_ref)]:
+        assert got.tobytes() == want.tobytes()
+    close(dz, pool.maxpool2d_backward_relu_naive(dy, argmax, y), dtype)
+
+
+def test_maxpool_backward_relu_dz_tiny_case_by_hand():
+    """One 2x2 window per sample; sample 1 has a NaN first in its window, which wins the gradient
+    and drops it (NaN > 0 is false) although the pooled value, 3, is positive."""
+    y = np.array([[0, 2, 3, 1], [np.nan, 0, 3, 2]], np.float32).reshape(2, 2, 2, 1)
+    py = np.empty((2, 1, 1, 1), np.float32)
+    argmax = np.empty(py.shape, np.int32)
+    nonfinite = np.empty(2, np.bool_)
+    pool.maxpool2d_forward(y, 2, 2, 2, 2, 0, 0, py, argmax, nonfinite)
+    assert py.ravel().tolist() == [3, 3] and argmax.ravel().tolist() == [2, 0] and nonfinite.tolist() == [False, True]
+    dz, db = np.empty_like(y), np.empty(1, np.float32)
+    pool.maxpool2d_backward_relu_dz(np.array([5, 7], np.float32).reshape(py.shape), argmax, py, nonfinite, y, 1, 1,
+                                    0, 0, dz, np.zeros((0, 2, 2, 1), np.float32), np.empty((2, 1), np.float32), db)
+    assert dz.ravel().tolist() == [0, 0, 5, 0, 0, 0, 0, 0] and db.tolist() == [5]

@@ -574,3 +574,144 @@ def test_a_pair_fuses_by_model_not_by_layer(rng):
     plain.forward(x)
     assert calls == [1]
     np.testing.assert_array_equal(y_fused, conv.forward_upsampled(x))
+
+
+# --- the execution plan: a ReLU Conv2D then MaxPooling2D, backward run fused ------------------------
+#
+# A model runs the pooling's backward inside the Conv2D's (Conv2D.backward_maxpooled; the kernel
+# against the two passes it replaces: tests/test_kernels.py). These tests check the plan and that a
+# step gives the same bits fused and not (a method set on the layer itself turns fusion off).
+
+def _forbid_pool_backward(pool):
+    """Make the MaxPooling2D ``pool``'s backward kernel raise if the model runs it: its backward must
+    run inside the Conv2D's. Returns a function that undoes it."""
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{pool.name}'s backward ran: it should have been fused into the Conv2D's")
+    pool._kernels.backward = fail
+    return lambda: vars(pool._kernels).pop("backward")
+
+
+def _unfused(model):
+    """Turn the model's Conv2D-MaxPooling2D fusion off (a method wrapped on each pooling layer)."""
+    for layer in model.flat_layers():
+        if isinstance(layer, MaxPooling2D):
+            layer.backward = layer.backward
+
+
+def _gradients(model, x, target, input_gradients):
+    """dx (None without input gradients) and every gradient of one training step's backward pass, copied."""
+    y = model.forward(x, training=True)
+    _, dy, from_logits = model.compute_loss_and_gradient(target, y)
+    dx = model.backward(dy, from_logits=from_logits, input_gradients=input_gradients)
+    grads = [np.array(g, copy=True) for layer in model.flat_layers() for g in layer.grads.values()]
+    return (None if dx is None else np.array(dx, copy=True)), grads
+
+
+def _nested_pooling_model():
+    """An encoder sub-model ending in its pooling (its output), an activity penalty on a pooled
+    output, odd sizes with 'same' pooling, overlapping windows (strides 1), 3 and 9 channels."""
+    inp = Input(shape=(9, 7, 3))
+    h = Conv2D(9, 3, padding="same", activation="relu", bias_initializer="random_normal")(inp)
+    h = MaxPooling2D(2, strides=1, padding="same", activity_regularizer="l2")(h)
+    h = Conv2D(3, 3, padding="valid", activation="relu", bias_initializer="random_normal")(h)
+    encoder = Model(inp, MaxPooling2D(2, padding="same")(h))
+    outer_in = Input(shape=(9, 7, 3))
+    h = encoder(outer_in)
+    h = UpSampling2D(2)(h)
+    return Model(outer_in, Conv2D(3, 3, padding="same", activation="sigmoid")(h))
+
+
+@pytest.mark.parametrize("make", [seed_model, _nested_pooling_model])
+def test_conv_pool_pairs_give_the_same_bits_fused_and_not_on_1_and_2_threads(make, rng):
+    import numba
+    autoenc.set_random_seed(1)
+    model = make()
+    model.compile("adam", "binary_crossentropy")
+    pools = [layer for layer in model.flat_layers() if isinstance(layer, MaxPooling2D)]
+    assert len(pools) == 2
+    shape = model.inputs[0].shape[1:]
+    x = rng.random((9,) + shape).astype(np.float32)   # 9 samples: more than the 8 reduction chunks
+    target = rng.random(model.outputs[0].shape[1:]).astype(np.float32) * np.ones((9, 1, 1, 1), np.float32)
+    before = numba.get_num_threads()
+    try:
+        results = {}
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            undo = [_forbid_pool_backward(p) for p in pools]
+            for input_gradients in (False, True):   # the first Conv2D skips dx, or not
+                results[threads, input_gradients] = _gradients(model, x, target, input_gradients)
+            for u in undo:
+                u()
+    finally:
+        numba.set_num_threads(before)
+    numba.set_num_threads(1)
+    try:
+        _unfused(model)
+        want = {flag: _gradients(model, x, target, flag) for flag in (False, True)}
+    finally:
+        numba.set_num_threads(before)
+    for (threads, flag), (dx, grads) in results.items():
+        assert (dx is None) == (not flag)
+        if flag:
+            assert dx.tobytes() == want[flag][0].tobytes(), threads
+        for g, w in zip(grads, want[flag][1]):
+            assert g.tobytes() == w.tobytes(), threads
+
+
+def test_conv_pool_pairs_pass_the_gradient_check(rng):
+    model = _nested_pooling_model()
+    model.compile(optimizer="adam", loss="mse")
+    for layer in model.flat_layers():
+        if isinstance(layer, MaxPooling2D):   # gradcheck's float64 copy keeps it: the pair must fuse there
+            _forbid_pool_backward(layer)
+    x = rng.standard_normal((2, 9, 7, 3))
+    y = rng.random((2, 8, 6, 3))
+    errors = gradcheck(model, x, y)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def _conv_pool_model(conv_kwargs=None, also_output=False, read_twice=False, upsample_first=False, conv_class=Conv2D):
+    inp = Input(shape=(6, 6, 2))
+    h = UpSampling2D(2)(inp) if upsample_first else inp
+    y = conv_class(4, 3, padding="same", **{"activation": "relu", **(conv_kwargs or {})})(h)
+    pool = MaxPooling2D(2)
+    out = Conv2D(2, 3, padding="same")(pool(y))
+    if read_twice:
+        out = layers.Add()([out, Conv2D(2, 3, strides=2, padding="same")(y)])
+    return Model(inp, [out, y] if also_output else out), pool
+
+
+@pytest.mark.parametrize("case, fuses", [
+    ({}, True),
+    ({"conv_kwargs": {"activation": autoenc.activations.get("relu")}}, True),
+    ({"conv_kwargs": {"activation": "sigmoid"}}, False),
+    ({"conv_kwargs": {"activation": "linear"}}, False),
+    ({"conv_kwargs": {"activity_regularizer": "l1"}}, False),   # it needs the Conv2D output's gradient
+    ({"also_output": True}, False),
+    ({"read_twice": True}, False),
+    ({"upsample_first": True}, False),   # the Conv2D runs forward_upsampled
+    ({"conv_class": _Doubled}, False),
+    ({"wrapped": "conv"}, False),
+    ({"wrapped": "pool"}, False),
+    ({"reference": True}, False),
+])
+def test_which_conv_pool_pairs_fuse(case, fuses, rng):
+    model, pool = _conv_pool_model(**{k: v for k, v in case.items() if k not in ("wrapped", "reference")})
+    calls = []
+    plain = pool._kernels.backward
+    pool._kernels.backward = lambda dy: calls.append(1) or plain(dy)
+    conv = [layer for layer in model.layers if isinstance(layer, Conv2D)][0]
+    if case.get("wrapped"):   # a method wrapped on the layer itself (watch_backprop.py): run as written
+        layer = conv if case["wrapped"] == "conv" else pool
+        layer.backward = layer.backward
+    x = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+    with autoenc.reference_kernels(case.get("reference", False)):
+        ys = model.forward(x)
+        model.backward([np.ones_like(y) for y in ys] if isinstance(ys, list) else np.ones_like(ys))
+    assert calls == ([] if fuses else [1])
+
+
+def test_backward_maxpooled_refuses_a_conv_without_relu():
+    conv = Conv2D(2, 3, activation="sigmoid")
+    with pytest.raises(ValueError, match="activation='relu', got 'sigmoid'"):
+        conv.backward_maxpooled(np.zeros((1, 1, 1, 2), np.float32), MaxPooling2D())

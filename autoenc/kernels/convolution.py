@@ -143,6 +143,39 @@ class Conv2DKernels:
         db = dbias if dbias is not None else ws.array("db_unused", (cout,), y.dtype)
         conv2d_backward_dz(dy, y, relu, sh, sw, kh - 1 - pt, kw - 1 - pl, dz, dzp,
                            ws.array("db_chunks", (n_chunks(n), cout), y.dtype), db)
+        return self._backward_from_dz(dz, dzp, kernel, dkernel, need_dx)
+
+    def backward_maxpooled(self, dy, pool, kernel, dkernel, dbias, need_dx=True):
+        """backward(pool.backward(dy)) for a relu convolution (max(z, 0), fused) whose output the max
+        pooling ``pool`` (a :class:`autoenc.kernels.MaxPool2DKernels`) read in its last forward pass,
+        with the same results bit for bit: one pass (pooling.maxpool2d_backward_relu_dz) writes dz,
+        its padded copy and the bias gradient straight from the pooled gradient, without the
+        pooling's dx and without reading y; then the kernel and input gradients as in backward.
+
+        dy: (n, ph, pw, cout), dL/d(the pooled output). Fills dkernel and dbias, returns dx or None
+        as backward does. Needs the fast path, for both layers, and a forward pass that was not
+        forward_upsampled."""
+        if self._saved is None or self._saved[0] or self._upsampled is not None:
+            raise RuntimeError("Conv2DKernels.backward_maxpooled needs a fast forward pass (not upsampled) first")
+        _, _, x_shape, (pt, pl), _, y = self._saved
+        ws = self.workspace
+        n, h, w = x_shape[:3]
+        kh, kw, cin, cout = kernel.shape
+        dz = ws.array("dz", y.shape, y.dtype)
+        dzp = ws.array("dzp", (n if need_dx else 0, h + kh - 1, w + kw - 1, cout), y.dtype, zeros=True)
+        db = dbias if dbias is not None else ws.array("db_unused", (cout,), y.dtype)
+        pool.backward_relu_dz(dy, y, self.strides, kh - 1 - pt, kw - 1 - pl, dz, dzp,
+                              ws.array("db_chunks", (n_chunks(n), cout), y.dtype), db)
+        return self._backward_from_dz(dz, dzp, kernel, dkernel, need_dx)
+
+    def _backward_from_dz(self, dz, dzp, kernel, dkernel, need_dx):
+        """The kernel gradient from dz (n, oh, ow, cout) into dkernel, then dx (a work array) from
+        dzp (dz spread into the input gradient's halo), or None when not ``need_dx``."""
+        _, xp, x_shape, _, _, y = self._saved
+        ws = self.workspace
+        n = x_shape[0]
+        sh, sw = self.strides
+        kh, kw, cin, cout = kernel.shape
         conv2d_backward_kernel_chunks(xp, dz, sh, sw, ws.array("dw_chunks", (n_chunks(n), kh, kw, cin, cout),
                                                                y.dtype), dkernel)
         if not need_dx:

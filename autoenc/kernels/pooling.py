@@ -12,12 +12,17 @@ the maximum starts from the dtype's lowest finite number and a value replaces it
 so a NaN never wins and a window of only NaN or -inf gives that lowest number (-3.4e38 in float32).
 The gradient's winner starts from the window's first element instead (TensorFlow's MaxPoolGrad),
 so a NaN first in its window takes the gradient. Without NaN or -inf both rules pick the same.
-See docs/maxpooling2d.md.
+
+maxpool2d_backward_relu_dz is the backward pass fused with the next step of a model's backward when
+the pooling reads a ReLU convolution: that convolution's dz = dx * (y > 0), its bias gradient and
+padded dz, in one pass from the pooled arrays. See docs/maxpooling2d.md.
 """
 import numba
 import numpy as np
 
+from autoenc.kernels.blocks import add8, load8, store8
 from autoenc.kernels.config import njit, prange_only, reference_kernels_enabled
+from autoenc.kernels.conv_weight_grad import _sum_chunks
 from autoenc.kernels.padding import conv_padding
 from autoenc.kernels.workspace import Workspace
 
@@ -61,12 +66,13 @@ def maxpool2d_backward_naive(dy, argmax, x_shape):
 
 
 @njit(parallel=prange_only())
-def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
+def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite=None):
     """y[n, r, q, ch] = max of the window, argmax = r*w + q of its first maximum (NaN as in the
     module docstring). x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
 
     ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see padding.conv_padding); y
-    C-contiguous.
+    C-contiguous. nonfinite: (n,) bool or None; if given, nonfinite[s] says whether a window of
+    sample s had a NaN or -inf winner (its y is then not x at argmax; everywhere else it is).
 
     Optimizations: samples in parallel; the channel loop innermost, so every read and write runs
     along contiguous memory; the window clipped to x once per output pixel (no halo, no bounds
@@ -101,6 +107,8 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax):
         bad = False
         for k in range(oh * ow * c):
             bad |= not ys[k] >= lowest
+        if nonfinite is not None:
+            nonfinite[s] = bad
         for k in range(oh * ow * c if bad else 0):
             if not ys[k] >= lowest:
                 r, q, ch = k // (ow * c), (k // c) % ow, k % c
@@ -133,6 +141,92 @@ def maxpool2d_backward(dy, argmax, dx):
                 dxs[args[o * c + ch] * c + ch] += dys[o * c + ch]
 
 
+def maxpool2d_backward_relu_naive(dy, argmax, y):
+    """dz = maxpool2d_backward_naive(dy, argmax, y.shape) where y > 0, else 0: the gradient of the
+    pre-activation of a ReLU convolution whose output y (n, h, w, c) the pooling read. Returns dz
+    (float64)."""
+    return np.where(y > 0, maxpool2d_backward_naive(dy, argmax, y.shape), 0.0)
+
+
+@njit(parallel=prange_only())
+def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, dz, dzp, part, db):
+    """The pooling's backward pass and the dz pass of the ReLU convolution before it, in one:
+
+        g[n, k // w, k % w, ch] += dy[n, r, q, ch]   with k = argmax[n, r, q, ch]  (the pooling's dx)
+        dz = g where y > 0, else 0                    (the ReLU's mask)
+        db[f] = sum_{n,rr,qq} dz[n, rr, qq, f]
+        dzp[n, top + rr*sh, left + qq*sw] = dz[n, rr, qq]   (skipped if dzp has no samples)
+
+    exactly as maxpool2d_backward then conv_weight_grad.conv2d_backward_dz compute it, bit for bit:
+    the same sums in the same order (g from +0 in window order, db in fixed chunks of the batch).
+
+    dy, argmax (int32), py: (n, oh, ow, c), the pooling's output gradient, winners and output;
+    nonfinite: (n,) bool, from maxpool2d_forward; y: (n, h, w, c), the convolution's output (the
+    pooling's input); sh, sw: the convolution's strides; dz: (n, h, w, c); dzp: (n, hp, wp, c),
+    zero elsewhere, or (0, hp, wp, c); part: (nc, c) (nc = n_chunks(n)); db: (c,). dz, dzp, part
+    and db are overwritten. All C-contiguous.
+
+    The mask y > 0 at a window's winner is read from the small py: py is y at the winner, except in
+    windows whose winner is NaN or -inf (a NaN first in its window takes the gradient); there
+    y[winner] > 0 is False while py may be positive, so a sample with such a window
+    (nonfinite[s]) reads y at the winners instead. A winner of several windows (strides < pool
+    size) collects all their gradients or none: every window tests the same y.
+
+    Optimizations: one pass instead of two, neither the pooling's dx nor y read; chunks of the
+    batch in parallel; a sample's dz is zeroed, scattered into and swept for db and dzp while it
+    sits in the cache; 8 channels at a time in the sweep, as conv2d_backward_dz.
+    """
+    n, oh, ow, c = dy.shape
+    _, h, w, _ = dz.shape
+    nc = part.shape[0]
+    pad = dzp.shape[0] > 0
+    _, hp, wp, _ = dzp.shape
+    dzf, dzpf = dz.reshape(dz.size), dzp.reshape(dzp.size)
+    c8 = c - c % 8
+    zero = dz.dtype.type(0)
+    for k in numba.prange(nc):
+        pk = part[k]
+        for f in range(c):
+            pk[f] = 0
+        for s in range(k * n // nc, (k + 1) * n // nc):
+            dys, args, pys = dy[s].reshape(oh * ow * c), argmax[s].reshape(oh * ow * c), py[s].reshape(oh * ow * c)
+            ys, dzs = y[s].reshape(h * w * c), dz[s].reshape(h * w * c)
+            for i in range(h * w * c):
+                dzs[i] = 0
+            # dz[s, rr, qq, ch] (at i = k*c + ch for the winner k = rr*w + qq) += dy where y > 0; adding
+            # +0 instead leaves it +0 (a winner's windows are all masked, or none), so no branch
+            if nonfinite[s]:
+                for j in range(oh * ow * c):
+                    i = args[j] * c + j % c
+                    dzs[i] += dys[j] if ys[i] > 0 else zero
+            else:
+                for o in range(oh * ow):
+                    for ch in range(c):
+                        j = o * c + ch
+                        dzs[args[j] * c + ch] += dys[j] if pys[j] > 0 else zero
+            # the sweep of conv2d_backward_dz over this sample's dz: db's chunk sums, then dzp
+            for r in range(h):
+                i0 = (s * h + r) * w * c                        # row r of sample s in dz
+                p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
+                for f0 in range(0, c8, 8):  # 8 channels at a time
+                    acc = load8(pk, f0)
+                    for q in range(w):
+                        v = load8(dzf, i0 + q * c + f0)
+                        if pad:
+                            store8(dzpf, p0 + q * sw * c + f0, v, False)
+                        acc = add8(acc, v)
+                    store8(pk, f0, acc, False)
+                for f in range(c8, c):      # channels left over
+                    a = pk[f]
+                    for q in range(w):
+                        v = dzf[i0 + q * c + f]
+                        if pad:
+                            dzpf[p0 + q * sw * c + f] = v
+                        a += v
+                    pk[f] = a
+    _sum_chunks(part, db)
+
+
 class MaxPool2DKernels:
     """The forward and backward pass of max pooling with pool_size (ph, pw), strides (sh, sw) and
     padding 'valid' or 'same', for one layer, through the fast kernels or
@@ -143,21 +237,25 @@ class MaxPool2DKernels:
         self.pool_size, self.strides, self.padding = tuple(pool_size), tuple(strides), padding
         self.workspace = Workspace()
         self.argmax = None     # (n, oh, ow, c): flat index r*w + q in x of each window's winner
+        self.y = None          # (n, oh, ow, c): the last forward pass's output
+        self.nonfinite = None  # (n,) bool, fast path only: a sample with a NaN or -inf winner
         self._saved = None     # (reference, x shape, dtype) of the last forward pass
 
     def forward(self, x):
         """x: (n, h, w, c) -> y: (n, oh, ow, c), a work array (a new one on the reference path)."""
         self._saved = (reference_kernels_enabled(), x.shape, x.dtype)
         if self._saved[0]:
-            y, self.argmax = maxpool2d_forward_naive(x, self.pool_size, self.strides, self.padding)
-            return y
+            self.y, self.argmax = maxpool2d_forward_naive(x, self.pool_size, self.strides, self.padding)
+            self.nonfinite = None
+            return self.y
         n, h, w, c = x.shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         pt, _, oh = conv_padding(h, ph, sh, self.padding)
         pl, _, ow = conv_padding(w, pw, sw, self.padding)
-        y = self.workspace.array("y", (n, oh, ow, c), x.dtype)
+        self.y = y = self.workspace.array("y", (n, oh, ow, c), x.dtype)
         self.argmax = self.workspace.array("argmax", y.shape, np.int32)
-        maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, self.argmax)
+        self.nonfinite = self.workspace.array("nonfinite", (n,), np.bool_)
+        maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, self.argmax, self.nonfinite)
         return y
 
     def backward(self, dy):
@@ -169,3 +267,14 @@ class MaxPool2DKernels:
         dx = self.workspace.array("dx", x_shape, dtype)
         maxpool2d_backward(np.ascontiguousarray(dy), self.argmax, dx)  # it walks flat views of dy
         return dx
+
+    def backward_relu_dz(self, dy, y, strides, top, left, dz, dzp, part, db):
+        """The last forward pass's backward and the dz pass of the ReLU convolution whose output y
+        (n, h, w, c) it read, in one (maxpool2d_backward_relu_dz: dz, dzp, part and db as there, filled;
+        strides, top, left: the convolution's). dy: (n, oh, ow, c). Fast path only."""
+        reference, x_shape, _ = self._saved
+        if reference or x_shape != y.shape:
+            raise ValueError(f"backward_relu_dz needs a fast forward pass on y {y.shape}, got a "
+                             f"{'reference' if reference else 'fast'} one on {x_shape}")
+        maxpool2d_backward_relu_dz(np.ascontiguousarray(dy, dtype=y.dtype), self.argmax, self.y, self.nonfinite, y,
+                                   strides[0], strides[1], top, left, dz, dzp, part, db)

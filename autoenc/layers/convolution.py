@@ -2,6 +2,7 @@
 import numpy as np
 
 from autoenc.kernels.convolution import Conv2DKernels
+from autoenc.kernels.elementwise import fuses_relu
 from autoenc.kernels.padding import conv_output_size
 from autoenc.layers.base import Layer, format_shape
 from autoenc.utils import check_data_format, normalize_padding, normalize_tuple
@@ -94,6 +95,24 @@ class Conv2D(Layer):
         small input. Formulas in autoenc.kernels.convolution."""
         kernel, dkernel, dbias = self.params["kernel"], self.grads["kernel"], self.grads.get("bias")
         return self._kernels.backward(dy, kernel, dkernel, dbias, self.activation, from_logits, need_dx)
+
+    @property
+    def fuses_maxpooling(self):
+        """Whether a MaxPooling2D reading this layer's output can run its backward pass inside this
+        layer's (backward_maxpooled): a plain relu, which the forward kernel fuses."""
+        return fuses_relu(self.activation)
+
+    def backward_maxpooled(self, dy, pool, need_dx=True):
+        """dy: (batch, ph, pw, filters), dL/d(output of the MaxPooling2D ``pool``) where ``pool`` read
+        this layer's output in the last forward pass -> backward(pool.backward(dy), need_dx=need_dx),
+        the same grads and dx bit for bit, in one pass that writes dz straight from the pooled
+        gradient (autoenc.kernels.pooling.maxpool2d_backward_relu_dz). A model runs such a pair so
+        (see Model.backward); needs fuses_maxpooling and the fast kernels in both forward passes."""
+        if not self.fuses_maxpooling:
+            raise ValueError(f"Conv2D {self.name!r}: backward_maxpooled needs activation='relu', got "
+                             f"{self.activation.name!r}")
+        kernel, dkernel, dbias = self.params["kernel"], self.grads["kernel"], self.grads.get("bias")
+        return self._kernels.backward_maxpooled(dy, pool.pooling_kernels, kernel, dkernel, dbias, need_dx)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,

@@ -43,6 +43,12 @@ class MaxPooling2D(Layer):
         zero elsewhere (summed where windows overlap)."""
         return self._kernels.backward(dy)
 
+    @property
+    def pooling_kernels(self):
+        """The :class:`autoenc.kernels.MaxPool2DKernels` this layer runs, holding its last forward pass
+        (argmax, output): what Conv2D.backward_maxpooled reads to run this layer's backward inside its own."""
+        return self._kernels
+
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
                 "padding": self.padding}

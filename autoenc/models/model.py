@@ -9,12 +9,18 @@ per output (None for an output the loss does not use: zero). Training (compile, 
 (save, save_weights, load_weights) are written and read by :mod:`autoenc.saving`, which knows the
 model only through its public face: ``layers``, ``nodes``, ``get_config``, ``get_weights``...
 
-The execution plan fuses one pattern: an UpSampling2D((2, 2)) whose output only a 3x3 stride-1
-Conv2D reads (and is not a model output) is not run; the Conv2D computes from the small input
-(``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no upsampled
-tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
+The execution plan fuses two patterns. In the forward pass, an UpSampling2D((2, 2)) whose output
+only a 3x3 stride-1 Conv2D reads (and is not a model output) is not run; the Conv2D computes from
+the small input (``Conv2D.forward_upsampled``: four 2x2 convolutions, about half the multiplies, no
+upsampled tensor) and its backward returns the small input's gradient. The layers stay as they are (they may
 be shared with a model where the pair does not fuse); ``autoenc.set_reference_kernels(True)`` runs
 every layer on its own.
+
+The backward pass fuses a second pattern: a ReLU Conv2D whose output only a MaxPooling2D reads (and
+is not a model output). The pooling's backward is not run; the Conv2D takes the pooled gradient
+(``Conv2D.backward_maxpooled``: one pass writes its dz and bias gradient from the pooled gradient,
+the winners and the pooled output, without the pooling's dx) and gives the same gradients bit for bit.
+Both forward passes run as they are, so every layer output exists.
 
 The graph is public: ``model.nodes`` lists the layer calls in the order ``forward`` runs them, and
 ``model.layer_output(layer)`` is what a layer returned in the last forward pass (what callbacks such
@@ -40,6 +46,7 @@ from autoenc.kernels.upsampling import upsample2d_forward_naive
 from autoenc.layers.base import (Input, InputLayer, KerasTensor, Layer, Node, snake_case, TRACE_HELP, eager,
                                  format_shape, unique_name)
 from autoenc.layers.convolution import Conv2D
+from autoenc.layers.pooling import MaxPooling2D
 from autoenc.layers.upsampling import UpSampling2D
 from autoenc.models.training import Trainer
 
@@ -118,10 +125,9 @@ def _expand_models(layers):
     return out
 
 
-def _fusable_pairs(nodes, outputs):
-    """(upsampling node, conv node) for each UpSampling2D node whose output only a Conv2D reads:
-    one reader, reading that tensor alone, the tensor not a model output. Whether the pair is run
-    fused is decided at each forward pass (:func:`_runs_fused`)."""
+def _read_only_by(nodes, outputs, cls, reader_cls):
+    """(node, reader) for each node of a plain ``cls`` whose output only a plain ``reader_cls`` node
+    reads: one reader, reading that tensor alone, the tensor not a model output."""
     readers = {}
     for node in nodes:
         for t in node.inputs:
@@ -129,12 +135,25 @@ def _fusable_pairs(nodes, outputs):
     output_ids = {id(t) for t in outputs}
     pairs = []
     for node in nodes:
-        if not _plain(node.layer, UpSampling2D) or id(node.output) in output_ids:
+        if not _plain(node.layer, cls) or id(node.output) in output_ids:
             continue
         found = readers.get(id(node.output), [])
-        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, Conv2D):
+        if len(found) == 1 and len(found[0].inputs) == 1 and _plain(found[0].layer, reader_cls):
             pairs.append((node, found[0]))
     return pairs
+
+
+def _fusable_pairs(nodes, outputs):
+    """(upsampling node, conv node) for each UpSampling2D node whose output only a Conv2D reads (see
+    _read_only_by). Whether the pair is run fused is decided at each forward pass (:func:`_runs_fused`)."""
+    return _read_only_by(nodes, outputs, UpSampling2D, Conv2D)
+
+
+def _poolable_pairs(nodes, outputs):
+    """(conv node, pooling node) for each Conv2D node whose output only a MaxPooling2D reads (see
+    _read_only_by). Whether the pair's backward is run fused is decided at each forward pass
+    (:func:`_runs_maxpool_fused`)."""
+    return _read_only_by(nodes, outputs, Conv2D, MaxPooling2D)
 
 
 def _plain(layer, cls):
@@ -144,7 +163,7 @@ def _plain(layer, cls):
             and type(layer).compute_output_shape is cls.compute_output_shape)
 
 
-_WRAPPABLE = frozenset({"forward", "backward", "forward_upsampled"})
+_WRAPPABLE = frozenset({"forward", "backward", "forward_upsampled", "backward_maxpooled"})
 
 
 def _runs_fused(up, conv):
@@ -154,6 +173,15 @@ def _runs_fused(up, conv):
     examples/watch_backprop.py does to record each backward call: they then run as written)."""
     return (up.size == (2, 2) and up.activity_regularizer is None and conv.fuses_upsampling
             and not (_WRAPPABLE & vars(up).keys() or _WRAPPABLE & vars(conv).keys()))
+
+
+def _runs_maxpool_fused(conv, pool):
+    """Whether the backward pass of MaxPooling2D ``pool``, reading the output of Conv2D ``conv``, runs
+    inside the Conv2D's (Conv2D.backward_maxpooled): a plain relu (fused into the convolution), no
+    activity penalty on the Conv2D's output (it would need that output's gradient), and neither
+    layer's methods wrapped on the layer itself."""
+    return (conv.fuses_maxpooling and conv.activity_regularizer is None
+            and not (_WRAPPABLE & vars(conv).keys() or _WRAPPABLE & vars(pool).keys()))
 
 
 class _TracedTraining:
@@ -200,6 +228,8 @@ class Model(Trainer):
         self._node_of = {}    # id(layer) -> the node calling it
         self._fusable = []    # (UpSampling2D node, the Conv2D node reading it): see _fusable_pairs
         self._fused = {}      # id(Conv2D node) -> its UpSampling2D node, for the pairs the last forward ran fused
+        self._poolable = []   # (Conv2D node, the MaxPooling2D node reading it): see _poolable_pairs
+        self._pool_fused = {}   # id(Conv2D node) -> its MaxPooling2D node, for the pairs backward runs fused
         self._layers = []
         self._graph_layers = []   # the graph's layers (InputLayers included) in Keras' order
         if inputs is not None or outputs is not None:
@@ -286,8 +316,10 @@ class Model(Trainer):
         self._nodes = [n for n in nodes if not isinstance(n.layer, InputLayer)]
         self._node_of = {id(n.layer): n for n in nodes}
         self._fusable = _fusable_pairs(self._nodes, outputs)
+        self._poolable = _poolable_pairs(self._nodes, outputs)
         self._values = None   # the arrays of a previous graph (Sequential.add / pop) are stale
         self._fused = {}
+        self._pool_fused = {}
         # ``layers`` (and so get_weights) in Keras' order, which differs from ``nodes`` for branching graphs
         self._graph_layers = [node.layer for node in _keras_order(nodes, outputs)]
         self._layers = list(self._graph_layers)
@@ -568,6 +600,10 @@ class Model(Trainer):
                 values[id(node.output)] = y
         self._values = values
         self._fused = fused
+        # and for backward: a MaxPooling2D reading only a ReLU Conv2D runs inside its backward
+        self._pool_fused = {} if reference_kernels_enabled() else {
+            id(conv): pool for conv, pool in self._poolable
+            if id(conv) not in fused and _runs_maxpool_fused(conv.layer, pool.layer)}
         ys = [values[id(t)] for t in self.outputs]
         return ys[0] if len(ys) == 1 else ys
 
@@ -598,21 +634,33 @@ class Model(Trainer):
         input_ids = {id(t) for t in self.inputs}
         fused = self._fused   # the plan the forward pass ran
         skipped = {id(up) for up in fused.values()}
+        # id(Conv2D node) -> its MaxPooling2D node (a last layer given dL/dz runs on its own, as it is)
+        pool_fused = {conv: pool for conv, pool in self._pool_fused.items() if not (from_logits and pool is last)}
+        pooled = {id(pool): None for pool in pool_fused.values()}   # -> the gradient of its output
         for node in reversed(self._nodes):
             layer = node.layer
             if id(node) in skipped:   # its Conv2D returned the gradient of its input
                 continue
-            # a tensor no gradient reached (it feeds only unused outputs) has gradient zero
-            gs = [grads.pop(id(t), None) for t in node.outputs]
-            gs = [np.zeros_like(self._values[id(t)]) if g is None else g for g, t in zip(gs, node.outputs)]
-            g = gs if isinstance(node.output, list) else gs[0]
-            if layer.activity_regularizer is not None:
-                g = layer.activity_backward(g, self._values[id(node.output)])
+            if id(node) in pool_fused:   # no gradient reached the output: the pooling's comes in
+                g = pooled.pop(id(pool_fused[id(node)]))
+            else:
+                # a tensor no gradient reached (it feeds only unused outputs) has gradient zero
+                gs = [grads.pop(id(t), None) for t in node.outputs]
+                gs = [np.zeros_like(self._values[id(t)]) if g is None else g for g, t in zip(gs, node.outputs)]
+                g = gs if isinstance(node.output, list) else gs[0]
+                if layer.activity_regularizer is not None:
+                    g = layer.activity_backward(g, self._values[id(node.output)])
+            if id(node) in pooled:   # its Conv2D runs this backward inside its own
+                pooled[id(node)] = g
+                continue
             kwargs = {"from_logits": True} if (from_logits and node is last) else {}
             inputs = fused[id(node)].inputs if id(node) in fused else node.inputs
             if layer.can_skip_dx and not input_gradients and all(id(t) in input_ids for t in inputs):
                 kwargs["need_dx"] = False
-            dx = layer.backward(g, **kwargs)
+            if id(node) in pool_fused:
+                dx = layer.backward_maxpooled(g, pool_fused[id(node)].layer, **kwargs)
+            else:
+                dx = layer.backward(g, **kwargs)
             layer.add_regularization_gradients()
             if dx is None:
                 continue
