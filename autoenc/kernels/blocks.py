@@ -1,12 +1,22 @@
-"""Register-block helpers: tuples of 8 or 16 scalars that LLVM keeps in vector registers.
+"""Register-block helpers: the vectors that the fast convolution kernels sum their blocks in.
 
-The fast convolution kernels sum blocks of output pixels x channels (or patch elements x channels)
-in tuples of scalars. LLVM keeps each tuple in one vector register, and its SLP vectoriser (turned
-on in config.py) turns the scalar multiply-adds of :func:`fma8` / :func:`fma16` into one vector
-instruction. How many float32 numbers a vector register holds is :data:`LANES`: 16 where the code is
-compiled for AVX-512, else 8 (AVX2); the kernels size their blocks by it. Indices are unsigned where
-that lets LLVM see neighbouring loads as one vector load. Every helper is a tiny jitted function
-that the kernels inline.
+The kernels sum blocks of output pixels x channels (or patch elements x channels) in registers. How
+many float32 numbers a vector register holds is :data:`LANES`: 16 where the code is compiled for
+AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of helper, from the plainest:
+
+- tuples of 8 scalars (:func:`load8`, :func:`fma8`, :func:`store8`, ...): LLVM keeps each tuple in
+  one vector register and its SLP vectoriser (turned on in config.py) packs the scalar
+  multiply-adds into one vector instruction;
+- :func:`fused_madd` and :func:`store_vector` (``fmadd``, ``storev``), written as LLVM IR: the same
+  on tuples of 8, 16 or 32, as one vector ``llvm.fma`` (always fused, so every build rounds alike)
+  and one vector store. With 16-tuples LLVM's own code was not good enough: this CPU's LLVM target
+  prefers 256-bit vectors, left some multiply-adds unfused and split the stores into lanes;
+- :class:`Vec`, one LLVM vector value of LANES numbers (:func:`vloadL`, :func:`vfmaL`,
+  :func:`vstoreL`), which a loop carries in one register.
+
+Indices are unsigned where that lets LLVM see neighbouring loads as one vector load. Every helper
+is tiny and inlined into the kernels; under NUMBA_DISABLE_JIT=1 plain Python stands in for the
+LLVM ones.
 """
 import numba
 import numba.extending
@@ -61,18 +71,7 @@ def load16(a, k):
             a[u + _U8], a[u + _U9], a[u + _U10], a[u + _U11], a[u + _U12], a[u + _U13], a[u + _U14], a[u + _U15])
 
 
-@njit(fastmath=FASTMATH)
-def fma16(acc, a, v):
-    """acc + a * v over 16-tuples (a scalar): one 512-bit vector multiply-add once vectorised."""
-    return (acc[0] + a * v[0], acc[1] + a * v[1], acc[2] + a * v[2], acc[3] + a * v[3],
-            acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7],
-            acc[8] + a * v[8], acc[9] + a * v[9], acc[10] + a * v[10], acc[11] + a * v[11],
-            acc[12] + a * v[12], acc[13] + a * v[13], acc[14] + a * v[14], acc[15] + a * v[15])
-
-
-# Two helpers written as LLVM IR (Numba intrinsics) for the widest register blocks, where what LLVM
-# makes of the tuple code above is not good enough: plain Python versions stand in under
-# NUMBA_DISABLE_JIT=1 (fmadd, storev below).
+# --- tuples through LLVM IR (Numba intrinsics): the widest register blocks ------------------------
 
 def _lane(q):
     return ir.Constant(ir.IntType(32), q)
@@ -85,6 +84,16 @@ def _tuple_to_vector(context, builder, tup, tty, dtype):
         lane = context.cast(builder, builder.extract_value(tup, q), tty.dtype, dtype)
         vec = builder.insert_element(vec, lane, _lane(q))
     return vec
+
+
+def _splat_fma(builder, s, v, acc):
+    """llvm.fma(splat(s), v, acc) on LLVM vectors v and acc: acc + s * v, each lane rounded once."""
+    vty = v.type
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), s, _lane(0))
+    splat = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
+    name = f"llvm.fma.v{vty.count}f{64 if isinstance(vty.element, ir.DoubleType) else 32}"
+    fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+    return builder.call(fma, [splat, v, acc])
 
 
 @numba.extending.intrinsic
@@ -100,13 +109,8 @@ def fused_madd(typingctx, acc, a, v):
 
     def codegen(context, builder, signature, args):
         acc_t, a_s, v_t = args
-        vec_t = ir.VectorType(context.get_value_type(dtype), n)
-        one = builder.insert_element(ir.Constant(vec_t, ir.Undefined), context.cast(builder, a_s, a, dtype), _lane(0))
-        splat = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
-        name = f"llvm.fma.v{n}f{dtype.bitwidth}"
-        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vec_t, [vec_t] * 3), name)
-        r = builder.call(fma, [splat, _tuple_to_vector(context, builder, v_t, v, dtype),
-                               _tuple_to_vector(context, builder, acc_t, acc, dtype)])
+        r = _splat_fma(builder, context.cast(builder, a_s, a, dtype), _tuple_to_vector(context, builder, v_t, v, dtype),
+                       _tuple_to_vector(context, builder, acc_t, acc, dtype))
         out = context.get_constant_undef(acc)
         for q in range(n):
             out = builder.insert_value(out, builder.extract_element(r, _lane(q)), q)
@@ -148,30 +152,6 @@ def _store_vector_py(out, k, v, relu):
 
 
 fmadd, storev = (_fmadd_py, _store_vector_py) if numba.config.DISABLE_JIT else (fused_madd, store_vector)
-
-
-@njit()
-def store16(out, k, v, relu):
-    """out[k:k+16] = v, or max(v, 0) when relu."""
-    o = out[k:k + 16]   # a loop over a slice: LLVM keeps v in one vector register (unrolled stores split it)
-    for q in range(16):
-        o[q] = max(v[q], 0) if relu else v[q]
-
-
-@njit()
-def store16_unrolled(out, k, v, relu):
-    """out[k:k+16] = v, or max(v, 0) when relu, as 16 neighbouring scalar stores. The forward
-    blocks of short patches (one input channel) store often: there LLVM merges these into vector
-    stores, where it takes store16's loop apart into scalar ones (measured 3-4x faster)."""
-    u = np.uint64(k)
-    if relu:
-        v = (max(v[0], 0), max(v[1], 0), max(v[2], 0), max(v[3], 0), max(v[4], 0), max(v[5], 0), max(v[6], 0),
-             max(v[7], 0), max(v[8], 0), max(v[9], 0), max(v[10], 0), max(v[11], 0), max(v[12], 0), max(v[13], 0),
-             max(v[14], 0), max(v[15], 0))
-    out[u], out[u + _U1], out[u + _U2], out[u + _U3] = v[0], v[1], v[2], v[3]
-    out[u + _U4], out[u + _U5], out[u + _U6], out[u + _U7] = v[4], v[5], v[6], v[7]
-    out[u + _U8], out[u + _U9], out[u + _U10], out[u + _U11] = v[8], v[9], v[10], v[11]
-    out[u + _U12], out[u + _U13], out[u + _U14], out[u + _U15] = v[12], v[13], v[14], v[15]
 
 
 @njit()
@@ -243,9 +223,9 @@ def store8(out, k, v, relu):
         o[q] = max(v[q], 0) if relu else v[q]
 
 
-# Blocks LANES wide, for kernels written once for both vector widths: a jitted caller binds these
-# names when it compiles, so an AVX2 build compiles only the 8-wide helpers.
-loadL, fmaL, storeL = (load16, fma16, store16) if LANES == 16 else (load8, fma8, store8)
+# LANES numbers as a tuple, for kernels written once for both vector widths: a jitted caller binds
+# the name when it compiles, so an AVX2 build compiles only the 8-wide helper.
+loadL = load16 if LANES == 16 else load8
 
 
 @njit()
@@ -300,7 +280,6 @@ class Vec(numba.types.Type):
 @numba.extending.register_model(Vec)
 class _VecModel(numba.extending.models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        from llvmlite import ir
         super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes))
 
 
@@ -342,18 +321,8 @@ def _vfma(typingctx, acc, p, v):
         return None
 
     def codegen(context, builder, sig, args):
-        from llvmlite import ir
-        from numba.core import cgutils
         a, s, x = args
-        vty = a.type
-        s = context.cast(builder, s, sig.args[1], acc.dtype)
-        i32 = ir.IntType(32)
-        b = builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(i32, 0))
-        b = builder.shuffle_vector(b, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(i32, vty.count),
-                                                                                   [0] * vty.count))
-        name = f"llvm.fma.v{vty.count}{'f32' if isinstance(vty.element, ir.FloatType) else 'f64'}"
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
-        return builder.call(fma, [b, x, a])
+        return _splat_fma(builder, context.cast(builder, s, sig.args[1], acc.dtype), x, a)
     return acc(acc, p, v), codegen
 
 
