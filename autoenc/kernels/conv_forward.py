@@ -68,11 +68,12 @@ def _patch_start(q, ow, sh, rstride, dx):
 
 
 @njit(fastmath=FASTMATH)
-def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """8 output pixels x channels f0..f0+15 of conv2d_forward: the pixels' patches start at ``starts``
-    in flat xp; wf is w flat; results go to yf[o + j*cout : o + j*cout + 16]."""
+def _forward_blockL(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
+    """8 output pixels x channels f0..f0+LANES-1 of conv2d_forward (16 channels with AVX-512, 8 with
+    AVX2): the pixels' patches start at ``starts`` in flat xp; wf is w flat; results go to
+    yf[o + j*cout : o + j*cout + LANES]."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = load16(b, f0)
+    a0 = loadL(b, f0)
     a1 = a0
     a2 = a0
     a3 = a0
@@ -83,44 +84,7 @@ def _forward_block16(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
     for i in range(kh):
         d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
         for k in range(row):
-            v = load16(wf, (i * row + k) * cout + f0)
-            e = d + k
-            a0 = fmadd(a0, at(xf, b0 + e), v)
-            a1 = fmadd(a1, at(xf, b1 + e), v)
-            a2 = fmadd(a2, at(xf, b2 + e), v)
-            a3 = fmadd(a3, at(xf, b3 + e), v)
-            a4 = fmadd(a4, at(xf, b4 + e), v)
-            a5 = fmadd(a5, at(xf, b5 + e), v)
-            a6 = fmadd(a6, at(xf, b6 + e), v)
-            a7 = fmadd(a7, at(xf, b7 + e), v)
-    storev(yf, o, a0, relu)
-    storev(yf, o + cout, a1, relu)
-    storev(yf, o + 2 * cout, a2, relu)
-    storev(yf, o + 3 * cout, a3, relu)
-    storev(yf, o + 4 * cout, a4, relu)
-    storev(yf, o + 5 * cout, a5, relu)
-    storev(yf, o + 6 * cout, a6, relu)
-    storev(yf, o + 7 * cout, a7, relu)
-
-
-@njit(fastmath=FASTMATH)
-def _forward_block8(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """8 output pixels x channels f0..f0+7 of conv2d_forward, as :func:`_forward_block16`, where vectors
-    hold 8 float32 (AVX2). With 16 lanes LLVM splits these accumulators in halves, and the 8-wide
-    blocks are the loop inline in conv2d_forward instead (which an AVX2 build compiles 3x slower)."""
-    b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = load8(b, f0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    for i in range(kh):
-        d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
-        for k in range(row):
-            v = load8(wf, (i * row + k) * cout + f0)
+            v = loadL(wf, (i * row + k) * cout + f0)
             e = d + k
             a0 = fmadd(a0, at(xf, b0 + e), v)
             a1 = fmadd(a1, at(xf, b1 + e), v)
@@ -142,8 +106,8 @@ def _forward_block8(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
 
 @njit(fastmath=FASTMATH)
 def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """8 output pixels x channels f0..f0+31 of conv2d_forward, as :func:`_forward_block16` (the
-    same sums in the same order) with two 16-channel vectors per pixel: 16 accumulators, and per
+    """8 output pixels x channels f0..f0+31 of conv2d_forward, as :func:`_forward_blockL` (the
+    same sums in the same order) with two 16-channel vectors per pixel (AVX-512 only): 16 accumulators, and per
     patch element 2 vector loads of w and 8 broadcasts of x for 16 multiply-adds."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
     a0 = load16(b, f0)
@@ -214,15 +178,12 @@ def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
 
 @njit()
 def _no_block(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
-    """Stands in for a block a build does not use (never called): :func:`_forward_block16` and
-    :func:`_forward_block32` where vectors hold 8 float32, :func:`_forward_block8` where they hold 16."""
+    """Stands in for :func:`_forward_block32` where vectors hold 8 float32 (never called there)."""
 
 
-# 8 pixels x 32 or 16 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build
-# compiles no 16-wide code and does every block 8 channels wide, inline in conv2d_forward
-_forward_block16_or_none = _forward_block16 if LANES == 16 else _no_block
+# 8 pixels x 32 channels where a vector register holds 16 float32 (AVX-512); an AVX2 build compiles
+# no 16-wide code
 _forward_block32_or_none = _forward_block32 if LANES == 16 else _no_block
-_forward_block8_or_none = _forward_block8 if LANES == 8 else _no_block
 
 
 @njit(fastmath=FASTMATH)
@@ -363,13 +324,14 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
                 _forward_block32_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
                                          relu)
             for f0 in range(f32, f16, 16):  # 8 pixels x 16 channels (AVX-512 only)
-                _forward_block16_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
-                                         relu)
+                _forward_blockL(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
             for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
                 _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
             for f0 in range(max(f16, ft), f8 if LANES == 8 else 0, 8):  # 8 pixels x 8 channels (AVX2)
-                _forward_block8_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
-            for f0 in range(max(f16, ft), f8 if LANES == 16 else 0, 8):  # 8 pixels x 8 channels (AVX-512)
+                _forward_blockL(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
+            # 8 pixels x 8 channels with AVX-512: inline, on tuples of 8 (in a function of their own,
+            # LLVM split these accumulators in halves there)
+            for f0 in range(max(f16, ft), f8 if LANES == 16 else 0, 8):
                 a0 = load8(b, f0)
                 a1 = a0
                 a2 = a0
