@@ -94,8 +94,6 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     _, hp, wp, _ = dzp.shape
     dyf, yf, dzf = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
     dzpf = dzp.reshape(dzp.size)
-    c8 = c - c % 8
-    zero = dz.dtype.type(0)
     for k in numba.prange(nc):
         pk = part[k]
         for f in range(c):
@@ -104,29 +102,44 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
             for r in range(oh):
                 i0 = (s * oh + r) * ow * c                      # row r of sample s in dy, y, dz
                 p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
-                for f0 in range(0, c8, 8):  # 8 channels at a time
-                    acc = load8(pk, f0)
-                    for q in range(ow):
-                        i = i0 + q * c + f0
-                        v = load8(dyf, i)
-                        if relu:
-                            v = where_positive8(v, load8(yf, i), zero)
-                        store8(dzf, i, v, False)
-                        if pad:
-                            store8(dzpf, p0 + q * sw * c + f0, v, False)
-                        acc = add8(acc, v)
-                    store8(pk, f0, acc, False)
-                for f in range(c8, c):      # channels left over
-                    a = pk[f]
-                    for q in range(ow):
-                        i = i0 + q * c + f
-                        v = dyf[i] if not relu or yf[i] > 0 else zero
-                        dzf[i] = v
-                        if pad:
-                            dzpf[p0 + q * sw * c + f] = v
-                        a += v
-                    pk[f] = a
+                dz_row(dyf, yf, relu, dzf, True, dzpf, pad, pk, i0, p0, ow, c, sw)
     _sum_chunks(part, db)
+
+
+@njit()
+def dz_row(src, yf, relu, dzf, write_dz, dzpf, pad, pk, i0, p0, ow, c, sw):
+    """One row of the dz pass (conv2d_backward_dz), ow pixels x c channels starting at i0 in flat
+    src, yf and dzf: v = src where yf > 0, else 0 (relu; otherwise v = src); dzf = v (write_dz);
+    dzpf[p0 + q*sw*c + f] = v for pixel q (pad); pk[f] += v, pixel by pixel in order.
+
+    Optimizations: 8 channels at a time in a register tuple (one vector load, mask, store and add),
+    the channels left over one at a time."""
+    c8 = c - c % 8
+    zero = dzf.dtype.type(0)
+    for f0 in range(0, c8, 8):  # 8 channels at a time
+        acc = load8(pk, f0)
+        for q in range(ow):
+            i = i0 + q * c + f0
+            v = load8(src, i)
+            if relu:
+                v = where_positive8(v, load8(yf, i), zero)
+            if write_dz:
+                store8(dzf, i, v, False)
+            if pad:
+                store8(dzpf, p0 + q * sw * c + f0, v, False)
+            acc = add8(acc, v)
+        store8(pk, f0, acc, False)
+    for f in range(c8, c):      # channels left over
+        a = pk[f]
+        for q in range(ow):
+            i = i0 + q * c + f
+            v = src[i] if not relu or yf[i] > 0 else zero
+            if write_dz:
+                dzf[i] = v
+            if pad:
+                dzpf[p0 + q * sw * c + f] = v
+            a += v
+        pk[f] = a
 
 
 @njit()

@@ -20,9 +20,8 @@ padded dz, in one pass from the pooled arrays. See docs/maxpooling2d.md.
 import numba
 import numpy as np
 
-from autoenc.kernels.blocks import add8, load8, store8
 from autoenc.kernels.config import njit, prange_only, reference_kernels_enabled
-from autoenc.kernels.conv_weight_grad import _sum_chunks
+from autoenc.kernels.conv_weight_grad import _sum_chunks, dz_row
 from autoenc.kernels.padding import conv_padding
 from autoenc.kernels.workspace import Workspace
 
@@ -174,7 +173,7 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
 
     Optimizations: one pass instead of two, neither the pooling's dx nor y read; chunks of the
     batch in parallel; a sample's dz is zeroed, scattered into and swept for db and dzp while it
-    sits in the cache; 8 channels at a time in the sweep, as conv2d_backward_dz.
+    sits in the cache; the sweep is conv2d_backward_dz's (conv_weight_grad.dz_row).
     """
     n, oh, ow, c = dy.shape
     _, h, w, _ = dz.shape
@@ -182,7 +181,6 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
     pad = dzp.shape[0] > 0
     _, hp, wp, _ = dzp.shape
     dzf, dzpf = dz.reshape(dz.size), dzp.reshape(dzp.size)
-    c8 = c - c % 8
     zero = dz.dtype.type(0)
     for k in numba.prange(nc):
         pk = part[k]
@@ -204,26 +202,12 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
                     for ch in range(c):
                         j = o * c + ch
                         dzs[args[j] * c + ch] += dys[j] if pys[j] > 0 else zero
-            # the sweep of conv2d_backward_dz over this sample's dz: db's chunk sums, then dzp
+            # the sweep of conv2d_backward_dz over this sample's dz (already masked): db's chunk
+            # sums, then dzp
             for r in range(h):
                 i0 = (s * h + r) * w * c                        # row r of sample s in dz
                 p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
-                for f0 in range(0, c8, 8):  # 8 channels at a time
-                    acc = load8(pk, f0)
-                    for q in range(w):
-                        v = load8(dzf, i0 + q * c + f0)
-                        if pad:
-                            store8(dzpf, p0 + q * sw * c + f0, v, False)
-                        acc = add8(acc, v)
-                    store8(pk, f0, acc, False)
-                for f in range(c8, c):      # channels left over
-                    a = pk[f]
-                    for q in range(w):
-                        v = dzf[i0 + q * c + f]
-                        if pad:
-                            dzpf[p0 + q * sw * c + f] = v
-                        a += v
-                    pk[f] = a
+                dz_row(dzf, dzf, False, dzf, False, dzpf, pad, pk, i0, p0, w, c, sw)
     _sum_chunks(part, db)
 
 
