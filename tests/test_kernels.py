@@ -32,6 +32,17 @@ def conv_cases(draw):
     return (n, h, w, cin, cout), (kh, kw), (sh, sw), padding, seed
 
 
+def conv_case_arrays(case, dtype):
+    """The arrays of a drawn convolution case: (g, x, w, b, xp, (pt, pl), (oh, ow)), x, w and b
+    standard normal from the case's seed (g, the generator, draws the rest of the test's arrays)."""
+    (n, h, w, cin, cout), ks, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, h, w, cin)).astype(dtype)
+    wt = g.standard_normal(ks + (cin, cout)).astype(dtype)
+    b = g.standard_normal(cout).astype(dtype)
+    return (g, x, wt, b) + padded(x, ks, strides, padding)
+
+
 def close(a, b, dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max(initial=0))))
@@ -40,12 +51,8 @@ def close(a, b, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(case=conv_cases())
 def test_conv2d_kernels_match_naive(dtype, case):
-    (n, h, w, cin, cout), ks, strides, padding, seed = case
-    g = np.random.default_rng(seed)
-    x = g.standard_normal((n, h, w, cin)).astype(dtype)
-    wt = g.standard_normal(ks + (cin, cout)).astype(dtype)
-    b = g.standard_normal(cout).astype(dtype)
-    xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
+    (n, h, w, cin, cout), ks, strides, padding, _ = case
+    g, x, wt, b, xp, (pt, pl), (oh, ow) = conv_case_arrays(case, dtype)
     y = np.empty((n, oh, ow, cout), dtype)
     conv_forward.conv2d_forward(xp, wt, b, strides[0], strides[1], conv_forward.ACT_LINEAR, y)
     expected = conv_forward.conv2d_forward_naive(x, wt, b, strides, padding)
@@ -97,12 +104,8 @@ def assert_within_sum_bound(got, want, abs_sum, terms, dtype):
 def test_one_channel_kernels_match_naive(dtype, case):
     """Forward, input and kernel gradients where one side has few channels, within a bound derived from
     the arithmetic (the sums of the magnitudes, computed by the oracles on |x|, |w|, |dy|)."""
-    (n, h, w, cin, cout), ks, strides, padding, seed = case
-    g = np.random.default_rng(seed)
-    x = g.standard_normal((n, h, w, cin)).astype(dtype)
-    wt = g.standard_normal(ks + (cin, cout)).astype(dtype)
-    b = g.standard_normal(cout).astype(dtype)
-    xp, (pt, pl), (oh, ow) = padded(x, ks, strides, padding)
+    (n, h, w, cin, cout), ks, strides, padding, _ = case
+    g, x, wt, b, xp, (pt, pl), (oh, ow) = conv_case_arrays(case, dtype)
     ax, aw, ab = (np.abs(a).astype(np.float64) for a in (x, wt, b))
     y = np.empty((n, oh, ow, cout), dtype)
     for act, relu in [(conv_forward.ACT_LINEAR, False), (conv_forward.ACT_RELU, True)]:
