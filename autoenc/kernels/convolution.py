@@ -133,16 +133,11 @@ class Conv2DKernels:
         dy = np.ascontiguousarray(dy, dtype=y.dtype)  # the kernels walk flat views
         relu = fuses_relu(activation) and not from_logits
         dy = activation_backward(activation, dy, y, z, ws, from_logits)
-        sh, sw = self.strides
-        n, h, w = x_shape[:3]
-        kh, kw, cin, cout = kernel.shape
+        kh, kw = kernel.shape[:2]
         # one pass: dz (relu mask), the bias gradient, and dz spread out by the strides into the
         # halo of the input-gradient convolution (dzp: kh-1-pt rows on top, kw-1-pl columns left)
-        dz = ws.array("dz", dy.shape, y.dtype)
-        dzp = ws.array("dzp", (n if need_dx else 0, h + kh - 1, w + kw - 1, cout), y.dtype, zeros=True)
-        db = dbias if dbias is not None else ws.array("db_unused", (cout,), y.dtype)
-        conv2d_backward_dz(dy, y, relu, sh, sw, kh - 1 - pt, kw - 1 - pl, dz, dzp,
-                           ws.array("db_chunks", (n_chunks(n), cout), y.dtype), db)
+        dz, dzp, part, db = self._dz_arrays(kernel, dbias, need_dx)
+        conv2d_backward_dz(dy, y, relu, *self.strides, kh - 1 - pt, kw - 1 - pl, dz, dzp, part, db)
         return self._backward_from_dz(dz, dzp, kernel, dkernel, need_dx)
 
     def backward_maxpooled(self, dy, pool, kernel, dkernel, dbias, need_dx=True):
@@ -157,16 +152,25 @@ class Conv2DKernels:
         forward_upsampled."""
         if self._saved is None or self._saved[0] or self._upsampled is not None:
             raise RuntimeError("Conv2DKernels.backward_maxpooled needs a fast forward pass (not upsampled) first")
-        _, _, x_shape, (pt, pl), _, y = self._saved
+        _, _, _, (pt, pl), _, y = self._saved
+        kh, kw = kernel.shape[:2]
+        dz, dzp, part, db = self._dz_arrays(kernel, dbias, need_dx)
+        pool.backward_relu_dz(dy, y, self.strides, kh - 1 - pt, kw - 1 - pl, dz, dzp, part, db)
+        return self._backward_from_dz(dz, dzp, kernel, dkernel, need_dx)
+
+    def _dz_arrays(self, kernel, dbias, need_dx):
+        """The work arrays of the dz pass after the last (fast, not upsampled) forward pass: dz
+        (n, oh, ow, cout); dzp (n, h + kh - 1, w + kw - 1, cout), zero outside the spread-out dz, or
+        with no samples when not ``need_dx``; the chunk sums (n_chunks(n), cout); and db, which is
+        ``dbias`` or, without a bias, a work array."""
+        _, _, x_shape, _, _, y = self._saved
         ws = self.workspace
         n, h, w = x_shape[:3]
-        kh, kw, cin, cout = kernel.shape
+        kh, kw, _, cout = kernel.shape
         dz = ws.array("dz", y.shape, y.dtype)
         dzp = ws.array("dzp", (n if need_dx else 0, h + kh - 1, w + kw - 1, cout), y.dtype, zeros=True)
         db = dbias if dbias is not None else ws.array("db_unused", (cout,), y.dtype)
-        pool.backward_relu_dz(dy, y, self.strides, kh - 1 - pt, kw - 1 - pl, dz, dzp,
-                              ws.array("db_chunks", (n_chunks(n), cout), y.dtype), db)
-        return self._backward_from_dz(dz, dzp, kernel, dkernel, need_dx)
+        return dz, dzp, ws.array("db_chunks", (n_chunks(n), cout), y.dtype), db
 
     def _backward_from_dz(self, dz, dzp, kernel, dkernel, need_dx):
         """The kernel gradient from dz (n, oh, ow, cout) into dkernel, then dx (a work array) from
