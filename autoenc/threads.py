@@ -22,6 +22,7 @@ thread; benchmarks/threads.py and benchmarks/regions.py measure it). Two remedie
    (tests/test_threads.py checks it).
 """
 import os
+import threading
 import time
 
 # Spin iterations of a waiting GNU OpenMP thread before it sleeps: about 50 us, the gap between two
@@ -103,6 +104,121 @@ def _prefer_omp():
 def configured():
     """What :func:`configure` set at import: {environment variable or numba.config name: value}."""
     return dict(_configured or {})
+
+
+# --- the pool that runs the kernels' pieces ------------------------------------------------------
+#
+# Every kernel that runs on several threads is a Numba function compiled with nogil=True over a
+# range of items (samples, batch chunks, blocks of an array): ``kernel(lo, hi, *args)``.
+# ``parallel_for`` cuts the items into one contiguous piece per thread and runs them on a pool of
+# Python threads, the calling thread included. Numba's own parallel loops (prange) are not used:
+# Numba compiles each of them twice (the loop body once more as a separate function) and links
+# every kernel called inside into both, which doubled the cold start (issue 15).
+
+
+class _Region:
+    """One call of :func:`parallel_for`: the pieces not yet taken, how many are unfinished, the first
+    error raised by a piece, and ``done``, a lock released when the last piece ends."""
+    __slots__ = ("kernel", "args", "pieces", "left", "error", "mutex", "done")
+
+    def __init__(self, kernel, args, pieces):
+        self.kernel, self.args, self.pieces = kernel, args, pieces
+        self.left, self.error = len(pieces), None
+        self.mutex = threading.Lock()
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+def _run_pieces(region):
+    """Take pieces of ``region`` until none is left, and run them."""
+    while True:
+        try:
+            lo, hi = region.pieces.pop()    # atomic: a piece is taken by one thread only
+        except IndexError:
+            return
+        try:
+            region.kernel(lo, hi, *region.args)
+        except BaseException as e:          # re-raised by the caller, once every piece has ended
+            if region.error is None:
+                region.error = e
+        with region.mutex:
+            region.left -= 1
+            last = region.left == 0
+        if last:
+            region.done.release()
+
+
+class _Pool:
+    """Worker threads, started when first needed; each sleeps on its own lock until woken."""
+
+    def __init__(self):
+        self.busy = threading.Lock()    # held by the parallel_for that uses the workers
+        self.region = None
+        self.wakes = []
+
+    def workers(self, k):
+        while len(self.wakes) < k:
+            wake = threading.Lock()
+            wake.acquire()
+            threading.Thread(target=self._work, args=(wake,), name=f"autoenc-{len(self.wakes) + 1}",
+                             daemon=True).start()
+            self.wakes.append(wake)
+        return self.wakes[:k]
+
+    def _work(self, wake):
+        while True:
+            wake.acquire()
+            region = self.region
+            if region is not None:
+                _run_pieces(region)
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=lambda: globals().update(_pool=_Pool()))   # a child has no workers
+
+
+def pieces(n, count):
+    """The contiguous pieces [(lo, hi), ...] that :func:`parallel_for` cuts n items into, for
+    ``count`` threads: min(count, n) of them, sizes differing by at most one."""
+    count = max(1, min(count, n))
+    return [(i * n // count, (i + 1) * n // count) for i in range(count)]
+
+
+def parallel_for(kernel, n, *args):
+    """Run ``kernel(lo, hi, *args)`` over the items 0..n-1, in one contiguous piece per thread of the
+    calling thread's Numba thread count (``numba.get_num_threads()``, at most n), and return when
+    every piece has ended. The calling thread runs pieces too, and takes any piece that no worker
+    has started yet (so a worker that the OS keeps waiting, on a busy machine, costs little). An
+    error raised by a piece is raised here, after the others end.
+
+    The pieces must write disjoint parts of the arrays; a kernel's result then does not depend on
+    the number of threads. The kernel must release the GIL (``njit(nogil=True)``, the default of
+    kernels/config.njit) for the pieces to run at the same time. One call at a time uses the
+    workers: a call made meanwhile (from another thread, or from inside a piece) runs all its
+    items on its own thread."""
+    if n <= 0:
+        return
+    import numba
+    count = min(numba.get_num_threads(), n)
+    pool = _pool
+    if count <= 1 or not pool.busy.acquire(blocking=False):
+        kernel(0, n, *args)
+        return
+    try:
+        region = _Region(kernel, args, pieces(n, count)[::-1])   # popped from the end: the first piece first
+        pool.region = region
+        for wake in pool.workers(count - 1):
+            try:
+                wake.release()
+            except RuntimeError:    # already woken, and not yet back: it will find this region
+                pass
+        _run_pieces(region)
+        region.done.acquire()
+    finally:
+        pool.region = None
+        pool.busy.release()
+    if region.error is not None:
+        raise region.error
 
 
 class ThreadTuner:

@@ -115,9 +115,13 @@ class _CheckedCache(caching.FunctionCache):
 
 
 def njit(**options):
-    """``numba.njit(cache=True, **options)``, robust to the cache: where no cache directory can be
-    written the kernel is compiled in memory (one warning), and a damaged cache file is recompiled.
-    Under NUMBA_DISABLE_JIT=1 it returns the plain Python function, as numba.njit does."""
+    """``numba.njit(cache=True, nogil=True, **options)``, robust to the cache: where no cache
+    directory can be written the kernel is compiled in memory (one warning), and a damaged cache
+    file is recompiled. Without the GIL, the pieces of a kernel run at the same time on
+    threads.parallel_for's threads. Under NUMBA_DISABLE_JIT=1 it returns the plain Python function,
+    as numba.njit does."""
+    options.setdefault("nogil", True)
+
     def decorate(fn):
         disp = numba.njit(**options)(fn)
         if isinstance(disp, dispatcher.Dispatcher):

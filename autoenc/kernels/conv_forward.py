@@ -15,13 +15,13 @@ Notation used by every convolution docstring::
 Its gradients: conv_input_grad.py (dx, itself this convolution run on the flipped kernel) and
 conv_weight_grad.py (dw, db). See docs/conv2d.md.
 """
-import numba
 import numpy as np
 
 from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
                                     store8, storev)
-from autoenc.kernels.config import FASTMATH, njit, prange_only
+from autoenc.kernels.config import FASTMATH, njit
 from autoenc.kernels.padding import pad_naive
+from autoenc.threads import parallel_for
 
 # Activation fused into the forward epilogue.
 ACT_LINEAR = 0
@@ -260,14 +260,13 @@ def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, 
     scatter8(yf, o, cout, acc, relu)
 
 
-@njit(parallel=prange_only(), fastmath=FASTMATH)
 def conv2d_forward(xp, w, b, sh, sw, act, y):
     """y[n, r, c, f] = act(b[f] + sum_{i,j,ch} xp[n, r*sh+i, c*sw+j, ch] * w[i, j, ch, f]).
 
     xp: (n, hp, wp, cin) padded input; w: (kh, kw, cin, cout); b: (cout,); act: ACT_LINEAR or
     ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous.
 
-    Optimizations: samples in parallel; no im2col buffer: a patch row is kw*cin contiguous numbers
+    Optimizations: samples in pieces on threads (threads.parallel_for); no im2col buffer: a patch row is kw*cin contiguous numbers
     of xp; 8 output pixels (raster order, across rows) x 32 channels summed in 16 vector registers
     (AVX-512), two w vectors and 8 broadcasts per 16 fused multiply-adds, then 16 channels in 8
     registers, then 8 (every block, with AVX2); channels left over (cout % 8) as 8 dot products
@@ -276,6 +275,12 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     vector store per pixel and register; each output summed in a fixed order (identical for any
     number of threads and either vector width).
     """
+    parallel_for(_conv2d_forward_samples, y.shape[0], xp, w, b, sh, sw, act, y)
+
+
+@njit(fastmath=FASTMATH)
+def _conv2d_forward_samples(lo, hi, xp, w, b, sh, sw, act, y):
+    """:func:`conv2d_forward` for samples lo..hi-1."""
     n, oh, ow, cout = y.shape
     kh, kw, cin, _ = w.shape
     _, hp, wp, _ = xp.shape
@@ -306,7 +311,7 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
         for f in range(f8, cout):
             wl[f - f8, e] = wm[e, f]
     zeros8 = np.zeros(8, dtype=y.dtype)
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         xs, ys = s * hp * rstride, s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
             q = min(8 * blk, npix - 8)

@@ -8,17 +8,17 @@ Shapes as in conv_forward.py. Both sums run over the batch in fixed chunks (conf
 chunk in order, then the chunks in order: the result does not depend on the number of threads.
 See docs/conv2d.md.
 """
-import numba
 import numpy as np
 
 from autoenc.kernels.blocks import (LANES, add8, at, fma8, load8, next_pixel, store8, vfmaL, vloadL, vstoreL,
                                     where_positive8)
-from autoenc.kernels.config import FASTMATH, MAX_CHUNKS, n_chunks, njit, prange_only
+from autoenc.kernels.config import FASTMATH, n_chunks, njit
+from autoenc.kernels.padding import pad_naive
+from autoenc.threads import parallel_for
 
 # Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
 # which stay in the core's L2 cache while every block of weights sweeps the tile.
 TILE_FLOATS = 65536
-from autoenc.kernels.padding import pad_naive
 
 
 def conv2d_backward_kernel_naive(x, dy, kernel_size, strides=(1, 1), padding="valid"):
@@ -52,26 +52,31 @@ def _sum_chunks(part, out):
         out[f] = acc
 
 
-@njit(parallel=prange_only(), fastmath=FASTMATH)
 def conv2d_backward_bias(dy, db):
     """db[f] = sum_{n,r,c} dy[n, r, c, f]. dy: (n, oh, ow, cout); db: (cout,), overwritten.
 
-    Optimizations: fixed chunks of the batch in parallel, then the chunks added in order (the same
-    result for any number of threads). Conv2D gets db from :func:`conv2d_backward_dz` instead.
+    Optimizations: fixed chunks of the batch on threads (threads.parallel_for), then the chunks
+    added in order (the same result for any number of threads). Conv2D gets db from
+    :func:`conv2d_backward_dz` instead.
     """
+    part = np.zeros((n_chunks(dy.shape[0]), dy.shape[3]), dtype=db.dtype)
+    parallel_for(_bias_chunks, part.shape[0], dy, part)
+    _sum_chunks(part, db)
+
+
+@njit(fastmath=FASTMATH)
+def _bias_chunks(lo, hi, dy, part):
+    """part[k] = the sum of dy over chunk k of the batch (of part.shape[0]), for chunks lo..hi-1."""
     n, oh, ow, cout = dy.shape
-    nc = max(1, min(n, MAX_CHUNKS))
-    part = np.zeros((nc, cout), dtype=db.dtype)
-    for k in numba.prange(nc):
+    nc = part.shape[0]
+    for k in range(lo, hi):
         for s in range(k * n // nc, (k + 1) * n // nc):
             for r in range(oh):
                 for c in range(ow):
                     for f in range(cout):
                         part[k, f] += dy[s, r, c, f]
-    _sum_chunks(part, db)
 
 
-@njit(parallel=prange_only())
 def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     """The one pass over the output gradient that the three gradient kernels need:
 
@@ -85,16 +90,23 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
     so the two agree bit for bit.
 
     Optimizations: one read of dy (and y) for three results, saving two passes over dz; chunks of
-    the batch in parallel; 8 channels at a time in a register tuple (one vector load, mask, store
-    and add).
+    the batch on threads (threads.parallel_for); 8 channels at a time in a register tuple (one
+    vector load, mask, store and add).
     """
+    parallel_for(_dz_chunks, part.shape[0], dy, y, relu, sh, sw, top, left, dz, dzp, part)
+    _sum_chunks(part, db)
+
+
+@njit()
+def _dz_chunks(lo, hi, dy, y, relu, sh, sw, top, left, dz, dzp, part):
+    """:func:`conv2d_backward_dz` for chunks lo..hi-1 of the batch, but db (part[k] is chunk k's)."""
     n, oh, ow, c = dy.shape
     nc = part.shape[0]
     pad = dzp.shape[0] > 0
     _, hp, wp, _ = dzp.shape
     dyf, yf, dzf = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
     dzpf = dzp.reshape(dzp.size)
-    for k in numba.prange(nc):
+    for k in range(lo, hi):
         pk = part[k]
         for f in range(c):
             pk[f] = 0
@@ -103,7 +115,6 @@ def conv2d_backward_dz(dy, y, relu, sh, sw, top, left, dz, dzp, part, db):
                 i0 = (s * oh + r) * ow * c                      # row r of sample s in dy, y, dz
                 p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
                 dz_row(dyf, yf, relu, dzf, True, dzpf, pad, pk, i0, p0, ow, c, sw)
-    _sum_chunks(part, db)
 
 
 @njit()
@@ -462,7 +473,6 @@ _dw_vectors9x3_or_none = _dw_vectors9x3 if LANES == 16 else _no_dw
 _dw_wide_or_none = _dw_wide if LANES == 16 else _no_dw
 
 
-@njit(parallel=prange_only(), fastmath=FASTMATH)
 def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     """:func:`conv2d_backward_kernel` with its work array given: part (nc, kh, kw, cin, cout), the
     sums over nc fixed chunks of the batch (nc = n_chunks(n)), overwritten.
@@ -479,14 +489,22 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     straight into part; their other channels (all of them with AVX2) gather 8 patch elements x 8
     channels, or x 1 channel.
 
-    Optimizations: fixed chunks of the batch in parallel, chunks added in order (identical for any
+    Optimizations: fixed chunks of the batch on threads (threads.parallel_for), chunks added in order (identical for any
     number of threads, and for AVX2 and AVX-512 builds); no im2col buffer: patches read in place in
     xp; 16 to 18 vector accumulators (AVX-512: LLVM vectors, blocks.Vec), one branch-free step to the next
     pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
     stay in L2 while every block sweeps them.
     """
+    parallel_for(_dw_chunks, part.shape[0], xp, dy, sh, sw, part)
+    nc = part.shape[0]
+    _sum_chunks(part.reshape(nc, part.size // nc), dw.reshape(dw.size))   # the chunks, added in order
+
+
+@njit(fastmath=FASTMATH)
+def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
+    """part[k] = chunk k's sum of :func:`conv2d_backward_kernel_chunks`, for chunks lo..hi-1."""
     n, oh, ow, cout = dy.shape
-    kh, kw, cin, _ = dw.shape
+    _, kh, kw, cin, _ = part.shape
     _, hp, wp, _ = xp.shape
     nc = part.shape[0]
     row = kw * cin
@@ -508,7 +526,7 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     # channels, summed straight into part
     fw = cout - cout % (2 * LANES) if LANES == 16 and row >= 8 else 0
     ngw9 = (ke + 8) // 9 if fw > 0 else 0
-    zero = dw.dtype.type(0)
+    zero = part.dtype.type(0)
     npix = oh * ow
     offsets = np.empty(ke, np.int64)
     for e in range(ke):
@@ -550,18 +568,18 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     u2 = u1 + ngrp * (cout - f8) * 64
     u3 = u2 + nblk * gsize
     nsum = u3 + ngw * (cout - f8) * 9 * LANES
-    ua = np.zeros((nc, max(nsum, 1)), dtype=dw.dtype)
+    ua = np.zeros((hi - lo, max(nsum, 1)), dtype=part.dtype)   # row kc - lo: chunk kc's
     # tiles of the chunk's pixels, where a chunk's dy and input (about cout + cin numbers a pixel)
     # outgrow 4 * TILE_FLOATS (1 MB): every block sweeps one tile, whose dy and patches then come
     # from the cache, before the next; an even count, so the pixel pairs stay as without tiles
     tile = max(64, TILE_FLOATS // (cout + cin)) // 2 * 2
     if (n + nc - 1) // nc * npix * (cout + cin) <= 4 * TILE_FLOATS:
         tile = (n + nc - 1) // nc * npix + 2   # the chunk fits: one tile
-    for kc in numba.prange(nc):
+    for kc in range(lo, hi):
         s0, s1 = kc * n // nc, (kc + 1) * n // nc
         m = (s1 - s0) * npix        # output pixels in this chunk
         pk = kc * ke * cout
-        uk = ua[kc]
+        uk = ua[kc - lo]
         for e in range(ke if fl + fw > 0 else 0):   # the groups of 9 or 8 elements sum into part, from zero
             for f in range(fl + fw):
                 pf[pk + e * cout + f] = zero
@@ -669,15 +687,6 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
                         for c in range(ow):
                             acc1 += xf[xrow + c * dx + offsets[e]] * dyf[drow + c * cout]
                 pf[pk + e * cout + f] = acc1
-    # the chunks, added in order
-    for i in range(kh):
-        for j in range(kw):
-            for ch in range(cin):
-                for f in range(cout):
-                    acc = part[0, i, j, ch, f]
-                    for kc in range(1, nc):
-                        acc += part[kc, i, j, ch, f]
-                    dw[i, j, ch, f] = acc
 
 
 def conv2d_backward_kernel(xp, dy, sh, sw, dw):
