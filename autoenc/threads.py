@@ -1,119 +1,42 @@
-"""How autoenc uses Numba's threads: the wait policy set before Numba starts its thread pool, and
-the number of threads each training step runs on, chosen by timing steps.
+"""How autoenc runs its kernels on several threads, and how many threads each step gets.
 
-Why. A training step of the seed model is about 44 short parallel regions (one per kernel call,
-0.05-1 ms each on a quiet machine). Each region ends when its slowest thread does. When another
-program keeps a core busy, one of autoenc's threads is often waiting for the CPU, and every region
-waits for it; OpenMP's default spin-wait makes it worse, since the thread that has finished spins
-on the core the other one needs (issue 15: an epoch of 18.6 s beside one busy process, 2.65 s on one
-thread; benchmarks/threads.py and benchmarks/regions.py measure it). Two remedies, both here:
-
-1. ``configure()``, called when autoenc's kernels are imported, before any parallel call: Numba's
-   OpenMP layer is tried first (before TBB), and a waiting OpenMP thread spins briefly
-   (GOMP_SPINCOUNT) and then sleeps, instead of spinning for milliseconds (GNU OpenMP's default).
-   A setting the user has made is never changed, and ``AUTOENC_THREADS=off`` leaves all of them alone.
+1. :func:`parallel_for` runs a kernel in pieces (samples, chunks of the batch, blocks of an array),
+   one per thread, on a pool of Python threads; the kernels release the GIL (Numba's nogil), so the
+   pieces run at the same time. It replaced Numba's prange loops, which Numba compiles twice (the
+   loop body once more as a function of its own, with every kernel it calls linked into both): the
+   cold start from an empty Numba cache went from 49 to about 30 s (issue 15). The count is the
+   calling thread's Numba thread count (``numba.get_num_threads()``: NUMBA_NUM_THREADS, or
+   ``numba.set_num_threads``). A waiting worker sleeps on a lock, so a finished thread never spins
+   on a core that another program needs, and the calling thread takes any piece no worker has
+   started yet.
 2. :class:`ThreadTuner`: ``fit`` (and ``train_on_batch``), ``predict`` and ``evaluate`` time their
-   steps on all threads and on one, and keep the faster: the first steps alternate the two, then
-   a probe now and then (less and less often while it confirms the choice, at once when the step
-   time drifts) follows a load that starts or stops. So a step is never much slower than on one
-   thread, whatever the layer, the wait policy the user chose and the load. The choice cannot
-   change the results: every kernel sums in fixed chunks whatever the number of threads
-   (kernels/config.py), so a step gives the same numbers bit for bit on 1 thread or on 8
-   (tests/test_threads.py checks it).
+   steps on all threads and on one, and keep the faster. A training step of the seed model is about
+   40 short kernel calls (0.05-1 ms each); when another program keeps a core busy, one of autoenc's
+   threads is often waiting for the CPU and every call waits for it (issue 15: 18.6 s an epoch beside
+   one busy process, 2.65 s on one thread). The first steps alternate the two counts, then a probe
+   now and then (less and less often while it confirms the choice, at once when the step time
+   drifts) follows a load that starts or stops. So a step is never much slower than on one thread.
+   ``AUTOENC_THREADS=off`` turns the tuner off (every step on the caller's count).
+
+The count cannot change the results: every kernel sums in fixed chunks whatever the number of
+threads (kernels/config.py), so a step gives the same numbers bit for bit on 1 thread or on 8
+(tests/test_threads.py checks it).
 """
 import os
 import threading
 import time
 
-# Spin iterations of a waiting GNU OpenMP thread before it sleeps: about 50 us, the gap between two
-# kernel calls of a step, so a quiet machine rarely pays for a wake-up (GOMP's default, 300,000, is
-# milliseconds: under load the finished thread spins on the core the late one waits for). Measured
-# by benchmarks/threads.py on a busy machine: 300 to 3,000 are alike, 0 (passive) and 10,000 slower.
-GOMP_SPINCOUNT = "1000"
-
-# Numba's threading layers in the order autoenc tries them, when the user chose none: OpenMP (GNU's,
-# with the short spin above) was the fastest here on a busy machine; TBB, where installed, the slowest.
-LAYER_PRIORITY = ("omp", "tbb", "workqueue")
-
-# Variables that decide how OpenMP threads wait: if the user set any of them, autoenc sets none.
-_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-
-_configured = None   # what configure() set at import: {name: value}
-
 
 def policy_enabled():
-    """Whether autoenc's thread policy is on: it is unless the environment says AUTOENC_THREADS=off."""
+    """Whether autoenc's thread tuner is on: it is unless the environment says AUTOENC_THREADS=off."""
     return os.environ.get("AUTOENC_THREADS", "").strip().lower() not in ("off", "0", "false", "no")
-
-
-def _openmp_loaded():
-    """Whether GNU OpenMP is already loaded in this process (its settings are then fixed)."""
-    try:
-        with open("/proc/self/maps") as f:
-            return "libgomp" in f.read()
-    except OSError:
-        return False
-
-
-def _pool_started():
-    try:
-        from numba.np.ufunc import parallel
-    except ImportError:
-        return False
-    return bool(parallel._is_initialized)
-
-
-def configure(environ=None):
-    """Set autoenc's defaults: the OpenMP wait policy in ``environ`` (os.environ) unless the user has
-    set a wait variable, and (for os.environ only) OpenMP first in Numba's threading-layer order
-    unless the user chose a layer or an order; nothing when the policy is off or it is too late
-    (Numba's thread pool or OpenMP already started). Returns {name: value} of what it set (empty
-    when nothing). Idempotent."""
-    global _configured
-    env = os.environ if environ is None else environ
-    if environ is None and _configured is not None:
-        return dict(_configured)
-    chosen = {}
-    late = environ is None and (_pool_started() or _openmp_loaded())
-    if policy_enabled() and not late and not any(v in env for v in _WAIT_VARIABLES):
-        chosen["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
-    env.update(chosen)
-    if environ is None and policy_enabled() and not late and _prefer_omp():
-        chosen["numba.config.THREADING_LAYER_PRIORITY"] = " ".join(LAYER_PRIORITY)
-    if environ is None:
-        _configured = chosen
-    return dict(chosen)
-
-
-def _prefer_omp():
-    """Put OpenMP first in Numba's choice of threading layer (Numba's own order tries TBB first, where
-    it is installed), unless the user chose a layer or an order. Set in numba.config, not in the
-    environment: a changed NUMBA_* variable makes Numba reload its whole configuration at the next
-    compile, which would undo the SLP_VECTORIZE that kernels/config.py sets. True if it did."""
-    import numba
-    if any(v in os.environ for v in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")):
-        return False
-    cfg = numba.config
-    if str(cfg.THREADING_LAYER).lower() != "default" or list(cfg.THREADING_LAYER_PRIORITY) != ["tbb", "omp",
-                                                                                                "workqueue"]:
-        return False
-    cfg.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
-    return True
-
-
-def configured():
-    """What :func:`configure` set at import: {environment variable or numba.config name: value}."""
-    return dict(_configured or {})
 
 
 # --- the pool that runs the kernels' pieces ------------------------------------------------------
 #
 # Every kernel that runs on several threads is a Numba function compiled with nogil=True over a
-# range of items (samples, batch chunks, blocks of an array): ``kernel(lo, hi, *args)``.
-# ``parallel_for`` cuts the items into one contiguous piece per thread and runs them on a pool of
-# Python threads, the calling thread included. Numba's own parallel loops (prange) are not used:
-# Numba compiles each of them twice (the loop body once more as a separate function) and links
-# every kernel called inside into both, which doubled the cold start (issue 15).
+# range of items: ``kernel(lo, hi, *args)``. ``parallel_for`` cuts the items into one contiguous
+# piece per thread and runs them on the pool, the calling thread included.
 
 
 class _Region:

@@ -1,12 +1,11 @@
-"""The parallel regions of one training step: how many kernel calls with a prange loop a step makes,
-and how long each takes. On a busy machine every region waits for its slowest thread, so their
+"""The parallel regions of one training step: how many kernel calls a step runs through
+threads.parallel_for, and how long each takes. On a busy machine every region waits for its slowest thread, so their
 number matters as much as their work (see autoenc/threads.py).
 
     python benchmarks/regions.py [--model seed|wide64|wide128] [--steps 10]
 
-Run it with NUMBA_NUM_THREADS=1 and without, quiet and beside a busy process, to compare. Each
-parallel kernel is wrapped (in every autoenc module that imported it) by a timer; kernels called
-from inside other jitted code are not seen.
+Run it with NUMBA_NUM_THREADS=1 and without, quiet and beside a busy process, to compare.
+parallel_for is wrapped by a timer in every autoenc module that imported it.
 """
 import argparse
 import collections
@@ -22,24 +21,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def wrap_parallel_kernels(stats):
-    """Replace every parallel Numba kernel that autoenc's modules hold by a timed call."""
-    from numba.core.registry import CPUDispatcher
-    wrappers = {}
+    """Replace parallel_for, in every autoenc module that imported it, by a call timed under the name of
+    the kernel it runs."""
+    from autoenc.threads import parallel_for
 
-    def timed(name, kernel):
-        def call(*args):
-            t = time.perf_counter()
-            kernel(*args)
-            stats[name].append(time.perf_counter() - t)
-        return call
+    def timed(kernel, n, *args):
+        t = time.perf_counter()
+        parallel_for(kernel, n, *args)
+        stats[f"{kernel.__module__.rsplit('.', 1)[-1]}.{kernel.__name__}"].append(time.perf_counter() - t)
 
     for modname, mod in list(sys.modules.items()):
-        if not modname.startswith("autoenc"):
-            continue
-        for attr, value in list(vars(mod).items()):
-            if isinstance(value, CPUDispatcher) and value.targetoptions.get("parallel"):
-                name = f"{value.py_func.__module__.rsplit('.', 1)[-1]}.{value.__name__}"
-                setattr(mod, attr, wrappers.setdefault(id(value), timed(name, value)))
+        if modname.startswith("autoenc.kernels.") and getattr(mod, "parallel_for", None) is parallel_for:
+            mod.parallel_for = timed
 
 
 def main():
@@ -65,10 +58,10 @@ def main():
     step = (time.perf_counter() - t) / args.steps
     calls = sum(len(v) for v in stats.values()) / args.steps
     inside = sum(sum(v) for v in stats.values()) / args.steps
-    print(f"{args.model}, batch {batch}, {numba.get_num_threads()} thread(s) ({numba.threading_layer()}), load average "
+    print(f"{args.model}, batch {batch}, {numba.get_num_threads()} thread(s), load average "
           f"{os.getloadavg()[0]:.1f}: step {step * 1e3:.1f} ms; {calls:.0f} parallel regions per step, "
           f"{inside * 1e3:.1f} ms inside them, {(step - inside) * 1e3:.1f} ms between\n")
-    print(f"| kernel | calls per step | median (us) | shortest (us) | ms per step |")
+    print("| kernel | calls per step | median (us) | shortest (us) | ms per step |")
     print("|---|---:|---:|---:|---:|")
     for name, v in sorted(stats.items(), key=lambda kv: -sum(kv[1])):
         print(f"| {name} | {len(v) / args.steps:.0f} | {np.median(v) * 1e6:.0f} | {min(v) * 1e6:.0f} | "

@@ -1,29 +1,22 @@
-"""Training-step time of the seed autoencoder under each threading setup Numba offers here, quiet and
-beside busy processes: the figures behind autoenc's thread policy (autoenc/threads.py).
+"""Training-step time of the seed autoencoder by thread setup, quiet and beside busy processes: the
+figures behind autoenc's thread tuner (autoenc/threads.py).
 
-    python benchmarks/threads.py [--load 1] [--rounds 3] [--steps 20] [--configs omp,omp-passive,...]
+    python benchmarks/threads.py [--load 1] [--rounds 3] [--steps 20] [--configs all,1-thread,autoenc]
 
-Each configuration runs in its own process (fresh Numba thread pool, environment set before Numba
-starts), the configurations interleaved A B C A B C ... for ``--rounds`` rounds; the table gives the
-median over rounds of each process's median step time, an epoch's worth (60 steps of batch 256 =
-15,360 images, as issue 15 counts), and the predict throughput. ``--load N`` starts N busy processes
-(``sh -c 'while :; do :; done'``) beside the runs and kills them at the end; the machine's load
-average is printed beside the table, since other work on the machine counts too.
+Setups: ``all`` (every step on all threads, the tuner off), ``1-thread`` (NUMBA_NUM_THREADS=1) and
+``autoenc`` (the tuner choosing). Each runs in its own process, the setups interleaved A B C A B C ...
+for ``--rounds`` rounds; the table gives the median over rounds of each process's best fit epoch,
+per step, an epoch's worth (60 steps of batch 256 = 15,360 images, as issue 15 counts), and the
+predict throughput. ``--load N`` starts N busy processes (``sh -c 'while :; do :; done'``) beside the
+runs and kills them at the end; the machine's load average is printed beside the table, since other
+work on the machine counts too.
 
-A configuration is a name of CONFIGS or omp-spinN (GNU OpenMP with GOMP_SPINCOUNT=N, autoenc's tuner
-off), either optionally followed by -chunkC: the child calls numba.set_parallel_chunksize(C) first, so
-the prange iterations are handed out C at a time to whichever thread is free (dynamic scheduling) rather
-than split evenly in advance. The results are the same whatever the schedule (fixed chunks).
-
-``--interleaved``: one process instead, in which blocks of ``--block`` steps rotate between autoenc's
-tuner (one ThreadTuner kept across its blocks), a fixed 1 thread, all threads, and all threads with a
-chunk size (``--chunks``), for ``--steps`` steps each, training and then predict (batches of 256). On a
-machine whose load comes and goes (other jobs), every setup then sees the same load within seconds,
-which separate processes cannot promise. The table gives each setup's median and mean step (the mean
-is what an epoch costs) and the share of the tuner's steps on one thread.
-
-The tbb configurations need Intel TBB's libtbb.so.12 (``pip install tbb``; ``--tbb-lib DIR`` adds a
-directory to LD_LIBRARY_PATH for a copy installed elsewhere); without it they are reported as failed.
+``--interleaved``: one process instead, in which blocks of ``--block`` steps rotate between the
+tuner (one ThreadTuner kept across its blocks), a fixed 1 thread and all threads, for ``--steps``
+steps each, training and then predict (batches of 256). On a machine whose load comes and goes
+(other jobs), every setup then sees the same load within seconds, which separate processes cannot
+promise. The table gives each setup's median and mean step (the mean is what an epoch costs) and
+the share of the tuner's steps on one thread.
 """
 import argparse
 import datetime
@@ -38,39 +31,19 @@ from epoch import busy_processes   # the load epoch.py --load uses (this folder 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name -> environment of the child. AUTOENC_THREADS=off: the library's own policy stands aside, so the
-# row measures exactly the setting named ("omp" is then Numba's default: libgomp, GOMP's default spin).
+# name -> environment of the child
 CONFIGS = {
-    "omp": {"NUMBA_THREADING_LAYER": "omp", "AUTOENC_THREADS": "off"},
-    "omp-active": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "active", "AUTOENC_THREADS": "off"},
-    "omp-passive": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive", "AUTOENC_THREADS": "off"},
-    "workqueue": {"NUMBA_THREADING_LAYER": "workqueue", "AUTOENC_THREADS": "off"},
-    "tbb": {"NUMBA_THREADING_LAYER": "tbb", "AUTOENC_THREADS": "off"},
-    "1-thread": {"NUMBA_THREADING_LAYER": "omp", "NUMBA_NUM_THREADS": "1", "AUTOENC_THREADS": "off"},
-    "autoenc": {},   # whatever autoenc chooses by itself (autoenc/threads.py)
+    "all": {"AUTOENC_THREADS": "off"},
+    "1-thread": {"NUMBA_NUM_THREADS": "1", "AUTOENC_THREADS": "off"},
+    "autoenc": {},   # the tuner chooses (autoenc/threads.py)
 }
-DEFAULT = "omp,omp-passive,omp-spin1000,workqueue,tbb,1-thread,autoenc"
-
-
-def config(name):
-    """The environment of a configuration: a name of CONFIGS, or omp-spinN (GOMP_SPINCOUNT=N), either
-    followed by -chunkC (numba.set_parallel_chunksize(C) in the child: dynamic scheduling of the
-    prange iterations, C at a time). None for a name it does not know."""
-    base, _, chunk = name.partition("-chunk")
-    if chunk and not chunk.isdigit():
-        return None
-    extra = {"BENCH_CHUNKSIZE": chunk} if chunk else {}
-    if base.startswith("omp-spin") and base[8:].isdigit():
-        return {"NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": base[8:], "AUTOENC_THREADS": "off", **extra}
-    return {**CONFIGS[base], **extra} if base in CONFIGS else None
+DEFAULT = "all,1-thread,autoenc"
 
 CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import autoenc, numba
-if os.environ.get("BENCH_CHUNKSIZE"):
-    numba.set_parallel_chunksize(int(os.environ["BENCH_CHUNKSIZE"]))
 steps = int(sys.argv[2])
 rng = np.random.default_rng(0)
 x = rng.random((256 * steps, 28, 28, 1), dtype=np.float32)
@@ -86,7 +59,7 @@ for _ in range(2):                      # fit, as a user runs it (autoenc's thre
 t = time.perf_counter()
 model.predict(xv, batch_size=256, verbose=0)
 pred = time.perf_counter() - t
-print("RESULT " + json.dumps({"layer": numba.threading_layer(), "threads": numba.get_num_threads(),
+print("RESULT " + json.dumps({"threads": numba.get_num_threads(),
                               "step": min(times), "predict_ips": len(xv) / pred}))
 """
 
@@ -98,26 +71,24 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 import autoenc, numba
 from autoenc import threads, utils
-steps, block, chunks = int(sys.argv[2]), int(sys.argv[3]), [int(c) for c in sys.argv[4].split(",") if c]
+steps, block = int(sys.argv[2]), int(sys.argv[3])
 x = np.random.default_rng(0).random((256, 28, 28, 1), dtype=np.float32)
 model = autoenc.models.seed_autoencoder()
 model.compile(optimizer="adam", loss="mean_squared_error")
 model._ensure_flat_parameters()
 data = model._step_data([x], x)
 top = numba.get_num_threads()
-setups = [("autoenc (tuned)", None, 0), ("1 thread", 1, 0), (f"{top} threads", top, 0)]
-setups += [(f"{top} threads, chunk {c}", top, c) for c in chunks]
+setups = [("autoenc (tuned)", None), ("1 thread", 1), (f"{top} threads", top)]
 out = {}
 for kind, fn in (("train", lambda: model.train_step(data)), ("predict", lambda: model.forward(x, training=False))):
     tuner = threads.ThreadTuner(top)
-    times = {name: [] for name, _, _ in setups}
+    times = {name: [] for name, _ in setups}
     on_one = []
     for _ in range(3):
         fn()                                    # loads the kernels
     for _ in range(-(-steps // block)):
-        for name, n, chunk in setups:
+        for name, n in setups:
             numba.set_num_threads(top if n is None else n)
-            numba.set_parallel_chunksize(chunk)
             step = threads.tuned_threads(tuner if n is None else None).run
             for _ in range(block):
                 with utils.compute_lock:
@@ -126,7 +97,6 @@ for kind, fn in (("train", lambda: model.train_step(data)), ("predict", lambda: 
                     t = time.perf_counter()
                     step(fn, 256)
                     times[name].append(time.perf_counter() - t)
-    numba.set_parallel_chunksize(0)
     out[kind] = {name: {"median": statistics.median(v), "mean": statistics.fmean(v)} for name, v in times.items()}
     out[kind]["autoenc (tuned)"]["on_one"] = sum(on_one) / len(on_one)
 print("RESULT " + json.dumps(out))
@@ -137,7 +107,7 @@ def interleaved(args, base):
     """The --interleaved run: one child, the setups rotating in blocks of steps; prints the table."""
     loads = [load_average()]
     with busy_processes(args.load):
-        out = subprocess.run([sys.executable, "-c", INTERLEAVED, REPO, str(args.steps), str(args.block), args.chunks],
+        out = subprocess.run([sys.executable, "-c", INTERLEAVED, REPO, str(args.steps), str(args.block)],
                              env=base, capture_output=True, text=True)
     loads.append(load_average())
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -173,28 +143,20 @@ def run_child(env, steps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default=DEFAULT,
-                    help=f"comma-separated, of: {', '.join(CONFIGS)}, omp-spinN, each optionally followed by -chunkC")
+    ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated, of: {', '.join(CONFIGS)}")
     ap.add_argument("--load", type=int, default=0, help="busy processes beside the runs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per process")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="NUMBA_NUM_THREADS (default: all CPUs)")
     ap.add_argument("--interleaved", action="store_true", help="one process, setups rotating in blocks of steps")
     ap.add_argument("--block", type=int, default=5, help="steps per block (--interleaved)")
-    ap.add_argument("--chunks", default="1", help="comma-separated chunk sizes to try on all threads (--interleaved)")
-    ap.add_argument("--tbb-lib", help="a directory holding libtbb.so.12, added to LD_LIBRARY_PATH")
     args = ap.parse_args()
     names = args.configs.split(",")
-    unknown = [n for n in names if config(n) is None]
+    unknown = [n for n in names if n not in CONFIGS]
     if unknown:
-        ap.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)} or omp-spinN, "
-                 "each optionally followed by -chunkC")
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("NUMBA_THREADING", "OMP_", "GOMP_", "KMP_", "AUTOENC_THREADS"))}
+        ap.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+    base = {k: v for k, v in os.environ.items() if k != "AUTOENC_THREADS"}
     base["NUMBA_NUM_THREADS"] = str(args.threads)
-    base.pop("BENCH_CHUNKSIZE", None)   # a configuration may set its own
-    if args.tbb_lib:
-        base["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [args.tbb_lib, base.get("LD_LIBRARY_PATH")]))
     if args.interleaved:
         return interleaved(args, base)
     results = {n: [] for n in names}
@@ -203,17 +165,17 @@ def main():
         for r in range(args.rounds):
             for n in names:
                 loads.append(load_average())
-                res = run_child({**base, **config(n)}, args.steps)
+                res = run_child({**base, **CONFIGS[n]}, args.steps)
                 results[n].append(res)
                 print(f"round {r + 1} {n}: {res}", file=sys.stderr, flush=True)
     loads.append(load_average())
-    print(f"# Seed model training step (batch 256) by threading setup, {args.load} busy process(es) added\n")
+    print(f"# Seed model training step (batch 256) by thread setup, {args.load} busy process(es) added\n")
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, NUMBA_NUM_THREADS={args.threads}, median of {args.rounds} processes, each the "
           f"better of 2 fit epochs of {args.steps} steps; load average during the runs {min(loads):.1f}-{max(loads):.1f}\n")
     ok = {n: [r for r in v if "error" not in r] for n, v in results.items()}
     ref = statistics.median(r["step"] for r in ok["1-thread"]) if ok.get("1-thread") else None
-    print("| setup | layer, threads | step (ms) | epoch of 60 steps (s) | vs 1 thread | predict (img/s) |")
+    print("| setup | threads | step (ms) | epoch of 60 steps (s) | vs 1 thread | predict (img/s) |")
     print("|---|---|---:|---:|---:|---:|")
     for n in names:
         if not ok[n]:
@@ -221,7 +183,7 @@ def main():
             continue
         step = statistics.median(r["step"] for r in ok[n])
         ips = statistics.median(r["predict_ips"] for r in ok[n])
-        print(f"| {n} | {ok[n][0]['layer']}, {ok[n][0]['threads']} | {step * 1e3:.1f} | {step * 60:.2f} | "
+        print(f"| {n} | {ok[n][0]['threads']} | {step * 1e3:.1f} | {step * 60:.2f} | "
               f"{f'{step / ref:.2f}x' if ref else '-'} | {ips:,.0f} |")
 
 

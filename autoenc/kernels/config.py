@@ -8,12 +8,6 @@ import warnings
 import numba
 from numba.core import caching, dispatcher, sigutils
 
-from autoenc import threads
-
-# How waiting threads behave is read once, when Numba starts its thread pool (at the first parallel
-# call): autoenc's default is set now, unless the user set one (see autoenc/threads.py).
-threads.configure()
-
 # LLVM's SLP vectoriser packs the 8 scalar multiply-adds of the register-blocked loops (see
 # blocks.py) into one vector instruction. Numba leaves it off by default; it is read when a
 # function is compiled, so it must be set before the first kernel compiles (it is: every kernel
