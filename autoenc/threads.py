@@ -118,11 +118,12 @@ def parallel_for(kernel, n, *args):
     the number of threads. The kernel must release the GIL (``njit(nogil=True)``, the default of
     kernels/config.njit) for the pieces to run at the same time. One call at a time uses the
     workers: a call made meanwhile (from another thread, or from inside a piece) runs all its
-    items on its own thread."""
+    items on its own thread. Under NUMBA_DISABLE_JIT=1 (Python kernels, which hold the GIL) the
+    items run as one piece on the calling thread, where a debugger steps through them."""
     if n <= 0:
         return
     import numba
-    count = min(numba.get_num_threads(), n)
+    count = 1 if numba.config.DISABLE_JIT else min(numba.get_num_threads(), n)
     pool = _pool
     if count <= 1 or not pool.busy.acquire(blocking=False):
         kernel(0, n, *args)

@@ -9,7 +9,7 @@ _rng = np.random.default_rng()
 # Layers keep work buffers and the values their backward pass reads between calls, so two threads must
 # not run a layer at the same time. Every public computation (predict, evaluate, fit, train_on_batch,
 # model(x), layer(x), ...) holds this lock for one batch: calls from several threads take turns batch
-# by batch, and each batch already uses every core (the kernels' prange loops).
+# by batch, and each batch already uses every core (threads.parallel_for).
 compute_lock = threading.RLock()
 
 

@@ -22,8 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def two_threads():
     """The calling thread's Numba count set to 2 (skipped where Numba has fewer), then put back."""
     import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("fewer than 2 Numba threads")
+    if numba.config.NUMBA_NUM_THREADS < 2 or numba.config.DISABLE_JIT:
+        pytest.skip("fewer than 2 Numba threads, or no JIT (one piece on the calling thread)")
     before = numba.get_num_threads()
     numba.set_num_threads(2)
     yield
@@ -68,6 +68,15 @@ def test_the_pieces_run_at_the_same_time_on_two_threads(two_threads):
     assert len(set(names)) == 2 and threading.current_thread().name in names
 
 
+def test_without_the_jit_the_items_run_as_one_piece_on_the_calling_thread(monkeypatch):
+    import threading
+    import numba
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    seen = []
+    threads.parallel_for(lambda lo, hi: seen.append((lo, hi, threading.current_thread().name)), 5)
+    assert seen == [(0, 5, threading.current_thread().name)]
+
+
 def test_an_error_in_a_piece_is_raised_by_the_caller_after_every_piece_ends(two_threads):
     import threading
     done = []
@@ -109,7 +118,8 @@ def predict_like():
     return out.tolist()
 
 
-def test_every_parallel_kernel_releases_the_gil_and_none_uses_numba_prange():
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="no compiled kernels without the JIT")
+def test_every_kernel_releases_the_gil_and_none_uses_numba_parallel_loops():
     """Numba's parallel=True would compile a kernel twice (issue 15's cold start); without nogil the
     pieces would run one after the other."""
     from numba.core.registry import CPUDispatcher
@@ -143,7 +153,7 @@ FORKED = textwrap.dedent("""
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_a_forked_child_gets_workers_of_its_own():
     import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
+    if numba.config.NUMBA_NUM_THREADS < 2 or numba.config.DISABLE_JIT:
         pytest.skip("fewer than 2 Numba threads")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", FORKED], env=env, capture_output=True, text=True,
