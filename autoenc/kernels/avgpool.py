@@ -16,11 +16,11 @@ The gradient spreads each output's dy evenly over the positions it averaged:
 
 Pads pt, pl come from conv_padding (TensorFlow's rule, the odd row or column after).
 """
-import numba
 import numpy as np
 
-from autoenc.kernels.config import njit, prange_only
+from autoenc.kernels.config import njit
 from autoenc.kernels.convolution import conv_padding
+from autoenc.threads import parallel_for
 
 
 def _window(r, stride, pad, pool, size):
@@ -55,15 +55,20 @@ def avgpool2d_backward_naive(dy, x_shape, pool_size, strides, padding):
     return dx
 
 
-@njit(parallel=prange_only())
 def avgpool2d_forward(x, ph, pw, sh, sw, pt, pl, y):
     """Average pooling over the valid part of each window. x: (n, h, w, c); y: (n, oh, ow, c),
     overwritten. ph, pw: pool size; sh, sw: strides; pt, pl: top/left padding (see conv_padding).
-    Samples in parallel; the channel loop innermost, along contiguous memory; the sum of each
-    window taken in row-major order."""
+    Samples on threads (threads.parallel_for); the channel loop innermost, along contiguous memory;
+    the sum of each window taken in row-major order."""
+    parallel_for(_avgpool2d_forward_samples, x.shape[0], x, ph, pw, sh, sw, pt, pl, y)
+
+
+@njit()
+def _avgpool2d_forward_samples(lo, hi, x, ph, pw, sh, sw, pt, pl, y):
+    """:func:`avgpool2d_forward` for samples lo..hi-1."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for r in range(oh):
             r0 = max(r * sh - pt, 0)
             r1 = min(r * sh - pt + ph, h)
@@ -83,16 +88,22 @@ def avgpool2d_forward(x, ph, pw, sh, sw, pt, pl, y):
                     out[ch] = out[ch] / count  # a division, as TensorFlow: no rounded 1/count
 
 
-@njit(parallel=prange_only())
 def avgpool2d_backward(dy, ph, pw, sh, sw, pt, pl, dx):
     """dx[n, rr, qq, ch] = sum over windows (r, q) holding (rr, qq) of dy[n, r, q, ch] / count[r, q].
 
-    dy: (n, oh, ow, c); dx: (n, h, w, c), overwritten. Samples in parallel (each writes only its own
-    dx[s], so the result does not depend on the threads); windows visited in row-major order.
+    dy: (n, oh, ow, c); dx: (n, h, w, c), overwritten. Samples on threads (threads.parallel_for;
+    each writes only its own dx[s], so the result does not depend on the threads); windows visited
+    in row-major order.
     """
+    parallel_for(_avgpool2d_backward_samples, dy.shape[0], dy, ph, pw, sh, sw, pt, pl, dx)
+
+
+@njit()
+def _avgpool2d_backward_samples(lo, hi, dy, ph, pw, sh, sw, pt, pl, dx):
+    """:func:`avgpool2d_backward` for samples lo..hi-1."""
     n, oh, ow, c = dy.shape
     _, h, w, _ = dx.shape
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         dxs = dx[s]
         for rr in range(h):
             for qq in range(w):

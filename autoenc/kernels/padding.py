@@ -16,11 +16,11 @@ adjoint of, and its input that convolution's output.
 The fast kernels read their input inside a zero halo, ``xp[n, pt + r, pl + c, :] = x[n, r, c, :]``,
 so that every window is a run of contiguous rows and no index needs a bounds check.
 """
-import numba
 import numpy as np
 
 from autoenc.kernels.blocks import copy1d
-from autoenc.kernels.config import njit, prange_only
+from autoenc.kernels.config import njit
+from autoenc.threads import parallel_for
 
 
 def conv_padding(size, kernel, stride, padding):
@@ -84,37 +84,48 @@ def pad_naive(x, kernel_size, strides, padding):
     return xp, (pt, pl), (oh, ow)
 
 
-@njit(parallel=prange_only())
 def pad_into(x, pt, pl, xp):
     """Copy x (n, h, w, c) into the interior of xp (n, hp, wp, c): xp[n, pt+r, pl+c] = x[n, r, c].
 
     The halo of xp is left as it is: the caller allocates xp zeroed once and reuses it.
 
-    Optimizations: samples in parallel; one contiguous row (w*c numbers) copied per loop, from 0,
-    so LLVM vectorises it; the halo is never rewritten.
+    Optimizations: samples on threads (threads.parallel_for); one contiguous row (w*c numbers)
+    copied per loop, from 0, so LLVM vectorises it; the halo is never rewritten.
     """
+    parallel_for(_pad_into_samples, x.shape[0], x, pt, pl, xp)
+
+
+@njit()
+def _pad_into_samples(lo, hi, x, pt, pl, xp):
+    """:func:`pad_into` for samples lo..hi-1."""
     n, h, w, c = x.shape
     _, hp, wp, _ = xp.shape
     xf, xpf = x.reshape(n * h * w * c), xp.reshape(n * hp * wp * c)
     row = w * c             # one row of x, contiguous in both arrays
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for r in range(h):
             src = (s * h + r) * row
             dst = ((s * hp + pt + r) * wp + pl) * c
             copy1d(xf[src:src + row], xpf[dst:dst + row])
 
 
-@njit(parallel=prange_only())
 def dilate_pad_into(dy, sh, sw, top, left, dyp):
     """dyp[n, top + r*sh, left + c*sw] = dy[n, r, c]: dy spread out by the strides, inside a halo.
 
     dy: (n, oh, ow, c); dyp: (n, hp, wp, c). Every other entry of dyp is left as it is (zero: the
     caller allocates dyp zeroed once and reuses it).
 
-    Optimizations: samples in parallel; only the spread-out entries are written (the zeros stay).
+    Optimizations: samples on threads (threads.parallel_for); only the spread-out entries are
+    written (the zeros stay).
     """
+    parallel_for(_dilate_pad_into_samples, dy.shape[0], dy, sh, sw, top, left, dyp)
+
+
+@njit()
+def _dilate_pad_into_samples(lo, hi, dy, sh, sw, top, left, dyp):
+    """:func:`dilate_pad_into` for samples lo..hi-1."""
     n, oh, ow, c = dy.shape
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for r in range(oh):
             for q in range(ow):
                 for ch in range(c):

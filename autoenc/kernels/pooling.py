@@ -17,13 +17,13 @@ maxpool2d_backward_relu_dz is the backward pass fused with the next step of a mo
 the pooling reads a ReLU convolution: that convolution's dz = dx * (y > 0), its bias gradient and
 padded dz, in one pass from the pooled arrays. See docs/maxpooling2d.md.
 """
-import numba
 import numpy as np
 
-from autoenc.kernels.config import njit, prange_only, reference_kernels_enabled
+from autoenc.kernels.config import njit, reference_kernels_enabled
 from autoenc.kernels.conv_weight_grad import _sum_chunks, dz_row
 from autoenc.kernels.padding import conv_padding
 from autoenc.kernels.workspace import Workspace
+from autoenc.threads import parallel_for
 
 
 def maxpool2d_forward_naive(x, pool_size, strides, padding):
@@ -64,7 +64,6 @@ def maxpool2d_backward_naive(dy, argmax, x_shape):
     return dx
 
 
-@njit(parallel=prange_only())
 def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite=None):
     """y[n, r, q, ch] = max of the window, argmax = r*w + q of its first maximum (NaN as in the
     module docstring). x: (n, h, w, c); y and argmax (int32): (n, oh, ow, c), overwritten.
@@ -73,15 +72,21 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite=None):
     C-contiguous. nonfinite: (n,) bool or None; if given, nonfinite[s] says whether a window of
     sample s had a NaN or -inf winner (its y is then not x at argmax; everywhere else it is).
 
-    Optimizations: samples in parallel; the channel loop innermost, so every read and write runs
-    along contiguous memory; the window clipped to x once per output pixel (no halo, no bounds
-    checks); one branch-free pass over a sample's y finds the windows whose maximum is NaN or
-    -inf (rare), and only those are scanned again for TensorFlow's value.
+    Optimizations: samples on threads (threads.parallel_for); the channel loop innermost, so every
+    read and write runs along contiguous memory; the window clipped to x once per output pixel (no
+    halo, no bounds checks); one branch-free pass over a sample's y finds the windows whose maximum
+    is NaN or -inf (rare), and only those are scanned again for TensorFlow's value.
     """
+    parallel_for(_maxpool2d_forward_samples, x.shape[0], x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite)
+
+
+@njit()
+def _maxpool2d_forward_samples(lo, hi, x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite):
+    """:func:`maxpool2d_forward` for samples lo..hi-1 (nonfinite may be None)."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
     lowest = np.finfo(x.dtype).min
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for r in range(oh):
             r0 = max(r * sh - pt, 0)
             r1 = min(r * sh - pt + ph, h)
@@ -119,18 +124,23 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite=None):
                 ys[k] = m
 
 
-@njit(parallel=prange_only())
 def maxpool2d_backward(dy, argmax, dx):
     """dx[n, k // w, k % w, ch] += dy[n, r, q, ch] with k = argmax[n, r, q, ch].
 
     dy, argmax: (n, oh, ow, c); dx: (n, h, w, c), overwritten; all C-contiguous.
 
-    Optimizations: samples in parallel (a sample's windows write only its own dx); flat views, and
-    the flat index k*c + ch found without a division.
+    Optimizations: samples on threads (threads.parallel_for; a sample's windows write only its own
+    dx); flat views, and the flat index k*c + ch found without a division.
     """
+    parallel_for(_maxpool2d_backward_samples, dy.shape[0], dy, argmax, dx)
+
+
+@njit()
+def _maxpool2d_backward_samples(lo, hi, dy, argmax, dx):
+    """:func:`maxpool2d_backward` for samples lo..hi-1."""
     n, oh, ow, c = dy.shape
     _, h, w, _ = dx.shape
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         dxs, dys, args = dx[s].reshape(h * w * c), dy[s].reshape(oh * ow * c), argmax[s].reshape(oh * ow * c)
         for k in range(h * w * c):
             dxs[k] = 0
@@ -147,7 +157,6 @@ def maxpool2d_backward_relu_naive(dy, argmax, y):
     return np.where(y > 0, maxpool2d_backward_naive(dy, argmax, y.shape), 0.0)
 
 
-@njit(parallel=prange_only())
 def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, dz, dzp, part, db):
     """The pooling's backward pass and the dz pass of the ReLU convolution before it, in one:
 
@@ -172,9 +181,17 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
     size) collects all their gradients or none: every window tests the same y.
 
     Optimizations: one pass instead of two, neither the pooling's dx nor y read; chunks of the
-    batch in parallel; a sample's dz is zeroed, scattered into and swept for db and dzp while it
-    sits in the cache; the sweep is conv2d_backward_dz's (conv_weight_grad.dz_row).
+    batch on threads (threads.parallel_for); a sample's dz is zeroed, scattered into and swept for
+    db and dzp while it sits in the cache; the sweep is conv2d_backward_dz's (conv_weight_grad.dz_row).
     """
+    parallel_for(_maxpool2d_backward_relu_dz_chunks, part.shape[0], dy, argmax, py, nonfinite, y, sh, sw, top,
+                 left, dz, dzp, part)
+    _sum_chunks(part, db)
+
+
+@njit()
+def _maxpool2d_backward_relu_dz_chunks(lo, hi, dy, argmax, py, nonfinite, y, sh, sw, top, left, dz, dzp, part):
+    """:func:`maxpool2d_backward_relu_dz` for chunks lo..hi-1 of the batch, but db (part[k] is chunk k's)."""
     n, oh, ow, c = dy.shape
     _, h, w, _ = dz.shape
     nc = part.shape[0]
@@ -182,7 +199,7 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
     _, hp, wp, _ = dzp.shape
     dzf, dzpf = dz.reshape(dz.size), dzp.reshape(dzp.size)
     zero = dz.dtype.type(0)
-    for k in numba.prange(nc):
+    for k in range(lo, hi):
         pk = part[k]
         for f in range(c):
             pk[f] = 0
@@ -208,7 +225,6 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
                 i0 = (s * h + r) * w * c                        # row r of sample s in dz
                 p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
                 dz_row(dzf, dzf, False, dzf, False, dzpf, pad, pk, i0, p0, w, c, sw)
-    _sum_chunks(part, db)
 
 
 class MaxPool2DKernels:

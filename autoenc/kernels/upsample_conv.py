@@ -37,15 +37,15 @@ the 1-pixel halo that the input-gradient convolution needs; xp then is x in a 1-
 only adds zero products). The convolutions are conv_forward.py's and conv_weight_grad.py's kernels;
 this module adds the two copies between the layouts and the tiny maps A and A^T.
 """
-import numba
 import numpy as np
 
 from autoenc.kernels.blocks import add8, load8, store8, where_positive8
-from autoenc.kernels.config import njit, prange_only
+from autoenc.kernels.config import njit
 from autoenc.kernels.conv_forward import conv2d_forward_naive
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
 from autoenc.kernels.conv_weight_grad import _sum_chunks, conv2d_backward_bias_naive, conv2d_backward_kernel_naive
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
+from autoenc.threads import parallel_for
 
 # R[p][a, i] = 1 where tap i of a 3x3 kernel row lands on row a of the 2x2 window of phase p
 PHASE_ROWS = {"same": (np.array([[1, 0, 0], [0, 1, 1]]), np.array([[1, 1, 0], [0, 0, 1]])),
@@ -113,21 +113,26 @@ def upsample_conv2d_backward_naive(x, w, dz, padding):
 
 # --- the fast kernels: the copies between q's layout and the output's ------------------------------
 
-@njit(parallel=prange_only())
 def phase_interleave(q, base, step, y):
     """y[n, Y, X, f] = q[n, Y//2 + base + step*(Y%2), X//2 + base + step*(X%2), (2*(Y%2) + X%2)*cout + f].
 
     q: (n, hq, wq, 4*cout), the phase convolution's output (bias and ReLU already applied);
     y: (n, oh, ow, cout), overwritten; (base, step) from :func:`phase_offsets` (forward).
 
-    Optimizations: samples in parallel; each output pixel's cout numbers copied 8 at a time (one
-    vector load and store), the channels left over one at a time.
+    Optimizations: samples on threads (threads.parallel_for); each output pixel's cout numbers
+    copied 8 at a time (one vector load and store), the channels left over one at a time.
     """
+    parallel_for(_phase_interleave_samples, y.shape[0], q, base, step, y)
+
+
+@njit()
+def _phase_interleave_samples(lo, hi, q, base, step, y):
+    """:func:`phase_interleave` for samples lo..hi-1."""
     n, oh, ow, cout = y.shape
     _, hq, wq, c4 = q.shape
     qf, yf = q.reshape(q.size), y.reshape(y.size)
     c8 = cout - cout % 8
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for Y in range(oh):
             py = Y % 2
             q0 = (s * hq + Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of q
@@ -142,7 +147,6 @@ def phase_interleave(q, base, step, y):
                     yf[dst + f] = qf[src + f]
 
 
-@njit(parallel=prange_only())
 def phase_gather(dy, y, relu, base, step, dq, part, db):
     """The one pass over the output gradient of the backward pass:
 
@@ -156,16 +160,23 @@ def phase_gather(dy, y, relu, base, step, dq, part, db):
     db is summed over fixed chunks of the batch, each in order, then the chunks in order (the same
     result for any number of threads).
 
-    Optimizations: chunks of the batch in parallel; one read of dy and y for dq and db; 8 channels
-    at a time in a register tuple (one vector load, mask, store and add).
+    Optimizations: chunks of the batch on threads (threads.parallel_for); one read of dy and y for
+    dq and db; 8 channels at a time in a register tuple (one vector load, mask, store and add).
     """
+    parallel_for(_phase_gather_chunks, part.shape[0], dy, y, relu, base, step, dq, part)
+    _sum_chunks(part, db)   # the chunks, added in order
+
+
+@njit()
+def _phase_gather_chunks(lo, hi, dy, y, relu, base, step, dq, part):
+    """:func:`phase_gather` for chunks lo..hi-1 of the batch, but db (part[k] is chunk k's)."""
     n, oh, ow, cout = dy.shape
     _, hq, wq, c4 = dq.shape
     nc = part.shape[0]
     dyf, yf, dqf = dy.reshape(dy.size), y.reshape(y.size), dq.reshape(dq.size)
     c8 = cout - cout % 8
     zero = dq.dtype.type(0)
-    for k in numba.prange(nc):
+    for k in range(lo, hi):
         pk = part[k]
         for f in range(cout):
             pk[f] = 0
@@ -194,4 +205,3 @@ def phase_gather(dy, y, relu, base, step, dq, part, db):
                         dqf[p0 + (X // 2 + base + step * px) * c4 + px * cout + f] = v
                         a += v
                     pk[f] = a
-    _sum_chunks(part, db)   # the chunks, added in order

@@ -5,12 +5,12 @@
     dx[n, r, q, ch] = sum_{a < sh, b < sw} dy[n, r*sh + a, q*sw + b, ch]
 See docs/upsampling2d.md.
 """
-import numba
 import numpy as np
 
 from autoenc.kernels.blocks import copy1d
-from autoenc.kernels.config import njit, prange_only, reference_kernels_enabled
+from autoenc.kernels.config import njit, reference_kernels_enabled
 from autoenc.kernels.workspace import Workspace
+from autoenc.threads import parallel_for
 
 
 def upsample2d_forward_naive(x, size):
@@ -26,16 +26,21 @@ def upsample2d_backward_naive(dy, size):
     return dy.astype(np.float64).reshape(n, oh // sh, sh, ow // sw, sw, c).sum(axis=(2, 4))
 
 
-@njit(parallel=prange_only())
 def upsample2d_forward(x, sh, sw, y):
     """y[n, r, q, ch] = x[n, r // sh, q // sw, ch]. x: (n, h, w, c); y: (n, h*sh, w*sw, c).
 
-    Optimizations: samples in parallel; each output row built once from its input row, then
-    copied sh - 1 times as one contiguous run (blocks.copy1d).
+    Optimizations: samples on threads (threads.parallel_for); each output row built once from its
+    input row, then copied sh - 1 times as one contiguous run (blocks.copy1d).
     """
+    parallel_for(_upsample2d_forward_samples, x.shape[0], x, sh, sw, y)
+
+
+@njit()
+def _upsample2d_forward_samples(lo, hi, x, sh, sw, y):
+    """:func:`upsample2d_forward` for samples lo..hi-1."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for r in range(h):
             src = x[s, r].reshape(w * c)
             first = y[s, r * sh].reshape(ow * c)
@@ -48,18 +53,23 @@ def upsample2d_forward(x, sh, sw, y):
                 copy1d(first, y[s, r * sh + a].reshape(ow * c))
 
 
-@njit(parallel=prange_only())
 def upsample2d_backward(dy, sh, sw, dx):
     """dx[n, r, q, ch] = sum_{a<sh, b<sw} dy[n, r*sh+a, q*sw+b, ch]. dx: (n, h, w, c), overwritten.
 
     Each dx is summed in the order (a, b) = (0, 0), (0, 1), ..., (sh-1, sw-1).
 
-    Optimizations: samples in parallel; dy read row by row along contiguous memory, each dx row
-    accumulated in place (no temporary).
+    Optimizations: samples on threads (threads.parallel_for); dy read row by row along contiguous
+    memory, each dx row accumulated in place (no temporary).
     """
+    parallel_for(_upsample2d_backward_samples, dx.shape[0], dy, sh, sw, dx)
+
+
+@njit()
+def _upsample2d_backward_samples(lo, hi, dy, sh, sw, dx):
+    """:func:`upsample2d_backward` for samples lo..hi-1."""
     n, h, w, c = dx.shape
     _, oh, ow, _ = dy.shape
-    for s in numba.prange(n):
+    for s in range(lo, hi):
         for r in range(h):
             out = dx[s, r].reshape(w * c)
             for a in range(sh):
