@@ -10,12 +10,12 @@ See docs/activations.md.
 """
 import math
 
-import numba
 import numpy as np
 
-from autoenc.kernels.config import njit, prange_only
+from autoenc.kernels.config import njit
+from autoenc.threads import parallel_for
 
-_BLOCKS = 64  # fixed blocks run in parallel (elementwise: the result does not depend on the split)
+_BLOCKS = 64  # fixed blocks run on threads (elementwise: the result does not depend on the split)
 _SQRT_HALF = 0.7071067811865476        # 1 / sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327     # 1 / sqrt(2 pi)
 
@@ -48,22 +48,34 @@ def _gelu_backward_1d(g, a, out):
         out[k] = g[k] * (0.5 * math.erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x))
 
 
-@njit(parallel=prange_only())
 def gelu_forward(z, y):
     """y = 0.5 z erfc(-z / sqrt 2). z, y: C-contiguous, one shape; y overwritten.
-    Optimizations: 64 fixed blocks in parallel; each element computed in float64, rounded once."""
+    Optimizations: 64 fixed blocks on threads (threads.parallel_for); each element computed in
+    float64, rounded once."""
+    parallel_for(_gelu_forward_blocks, _BLOCKS, z, y)
+
+
+@njit()
+def _gelu_forward_blocks(lo, hi, z, y):
+    """:func:`gelu_forward` for blocks lo..hi-1 of the _BLOCKS."""
     a, out = z.reshape(z.size), y.reshape(y.size)
     n = out.size
-    for blk in numba.prange(_BLOCKS):
-        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
-        _gelu_forward_1d(a[lo:hi], out[lo:hi])
+    for blk in range(lo, hi):
+        i0, i1 = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
+        _gelu_forward_1d(a[i0:i1], out[i0:i1])
 
 
-@njit(parallel=prange_only())
 def gelu_backward(dy, z, dz):
-    """dz = dy (Phi(z) + z phi(z)). dy, z, dz: C-contiguous, one shape; dz overwritten."""
+    """dz = dy (Phi(z) + z phi(z)). dy, z, dz: C-contiguous, one shape; dz overwritten.
+    Optimizations: as :func:`gelu_forward`."""
+    parallel_for(_gelu_backward_blocks, _BLOCKS, dy, z, dz)
+
+
+@njit()
+def _gelu_backward_blocks(lo, hi, dy, z, dz):
+    """:func:`gelu_backward` for blocks lo..hi-1 of the _BLOCKS."""
     g, a, out = dy.reshape(dy.size), z.reshape(z.size), dz.reshape(dz.size)
     n = out.size
-    for blk in numba.prange(_BLOCKS):
-        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
-        _gelu_backward_1d(g[lo:hi], a[lo:hi], out[lo:hi])
+    for blk in range(lo, hi):
+        i0, i1 = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
+        _gelu_backward_1d(g[i0:i1], a[i0:i1], out[i0:i1])

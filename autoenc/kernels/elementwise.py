@@ -6,13 +6,13 @@
 (ReLU's backward, dz = dy * (y > 0), is part of conv2d_backward_dz, in the same pass as the bias
 gradient.) Arrays of one shape, C-contiguous; the kernels walk them as 1-D views.
 """
-import numba
 import numpy as np
 
-from autoenc.kernels.config import njit, prange_only
+from autoenc.kernels.config import njit
+from autoenc.threads import parallel_for
 
 
-# Arrays are cut into this many fixed blocks, run in parallel (elementwise: the result does not
+# Arrays are cut into this many fixed blocks, run on threads (elementwise: the result does not
 # depend on how the blocks are shared out). Each block is a 1-D slice that a plain loop walks from
 # 0, so that LLVM sees non-negative indices and vectorises it.
 _BLOCKS = 64
@@ -32,31 +32,42 @@ def _sigmoid_backward_1d(a, b, out):
         out[k] = a[k] * (b[k] * (1 - b[k]))
 
 
-@njit(parallel=prange_only())
 def sigmoid_forward(z, y):
     """y = 1 / (1 + e^-z). z, y: C-contiguous, one shape; y overwritten.
 
-    Optimizations: 64 fixed blocks in parallel, each a 1-D loop from 0 (vectorised); one exp per
-    number, in the form that cannot overflow.
+    Optimizations: 64 fixed blocks on threads (threads.parallel_for), each a 1-D loop from 0
+    (vectorised); one exp per number, in the form that cannot overflow.
     """
+    parallel_for(_sigmoid_forward_blocks, _BLOCKS, z, y)
+
+
+@njit()
+def _sigmoid_forward_blocks(lo, hi, z, y):
+    """:func:`sigmoid_forward` for blocks lo..hi-1 of the _BLOCKS."""
     a, out = z.reshape(z.size), y.reshape(y.size)
     n = out.size
-    for blk in numba.prange(_BLOCKS):
-        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
-        _sigmoid_forward_1d(a[lo:hi], out[lo:hi])
+    for blk in range(lo, hi):
+        i0, i1 = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
+        _sigmoid_forward_1d(a[i0:i1], out[i0:i1])
 
 
-@njit(parallel=prange_only())
 def sigmoid_backward(dy, y, dz):
     """dz = dy * y * (1 - y). dy, y, dz: C-contiguous, one shape; dz overwritten.
 
-    Optimizations: 64 fixed blocks in parallel, each a 1-D loop from 0 (vectorised), no temporary.
+    Optimizations: 64 fixed blocks on threads (threads.parallel_for), each a 1-D loop from 0
+    (vectorised), no temporary.
     """
+    parallel_for(_sigmoid_backward_blocks, _BLOCKS, dy, y, dz)
+
+
+@njit()
+def _sigmoid_backward_blocks(lo, hi, dy, y, dz):
+    """:func:`sigmoid_backward` for blocks lo..hi-1 of the _BLOCKS."""
     a, b, out = dy.reshape(dy.size), y.reshape(y.size), dz.reshape(dz.size)
     n = out.size
-    for blk in numba.prange(_BLOCKS):
-        lo, hi = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
-        _sigmoid_backward_1d(a[lo:hi], b[lo:hi], out[lo:hi])
+    for blk in range(lo, hi):
+        i0, i1 = blk * n // _BLOCKS, (blk + 1) * n // _BLOCKS
+        _sigmoid_backward_1d(a[i0:i1], b[i0:i1], out[i0:i1])
 
 
 # --- the activation of a convolution's epilogue, shared by Conv2DKernels and Conv2DTransposeKernels ----

@@ -20,12 +20,15 @@ sums are kept in float64: a float32 running sum of m terms loses about m * 6e-8 
 25 088 for a batch of 32 28x28 maps), float64 about m * 1e-16. The variance is a second pass over
 x - mean, never E[x^2] - E[x]^2, which cancels catastrophically when |mean| >> std.
 """
-import numba
 import numpy as np
 
-from autoenc.kernels.config import n_chunks, njit, prange_only  # noqa: F401 (the layer sizes the scratch with n_chunks)
+from autoenc.kernels import config
+from autoenc.kernels.config import njit
+from autoenc.threads import parallel_for
 
-# Elementwise passes cut the rows into this many fixed blocks run in parallel (each element is
+n_chunks = config.n_chunks   # re-exported: the layer sizes the scratch arrays with it
+
+# Elementwise passes cut the rows into this many fixed blocks run on threads (each element is
 # computed alone, so how blocks are shared out does not change the result).
 _BLOCKS = 64
 
@@ -81,17 +84,26 @@ def normalize_backward_dx_naive(dy, x, mean, rstd, gamma, sum_dy, sum_dy_xhat):
 # --- the kernels ------------------------------------------------------------------------------
 
 
-@njit(parallel=prange_only())
 def channel_moments(x, part, mean, var):
     """mean[ch] = (1/m) sum_k x[k, ch]; var[ch] = (1/m) sum_k (x[k, ch] - mean[ch])^2.
 
     x: (m, c), C-contiguous; part: (nk, c) float64 scratch, nk = n_chunks(m); mean, var: (c,)
-    float64, overwritten. Two passes over x, each in nk fixed chunks of rows (in parallel), the
-    float64 partial sums added in chunk order.
+    float64, overwritten. Two passes over x, each in nk fixed chunks of rows (on threads,
+    threads.parallel_for), the float64 partial sums added in chunk order.
     """
+    m = x.shape[0]
+    parallel_for(_sum_chunks, part.shape[0], x, part)
+    _add_chunks(part, m, mean)
+    parallel_for(_square_sum_chunks, part.shape[0], x, mean, part)
+    _add_chunks(part, m, var)
+
+
+@njit()
+def _sum_chunks(lo, hi, x, part):
+    """part[kc, ch] = sum of x[k, ch] over chunk kc of the rows (of part.shape[0]), for chunks lo..hi-1."""
     m, c = x.shape
     nk = part.shape[0]
-    for kc in numba.prange(nk):
+    for kc in range(lo, hi):
         acc = part[kc]
         for ch in range(c):
             acc[ch] = 0.0
@@ -99,12 +111,14 @@ def channel_moments(x, part, mean, var):
             row = x[k]
             for ch in range(c):
                 acc[ch] += row[ch]
-    for ch in range(c):
-        s = 0.0
-        for kc in range(nk):
-            s += part[kc, ch]
-        mean[ch] = s / m
-    for kc in numba.prange(nk):
+
+
+@njit()
+def _square_sum_chunks(lo, hi, x, mean, part):
+    """part[kc, ch] = sum of (x[k, ch] - mean[ch])^2 over chunk kc of the rows, for chunks lo..hi-1."""
+    m, c = x.shape
+    nk = part.shape[0]
+    for kc in range(lo, hi):
         acc = part[kc]
         for ch in range(c):
             acc[ch] = 0.0
@@ -113,39 +127,57 @@ def channel_moments(x, part, mean, var):
             for ch in range(c):
                 d = row[ch] - mean[ch]
                 acc[ch] += d * d
+
+
+@njit()
+def _add_chunks(part, m, out):
+    """out[ch] = (part[0, ch] + part[1, ch] + ... in chunk order) / m. part: (nk, c); out: (c,)."""
+    nk, c = part.shape
     for ch in range(c):
         s = 0.0
         for kc in range(nk):
             s += part[kc, ch]
-        var[ch] = s / m
+        out[ch] = s / m
 
 
-@njit(parallel=prange_only())
 def normalize_forward(x, inv, shift, y):
     """y[k, ch] = x[k, ch] * inv[ch] + shift[ch]. x, y: (m, c), C-contiguous, y overwritten; inv,
     shift: (c,) of x's dtype. With inv = gamma * rstd, shift = beta - mean * inv this is the batch
     normalization (the form tf.nn.batch_normalization computes); with shift = 0 it is the inference
-    input gradient dx = dy * inv."""
+    input gradient dx = dy * inv. Fixed row blocks on threads (threads.parallel_for)."""
+    parallel_for(_normalize_forward_blocks, _BLOCKS, x, inv, shift, y)
+
+
+@njit()
+def _normalize_forward_blocks(lo, hi, x, inv, shift, y):
+    """:func:`normalize_forward` for row blocks lo..hi-1 of the _BLOCKS."""
     m, c = x.shape
-    for blk in numba.prange(_BLOCKS):
+    for blk in range(lo, hi):
         for k in range(blk * m // _BLOCKS, (blk + 1) * m // _BLOCKS):
             row, out = x[k], y[k]
             for ch in range(c):
                 out[ch] = row[ch] * inv[ch] + shift[ch]
 
 
-@njit(parallel=prange_only())
 def normalize_backward_sums(dy, x, mean, rstd, part, sum_dy, sum_dy_xhat):
     """sum_dy[ch] = sum_k dy[k, ch] (dbeta); sum_dy_xhat[ch] = sum_k dy[k, ch] * xhat[k, ch] (dgamma),
     xhat = (x - mean) * rstd.
 
     dy, x: (m, c), C-contiguous; mean, rstd: (c,) float64; part: (2, nk, c) float64 scratch,
-    nk = n_chunks(m); sum_dy, sum_dy_xhat: (c,) float64, overwritten. nk fixed chunks of rows in
-    parallel, float64 partials added in chunk order.
+    nk = n_chunks(m); sum_dy, sum_dy_xhat: (c,) float64, overwritten. nk fixed chunks of rows on
+    threads (threads.parallel_for), float64 partials added in chunk order.
     """
+    parallel_for(_backward_sums_chunks, part.shape[1], dy, x, mean, rstd, part)
+    _add_chunks(part[0], 1, sum_dy)     # dividing by 1 is exact: the sums themselves
+    _add_chunks(part[1], 1, sum_dy_xhat)
+
+
+@njit()
+def _backward_sums_chunks(lo, hi, dy, x, mean, rstd, part):
+    """part[0, kc] and part[1, kc]: chunk kc's sums of :func:`normalize_backward_sums`, for chunks lo..hi-1."""
     m, c = x.shape
     nk = part.shape[1]
-    for kc in numba.prange(nk):
+    for kc in range(lo, hi):
         a, b = part[0, kc], part[1, kc]
         for ch in range(c):
             a[ch] = 0.0
@@ -155,32 +187,31 @@ def normalize_backward_sums(dy, x, mean, rstd, part, sum_dy, sum_dy_xhat):
             for ch in range(c):
                 a[ch] += g[ch]
                 b[ch] += g[ch] * ((row[ch] - mean[ch]) * rstd[ch])
-    for ch in range(c):
-        s, t = 0.0, 0.0
-        for kc in range(nk):
-            s += part[0, kc, ch]
-            t += part[1, kc, ch]
-        sum_dy[ch] = s
-        sum_dy_xhat[ch] = t
 
 
-@njit(parallel=prange_only())
 def normalize_backward_dx(dy, x, mean, rstd, gamma, sum_dy, sum_dy_xhat, dx):
     """dx[k, ch] = gamma[ch] * rstd[ch] * (dy[k, ch] - sum_dy[ch]/m - xhat[k, ch] * sum_dy_xhat[ch]/m),
     xhat = (x - mean) * rstd: the input gradient through the batch mean and variance.
 
     dy, x, dx: (m, c), C-contiguous, dx overwritten; mean, rstd, gamma, sum_dy, sum_dy_xhat: (c,)
-    float64 (from normalize_backward_sums). Elementwise in fixed row blocks, in parallel.
+    float64 (from normalize_backward_sums). Elementwise in fixed row blocks, on threads
+    (threads.parallel_for).
     """
+    parallel_for(_normalize_backward_dx_blocks, _BLOCKS, dy, x, mean, rstd, gamma, sum_dy, sum_dy_xhat, dx)
+
+
+@njit()
+def _normalize_backward_dx_blocks(lo, hi, dy, x, mean, rstd, gamma, sum_dy, sum_dy_xhat, dx):
+    """:func:`normalize_backward_dx` for row blocks lo..hi-1 of the _BLOCKS."""
     m, c = x.shape
-    scale = np.empty(c, np.float64)
+    scale = np.empty(c, np.float64)     # per channel, cheap: each piece computes its own
     mean_dy = np.empty(c, np.float64)
     mean_dy_xhat = np.empty(c, np.float64)
     for ch in range(c):
         scale[ch] = gamma[ch] * rstd[ch]
         mean_dy[ch] = sum_dy[ch] / m
         mean_dy_xhat[ch] = sum_dy_xhat[ch] / m
-    for blk in numba.prange(_BLOCKS):
+    for blk in range(lo, hi):
         for k in range(blk * m // _BLOCKS, (blk + 1) * m // _BLOCKS):
             g, row, out = dy[k], x[k], dx[k]
             for ch in range(c):
