@@ -29,15 +29,6 @@ def n_chunks(n):
     return max(1, min(n, MAX_CHUNKS))
 
 
-def prange_only():
-    """The njit ``parallel`` option for the kernels: their explicit prange loops run in threads, and
-    nothing else is turned into parallel code (array expressions such as ``dw += part[k]`` or
-    ``np.zeros(8)`` stay plain loops). Each implicit parallel loop would be one more function for
-    Numba to compile. A new dict per call: Numba empties the one it is given."""
-    return {"prange": True, "comprehension": False, "reduction": False, "inplace_binop": False,
-            "setitem": False, "numpy": False, "stencil": False, "fusion": False}
-
-
 # --- the Numba cache ---------------------------------------------------------------------------
 #
 # Every kernel is compiled once and cached on disk (numba.njit(cache=True)). Two things must not
