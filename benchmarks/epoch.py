@@ -122,12 +122,12 @@ def run_autoenc(name, images, n_predict, epochs):
     x = data(name, images)
     model = build(autoenc.layers, autoenc.Model, lambda s: autoenc.Input(shape=s), name)
     model.compile(optimizer="adam", loss="mean_squared_error")
-    timings = time_fit_and_predict(model, x, x[:n_predict], MODELS[name][1], epochs)  # starts Numba's threads
+    timings = time_fit_and_predict(model, x, x[:n_predict], MODELS[name][1], epochs)
     cpu = os.environ.get("NUMBA_CPU_NAME") or "native"
     tuners = getattr(model, "_thread_tuners", {})
     chosen = {k: f"{t.current} ({t.steps} steps, {len(t.switches)} switches)" for k, t in tuners.items() if t}
     return {"version": f"autoenc {autoenc.__version__}, numba {numba.__version__} "
-                       f"({numba.threading_layer()}, {numba.config.NUMBA_NUM_THREADS} threads, {cpu})",
+                       f"({numba.config.NUMBA_NUM_THREADS} threads, {cpu})",
             "tuner": chosen or "off", **timings}
 
 

@@ -71,8 +71,8 @@ def main():
     threads = numba.config.NUMBA_NUM_THREADS
     peak = args.peak or measured_peak(threads)
     rng = np.random.default_rng(0)
-    padding.pad_into(np.zeros((2, 1, 1, 1), np.float32), 0, 0, np.zeros((2, 1, 1, 1), np.float32))  # starts the threads
-    print(f"numba {numba.__version__}, {threads} threads, layer {numba.threading_layer()}; batch {n}; "
+    padding.pad_into(np.zeros((2, 1, 1, 1), np.float32), 0, 0, np.zeros((2, 1, 1, 1), np.float32))  # starts the workers
+    print(f"numba {numba.__version__}, {threads} threads; batch {n}; "
           f"best of {rep}; peak {f'{peak:.0f} GFLOP/s' if peak else 'unknown (no C compiler; pass --peak)'}\n")
     print("| layer | kernel | ms | GFLOP/s | % of peak |")
     print("|---|---|---:|---:|---:|")

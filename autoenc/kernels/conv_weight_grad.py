@@ -14,6 +14,7 @@ from autoenc.kernels.blocks import (LANES, add8, at, fma8, load8, next_pixel, st
                                     where_positive8)
 from autoenc.kernels.config import FASTMATH, n_chunks, njit
 from autoenc.kernels.padding import pad_naive
+from autoenc import warmup
 from autoenc.threads import parallel_for
 
 # Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
@@ -497,6 +498,7 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
     stay in L2 while every block sweeps them.
     """
+    warmup.wait()   # on a cold cache, the kernel may be compiling in a second process (autoenc/warmup.py)
     parallel_for(_dw_chunks, part.shape[0], xp, dy, sh, sw, part)
     nc = part.shape[0]
     _sum_chunks(part.reshape(nc, part.size // nc), dw.reshape(dw.size))   # the chunks, added in order

@@ -21,7 +21,7 @@ from autoenc import callbacks as callbacks_module
 from autoenc import losses as losses_module
 from autoenc import metrics as metrics_module
 from autoenc import optimizers as optimizers_module
-from autoenc import threads, utils
+from autoenc import threads, utils, warmup
 
 
 _FIT_FLAG_LOCK = threading.Lock()   # makes the check-and-set of a model's ``_fitting`` atomic
@@ -265,7 +265,11 @@ class Trainer:
 
     def _tuned_step(self, loop):
         """``run(fn, samples)``: fn() on one or on all threads, as the model's tuner for ``loop``
-        ('train', 'test' or 'predict') decides from its step times (threads.ThreadTuner)."""
+        ('train', 'test' or 'predict') decides from its step times (threads.ThreadTuner). Before the
+        first training step on a cold Numba cache, the weight-gradient kernel starts compiling in a
+        second process (autoenc/warmup.py)."""
+        if loop == "train":
+            warmup.start(self)
         return threads.tuned_threads(threads.model_tuner(self, loop)).run
 
     def train_on_batch(self, x, y=None):
@@ -366,6 +370,7 @@ class Trainer:
         snapshot = _StepSnapshot(self)
         self._epoch, self._step = initial_epoch, 0
         self.stop_training = False
+        warmup.start(self)   # on a cold Numba cache: the weight-gradient kernel compiles in a second process
         try:
             # each step on all threads or on one, whichever is faster now (the results are the same);
             # the tuner is kept on the model across fits and train_on_batch calls

@@ -1,0 +1,88 @@
+"""autoenc/warmup.py: on a cold Numba cache the first training step of a model with a convolution
+compiles the weight-gradient kernel in a second process, and this process loads it from the cache
+instead of compiling it; the training is the same bit for bit. Nothing starts with the cache filled,
+with AUTOENC_WARMUP=off, or without a convolution. Each case runs in a fresh process on its own cache
+directory, as a fresh install would."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from autoenc import warmup
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = textwrap.dedent("""
+    import hashlib, json, sys
+    import numpy as np
+    import autoenc
+    from autoenc import warmup
+    from autoenc.kernels import conv_weight_grad as cw
+    from autoenc.layers import Conv2D, Dense, Flatten, Input
+    from autoenc.models import Model
+    started = []
+    start = warmup.start
+    warmup.start = lambda model: started.append(start(model)) or started[-1]
+    autoenc.set_random_seed(1)
+    inp = Input(shape=(6, 6, 2))
+    if sys.argv[1] == "conv":
+        out = Conv2D(3, 3, padding="same", activation="sigmoid")(Conv2D(4, 3, padding="same", activation="relu")(inp))
+    else:
+        out = Dense(3)(Flatten()(inp))
+    model = Model(inp, out)
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 6, 6, 2), dtype=np.float32)
+    y = rng.random((5,) + tuple(out.shape[1:]), dtype=np.float32)
+    model.fit(x, y, batch_size=5, epochs=1, verbose=0)
+    model.train_on_batch(x, y)
+    digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+    print("RESULT " + json.dumps({"started": started, "hits": sum(cw._dw_chunks.stats.cache_hits.values()),
+                                  "misses": sum(cw._dw_chunks.stats.cache_misses.values()), "digest": digest}))
+""")
+
+
+def run(kind, cache_dir, setting=None):
+    """The child's RESULT for a model ``kind`` ("conv" or "dense") on the Numba cache in ``cache_dir``,
+    with AUTOENC_WARMUP=``setting`` (unset when None)."""
+    env = {k: v for k, v in os.environ.items() if k != "AUTOENC_WARMUP"}
+    env.update(NUMBA_CACHE_DIR=str(cache_dir),
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    if setting is not None:
+        env["AUTOENC_WARMUP"] = setting
+    out = subprocess.run([sys.executable, "-c", CHILD, kind], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][0][7:])
+
+
+pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing compiles without the JIT")
+
+
+def test_a_cold_cache_compiles_the_weight_gradient_in_a_second_process_and_trains_alike(tmp_path):
+    cold = run("conv", tmp_path / "a")
+    assert cold["started"] == [True, False]       # fit's first step starts it; train_on_batch's does not again
+    assert cold["hits"] >= 1 and cold["misses"] == 0, cold    # loaded from the cache the warm-up wrote
+    warm = run("conv", tmp_path / "a")
+    assert warm["started"] == [False, False] and warm["misses"] == 0
+    off = run("conv", tmp_path / "b", "off")
+    assert off["started"] == [False, False] and off["hits"] == 0 and off["misses"] >= 1   # compiled here
+    assert cold["digest"] == warm["digest"] == off["digest"]
+
+
+def test_a_model_without_a_convolution_starts_nothing(tmp_path):
+    dense = run("dense", tmp_path / "c")
+    assert dense["started"] == [False, False] and dense["hits"] == dense["misses"] == 0
+
+
+@pytest.mark.parametrize("value, on", [("off", False), ("OFF", False), ("0", False), ("no", False), ("", True),
+                                       ("1", True)])
+def test_autoenc_warmup_off_turns_it_off(monkeypatch, value, on):
+    monkeypatch.setenv("AUTOENC_WARMUP", value)
+    assert warmup.enabled() is on
+
+
+def test_waiting_without_a_warm_up_returns_at_once():
+    warmup.wait(timeout=0)
