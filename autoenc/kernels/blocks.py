@@ -17,10 +17,6 @@ AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of help
 Indices are unsigned where that lets LLVM see neighbouring loads as one vector load. Every helper
 is tiny and inlined into the kernels; under NUMBA_DISABLE_JIT=1 plain Python stands in for the
 LLVM ones.
-
-Numba compiles a helper once per type of its arguments, and a constant argument (``0``, ``False``)
-has a type of its own: the kernels pass ``np.int64(0)`` or ``np.bool_(False)`` instead, so that
-every caller shares one compiled version (each one more is 0.2-0.6 s of a cold start).
 """
 import numba
 import numba.extending

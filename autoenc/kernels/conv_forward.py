@@ -230,7 +230,7 @@ def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, 
     last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout].
     The 8 lane sums of each pixel are added in the order of hsum8, for the 8 pixels side by side."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = load8(zeros8, np.int64(0))
+    a0 = load8(zeros8, 0)
     a1 = a0
     a2 = a0
     a3 = a0
@@ -311,20 +311,19 @@ def _conv2d_forward_samples(lo, hi, xp, w, b, sh, sw, act, y):
         for f in range(f8, cout):
             wl[f - f8, e] = wm[e, f]
     zeros8 = np.zeros(8, dtype=y.dtype)
-    stay = np.int64(0)   # the 8 pixels stay in one sample (an int, not the constant 0: see blocks.py)
     for s in range(lo, hi):
         xs, ys = s * hp * rstride, s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
             q = min(8 * blk, npix - 8)
             r, c = q // ow, q % ow   # then step along the raster, without dividing
             b0 = xs + r * sh * rstride + c * dx
-            r, c, b1 = next_pixel(r, c, b0, oh, ow, dx, rjump, stay)
-            r, c, b2 = next_pixel(r, c, b1, oh, ow, dx, rjump, stay)
-            r, c, b3 = next_pixel(r, c, b2, oh, ow, dx, rjump, stay)
-            r, c, b4 = next_pixel(r, c, b3, oh, ow, dx, rjump, stay)
-            r, c, b5 = next_pixel(r, c, b4, oh, ow, dx, rjump, stay)
-            r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, stay)
-            r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, stay)
+            r, c, b1 = next_pixel(r, c, b0, oh, ow, dx, rjump, 0)
+            r, c, b2 = next_pixel(r, c, b1, oh, ow, dx, rjump, 0)
+            r, c, b3 = next_pixel(r, c, b2, oh, ow, dx, rjump, 0)
+            r, c, b4 = next_pixel(r, c, b3, oh, ow, dx, rjump, 0)
+            r, c, b5 = next_pixel(r, c, b4, oh, ow, dx, rjump, 0)
+            r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
+            r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
             starts = (b0, b1, b2, b3, b4, b5, b6, b7)
             for f0 in range(0, f32, 32):  # 8 pixels x 32 channels (AVX-512 only)
                 _forward_block32_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,

@@ -115,7 +115,7 @@ def _dz_chunks(lo, hi, dy, y, relu, sh, sw, top, left, dz, dzp, part):
             for r in range(oh):
                 i0 = (s * oh + r) * ow * c                      # row r of sample s in dy, y, dz
                 p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
-                dz_row(dyf, yf, relu, dzf, np.bool_(True), dzpf, pad, pk, i0, p0, ow, c, sw)
+                dz_row(dyf, yf, relu, dzf, True, dzpf, pad, pk, i0, p0, ow, c, sw)
 
 
 @njit()
@@ -128,7 +128,6 @@ def dz_row(src, yf, relu, dzf, write_dz, dzpf, pad, pk, i0, p0, ow, c, sw):
     the channels left over one at a time."""
     c8 = c - c % 8
     zero = dzf.dtype.type(0)
-    plain = np.bool_(False)     # no ReLU (a bool, not the constant False: see blocks.py)
     for f0 in range(0, c8, 8):  # 8 channels at a time
         acc = load8(pk, f0)
         for q in range(ow):
@@ -137,11 +136,11 @@ def dz_row(src, yf, relu, dzf, write_dz, dzpf, pad, pk, i0, p0, ow, c, sw):
             if relu:
                 v = where_positive8(v, load8(yf, i), zero)
             if write_dz:
-                store8(dzf, i, v, plain)
+                store8(dzf, i, v, False)
             if pad:
-                store8(dzpf, p0 + q * sw * c + f0, v, plain)
+                store8(dzpf, p0 + q * sw * c + f0, v, False)
             acc = add8(acc, v)
-        store8(pk, f0, acc, plain)
+        store8(pk, f0, acc, False)
     for f in range(c8, c):      # channels left over
         a = pk[f]
         for q in range(ow):
@@ -158,15 +157,14 @@ def dz_row(src, yf, relu, dzf, write_dz, dzpf, pad, pk, i0, p0, ow, c, sw):
 @njit()
 def _store64(ua, u, a0, a1, a2, a3, a4, a5, a6, a7):
     """ua[u + 8*j : u + 8*j + 8] = a_j for j < 8: a block's 64 sums, kept between tiles."""
-    plain = np.bool_(False)   # no ReLU (a bool, not the constant False: see blocks.py)
-    store8(ua, u, a0, plain)
-    store8(ua, u + 8, a1, plain)
-    store8(ua, u + 16, a2, plain)
-    store8(ua, u + 24, a3, plain)
-    store8(ua, u + 32, a4, plain)
-    store8(ua, u + 40, a5, plain)
-    store8(ua, u + 48, a6, plain)
-    store8(ua, u + 56, a7, plain)
+    store8(ua, u, a0, False)
+    store8(ua, u + 8, a1, False)
+    store8(ua, u + 16, a2, False)
+    store8(ua, u + 24, a3, False)
+    store8(ua, u + 32, a4, False)
+    store8(ua, u + 40, a5, False)
+    store8(ua, u + 48, a6, False)
+    store8(ua, u + 56, a7, False)
 
 
 @njit(fastmath=FASTMATH)
@@ -368,7 +366,7 @@ def _dw_gather_1ch(xf, dyf, ua, u, m, r, c, x0, ts, offs, f, cout, oh, ow, dx, r
         acc = fma8(acc, dyf[t], (at(xf, x0 + o0), at(xf, x0 + o1), at(xf, x0 + o2), at(xf, x0 + o3),
                                   at(xf, x0 + o4), at(xf, x0 + o5), at(xf, x0 + o6), at(xf, x0 + o7)))
         r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-    store8(ua, u, acc, np.bool_(False))
+    store8(ua, u, acc, False)
 
 
 @njit(fastmath=FASTMATH)
