@@ -199,7 +199,6 @@ def _maxpool2d_backward_relu_dz_chunks(lo, hi, dy, argmax, py, nonfinite, y, sh,
     _, hp, wp, _ = dzp.shape
     dzf, dzpf = dz.reshape(dz.size), dzp.reshape(dzp.size)
     zero = dz.dtype.type(0)
-    no = np.bool_(False)    # no ReLU mask, dz not written again (bools, not constants: see blocks.py)
     for k in range(lo, hi):
         pk = part[k]
         for f in range(c):
@@ -225,7 +224,7 @@ def _maxpool2d_backward_relu_dz_chunks(lo, hi, dy, argmax, py, nonfinite, y, sh,
             for r in range(h):
                 i0 = (s * h + r) * w * c                        # row r of sample s in dz
                 p0 = ((s * hp + top + r * sh) * wp + left) * c  # where it goes in dzp
-                dz_row(dzf, dzf, no, dzf, no, dzpf, pad, pk, i0, p0, w, c, sw)
+                dz_row(dzf, dzf, False, dzf, False, dzpf, pad, pk, i0, p0, w, c, sw)
 
 
 class MaxPool2DKernels:

@@ -142,7 +142,7 @@ def _phase_interleave_samples(lo, hi, q, base, step, y):
                 src = q0 + (X // 2 + base + step * px) * c4 + px * cout
                 dst = y0 + X * cout
                 for f0 in range(0, c8, 8):
-                    store8(yf, dst + f0, load8(qf, src + f0), np.bool_(False))
+                    store8(yf, dst + f0, load8(qf, src + f0), False)
                 for f in range(c8, cout):
                     yf[dst + f] = qf[src + f]
 
@@ -193,9 +193,9 @@ def _phase_gather_chunks(lo, hi, dy, y, relu, base, step, dq, part):
                         v = load8(dyf, i)
                         if relu:
                             v = where_positive8(v, load8(yf, i), zero)
-                        store8(dqf, p0 + (X // 2 + base + step * px) * c4 + px * cout + f0, v, np.bool_(False))
+                        store8(dqf, p0 + (X // 2 + base + step * px) * c4 + px * cout + f0, v, False)
                         acc = add8(acc, v)
-                    store8(pk, f0, acc, np.bool_(False))
+                    store8(pk, f0, acc, False)
                 for f in range(c8, cout):     # channels left over
                     a = pk[f]
                     for X in range(ow):
