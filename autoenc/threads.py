@@ -4,11 +4,11 @@
    one per thread, on a pool of Python threads; the kernels release the GIL (Numba's nogil), so the
    pieces run at the same time. It replaced Numba's prange loops, which Numba compiles twice (the
    loop body once more as a function of its own, with every kernel it calls linked into both): the
-   cold start from an empty Numba cache went from 49 to about 30 s (issue 15). The count is the
-   calling thread's Numba thread count (``numba.get_num_threads()``: NUMBA_NUM_THREADS, or
-   ``numba.set_num_threads``). A waiting worker sleeps on a lock, so a finished thread never spins
-   on a core that another program needs, and the calling thread takes any piece no worker has
-   started yet.
+   cold start from an empty Numba cache went from 49 to 31 s (issue 15; autoenc/warmup.py takes it
+   further). The count is the calling thread's Numba thread count (``numba.get_num_threads()``:
+   NUMBA_NUM_THREADS, or ``numba.set_num_threads``). A waiting worker sleeps on a lock, so a
+   finished thread never spins on a core that another program needs, and the calling thread takes
+   any piece no worker has started yet.
 2. :class:`ThreadTuner`: ``fit`` (and ``train_on_batch``), ``predict`` and ``evaluate`` time their
    steps on all threads and on one, and keep the faster. A training step of the seed model is about
    40 short kernel calls (0.05-1 ms each); when another program keeps a core busy, one of autoenc's

@@ -152,3 +152,18 @@ def test_editing_a_helper_in_another_file_recompiles_its_callers(tmp_path):
     assert "        out[k] = a[k]\n" in source
     blocks.write_text(source.replace("        out[k] = a[k]\n", "        out[k] = a[k] + 10\n", 1))
     assert padded() == "PADDED [11.0, 12.0, 13.0, 14.0, 15.0, 16.0]"
+
+
+def test_a_numba_variable_set_after_import_leaves_the_slp_vectoriser_on(monkeypatch):
+    """Numba reloads its configuration from the NUMBA_* variables at the next compile when one changed:
+    the SLP vectoriser (off by Numba's default) must survive it, or later kernels compile slower."""
+    import numba
+    assert numba.config.SLP_VECTORIZE == 1
+    monkeypatch.setenv("NUMBA_DEBUG_CACHE", "0")     # any NUMBA_ variable, set after import
+
+    @numba.njit
+    def one_more(x):
+        return x + 1
+
+    assert one_more(1) == 2                          # a compile: the configuration is reloaded
+    assert numba.config.SLP_VECTORIZE == 1

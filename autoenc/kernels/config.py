@@ -11,8 +11,12 @@ from numba.core import caching, dispatcher, sigutils
 # LLVM's SLP vectoriser packs the 8 scalar multiply-adds of the register-blocked loops (see
 # blocks.py) into one vector instruction. Numba leaves it off by default; it is read when a
 # function is compiled, so it must be set before the first kernel compiles (it is: every kernel
-# module imports this one first). Cached kernels are reused as compiled.
-numba.config.SLP_VECTORIZE = 1
+# module imports this one first). Also in the environment: Numba reloads its whole configuration
+# from NUMBA_* variables at the next compile whenever one of them changes (a user setting
+# NUMBA_NUM_THREADS after import, say), which would turn it off again. A user's own
+# NUMBA_SLP_VECTORIZE is kept; the cache key holds the setting (_CheckedCache).
+os.environ.setdefault("NUMBA_SLP_VECTORIZE", "1")
+numba.config.SLP_VECTORIZE = 1 if os.environ["NUMBA_SLP_VECTORIZE"].strip() == "1" else 0
 
 # fastmath without 'reassoc': lets LLVM fuse multiply-adds, but keeps the order of every sum,
 # so results do not depend on vector width and float32 reductions stay predictable.
@@ -64,10 +68,11 @@ class _CheckedCache(caching.FunctionCache):
     Numba keys a cached function by its own bytecode and its own file's time stamp, so a kernel
     whose helper in another file changed (blocks.py, say, edited by someone stepping through the
     code) would load its old machine code. The key here also holds :func:`kernel_sources_digest`:
-    any edit under autoenc/kernels recompiles every kernel once."""
+    any edit under autoenc/kernels recompiles every kernel once; and whether LLVM's SLP vectoriser
+    was on, so that a kernel compiled without it is not reused with it."""
 
     def _index_key(self, sig, codegen):
-        return super()._index_key(sig, codegen) + (kernel_sources_digest(),)
+        return super()._index_key(sig, codegen) + (kernel_sources_digest(), numba.config.SLP_VECTORIZE)
 
     def load_overload(self, sig, target_context):
         try:
