@@ -92,14 +92,14 @@ def channel_moments(x, part, mean, var):
     threads.parallel_for), the float64 partial sums added in chunk order.
     """
     m = x.shape[0]
-    parallel_for(_sum_chunks, part.shape[0], x, part)
+    parallel_for(_chunk_sums, part.shape[0], x, part)
     _add_chunks(part, m, mean)
-    parallel_for(_square_sum_chunks, part.shape[0], x, mean, part)
+    parallel_for(_chunk_square_sums, part.shape[0], x, mean, part)
     _add_chunks(part, m, var)
 
 
 @njit()
-def _sum_chunks(lo, hi, x, part):
+def _chunk_sums(lo, hi, x, part):
     """part[kc, ch] = sum of x[k, ch] over chunk kc of the rows (of part.shape[0]), for chunks lo..hi-1."""
     m, c = x.shape
     nk = part.shape[0]
@@ -114,7 +114,7 @@ def _sum_chunks(lo, hi, x, part):
 
 
 @njit()
-def _square_sum_chunks(lo, hi, x, mean, part):
+def _chunk_square_sums(lo, hi, x, mean, part):
     """part[kc, ch] = sum of (x[k, ch] - mean[ch])^2 over chunk kc of the rows, for chunks lo..hi-1."""
     m, c = x.shape
     nk = part.shape[0]
