@@ -40,31 +40,34 @@ def policy_enabled():
 
 
 class _Region:
-    """One call of :func:`parallel_for`: the pieces not yet taken, how many are unfinished, the first
-    error raised by a piece, and ``done``, a lock released when the last piece ends."""
-    __slots__ = ("kernel", "args", "pieces", "left", "error", "mutex", "done")
+    """One call of :func:`parallel_for`: the pieces not yet taken, how many are unfinished, how many a
+    worker is running, the first error raised by a piece, and ``done``, a lock released when the last
+    piece ends. ``stopped``: no more pieces start (the caller was interrupted)."""
+    __slots__ = ("kernel", "args", "pieces", "left", "running", "stopped", "error", "mutex", "done")
 
     def __init__(self, kernel, args, pieces):
         self.kernel, self.args, self.pieces = kernel, args, pieces
-        self.left, self.error = len(pieces), None
+        self.left, self.running, self.stopped, self.error = len(pieces), 0, False, None
         self.mutex = threading.Lock()
         self.done = threading.Lock()
         self.done.acquire()
 
 
-def _run_pieces(region):
-    """Take pieces of ``region`` until none is left, and run them."""
+def _run_pieces(region, worker=False):
+    """Take pieces of ``region`` until none is left, and run them (``worker``: on a pool thread)."""
     while True:
-        try:
-            lo, hi = region.pieces.pop()    # atomic: a piece is taken by one thread only
-        except IndexError:
-            return
+        with region.mutex:              # a piece is taken by one thread only
+            if region.stopped or not region.pieces:
+                return
+            lo, hi = region.pieces.pop()
+            region.running += worker
         try:
             region.kernel(lo, hi, *region.args)
-        except BaseException as e:          # re-raised by the caller, once every piece has ended
+        except BaseException as e:      # re-raised by the caller, once every piece has ended
             if region.error is None:
                 region.error = e
         with region.mutex:
+            region.running -= worker
             region.left -= 1
             last = region.left == 0
         if last:
@@ -93,7 +96,7 @@ class _Pool:
             wake.acquire()
             region = self.region
             if region is not None:
-                _run_pieces(region)
+                _run_pieces(region, worker=True)
 
 
 _pool = _Pool()
@@ -112,7 +115,8 @@ def parallel_for(kernel, n, *args):
     calling thread's Numba thread count (``numba.get_num_threads()``, at most n), and return when
     every piece has ended. The calling thread runs pieces too, and takes any piece that no worker
     has started yet (so a worker that the OS keeps waiting, on a busy machine, costs little). An
-    error raised by a piece is raised here, after the others end.
+    error raised by a piece is raised here, after the others end; an interrupt (Ctrl-C) too, once the
+    pieces running on workers have ended (no more start), so they never overlap the next call.
 
     The pieces must write disjoint parts of the arrays; a kernel's result then does not depend on
     the number of threads. The kernel must release the GIL (``njit(nogil=True)``, the default of
@@ -136,8 +140,15 @@ def parallel_for(kernel, n, *args):
                 wake.release()
             except RuntimeError:    # already woken, and not yet back: it will find this region
                 pass
-        _run_pieces(region)
-        region.done.acquire()
+        try:
+            _run_pieces(region)
+            region.done.acquire()
+        except BaseException:   # Ctrl-C: no more pieces start, and the workers' pieces end before the
+            with region.mutex:  # next call can meet them in the same arrays
+                region.stopped = True
+            while region.running:
+                time.sleep(0.001)
+            raise
     finally:
         pool.region = None
         pool.busy.release()

@@ -7,7 +7,8 @@ the weight-gradient kernel (conv_weight_grad._dw_chunks with its register blocks
 only once the forward pass and the first gradients are done. So the first training step of a model
 with a convolution starts a process that compiles that kernel into the shared Numba cache
 (:func:`start`); this process compiles the forward pass meanwhile, and when the backward pass reaches
-the weight gradient it waits for that process and loads the kernel from the cache (:func:`wait`).
+the weight gradient it waits for that process and loads the kernel from the cache (:func:`wait`, which
+:func:`start` hangs on ``conv_weight_grad.before_first_call``).
 With the cache filled, or ``AUTOENC_WARMUP=off``, or no cache to share, nothing of this happens. The
 kernel is the same either way: the same source, the same compiler options, the same machine code.
 """
@@ -66,11 +67,11 @@ def start(model):
         _tried = True
         if not enabled() or str(getattr(model, "dtype", "")) not in ("float32", "float64"):
             return False
+        from autoenc.kernels import conv_weight_grad
         from autoenc.kernels.conv_transpose import Conv2DTransposeKernels
-        from autoenc.kernels.conv_weight_grad import _dw_chunks
         from autoenc.kernels.convolution import Conv2DKernels
         if not any(isinstance(getattr(layer, "_kernels", None), (Conv2DKernels, Conv2DTransposeKernels))
-                   for layer in model.flat_layers()) or not _cold(_dw_chunks):
+                   for layer in model.flat_layers()) or not _cold(conv_weight_grad._dw_chunks):
             return False
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the folder holding autoenc
         env = {**os.environ, "AUTOENC_WARMUP": "off",
@@ -80,6 +81,7 @@ def start(model):
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
             return False
+        conv_weight_grad.before_first_call = wait
         return True
 
 
@@ -88,7 +90,9 @@ def wait(timeout=600):
     then in the cache, and Numba loads it instead of compiling it. A failed or slow warm-up costs
     nothing more than the wait: the kernel is then compiled here, as without it."""
     global _job
-    job = _job
+    from autoenc.kernels import conv_weight_grad
+    conv_weight_grad.before_first_call = None
+    job, _job = _job, None
     if job is None:
         return
     try:
@@ -96,7 +100,6 @@ def wait(timeout=600):
     except subprocess.TimeoutExpired:
         job.kill()
         job.wait()
-    _job = None
 
 
 def _stop():

@@ -94,6 +94,28 @@ def test_an_error_in_a_piece_is_raised_by_the_caller_after_every_piece_ends(two_
     assert sorted(seen) == [(0, 2), (2, 4)]
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="no pthread_kill")
+def test_an_interrupt_while_a_worker_runs_waits_for_its_piece_to_end(two_threads):
+    import signal
+    import threading
+    import time
+    started, ended = threading.Event(), []
+
+    def piece(lo, hi):
+        if threading.current_thread() is threading.main_thread():
+            started.wait(60)                # so that a worker takes the other piece
+            return
+        started.set()
+        time.sleep(0.1)                     # the caller now waits for this piece: Ctrl-C
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.3)
+        ended.append(lo)
+
+    with pytest.raises(KeyboardInterrupt):
+        threads.parallel_for(piece, 2)
+    assert ended == [1], "the interrupted call returned before the worker's piece ended"
+
+
 def test_a_call_from_inside_a_piece_or_another_thread_runs_on_its_own_thread(two_threads):
     import threading
     inner = []

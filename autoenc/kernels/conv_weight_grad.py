@@ -14,8 +14,11 @@ from autoenc.kernels.blocks import (LANES, add8, at, fma8, load8, next_pixel, st
                                     where_positive8)
 from autoenc.kernels.config import FASTMATH, n_chunks, njit
 from autoenc.kernels.padding import pad_naive
-from autoenc import warmup
 from autoenc.threads import parallel_for
+
+# Set by autoenc/warmup.py while a second process compiles _dw_chunks into the Numba cache (a cold
+# start): called before the kernel runs, it waits for that process (then Numba loads the kernel).
+before_first_call = None
 
 # Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
 # which stay in the core's L2 cache while every block of weights sweeps the tile.
@@ -496,7 +499,8 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
     stay in L2 while every block sweeps them.
     """
-    warmup.wait()   # on a cold cache, the kernel may be compiling in a second process (autoenc/warmup.py)
+    if before_first_call is not None:   # _dw_chunks may be compiling in a second process
+        before_first_call()
     parallel_for(_dw_chunks, part.shape[0], xp, dy, sh, sw, part)
     nc = part.shape[0]
     _sum_chunks(part.reshape(nc, part.size // nc), dw.reshape(dw.size))   # the chunks, added in order
