@@ -30,7 +30,7 @@ _dw_chunks(0, 1, np.zeros((1, 3, 3, 1), dt), np.zeros((1, 1, 1, 1), dt), 1, 1, n
 
 _lock = threading.Lock()
 _job = None        # the running warm-up process (subprocess.Popen), until waited for
-_tried = False     # start() decides once per process
+_tried = False     # a warm-up was started, or is of no use in this process (off, or the kernel is warm)
 
 
 def enabled():
@@ -55,23 +55,27 @@ def _cold(kernel):
 
 
 def start(model):
-    """Start the warm-up process for ``model``'s first training step, once per process, if the model has
-    a convolution (Conv1D, Conv2D or a transposed one), its dtype is float32 or float64, and the
-    weight-gradient kernel is cold (see :func:`_cold`). Returns True if it started one."""
+    """Start the warm-up process for ``model``'s first training step, at most once per process, if the
+    model has a convolution (Conv1D, Conv2D or a transposed one), its dtype is float32 or float64, and
+    the weight-gradient kernel is cold (see :func:`_cold`). Returns True if it started one."""
     global _job, _tried
     if _tried:
         return False
     with _lock:
         if _tried:
             return False
-        _tried = True
-        if not enabled() or str(getattr(model, "dtype", "")) not in ("float32", "float64"):
+        if not enabled():
+            _tried = True
             return False
         from autoenc.kernels import conv_weight_grad
         from autoenc.kernels.conv_transpose import Conv2DTransposeKernels
         from autoenc.kernels.convolution import Conv2DKernels
-        if not any(isinstance(getattr(layer, "_kernels", None), (Conv2DKernels, Conv2DTransposeKernels))
-                   for layer in model.flat_layers()) or not _cold(conv_weight_grad._dw_chunks):
+        if str(getattr(model, "dtype", "")) not in ("float32", "float64") or not any(
+                isinstance(getattr(layer, "_kernels", None), (Conv2DKernels, Conv2DTransposeKernels))
+                for layer in model.flat_layers()):
+            return False            # this model needs no weight-gradient kernel; a later one may
+        _tried = True
+        if not _cold(conv_weight_grad._dw_chunks):
             return False
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the folder holding autoenc
         env = {**os.environ, "AUTOENC_WARMUP": "off",

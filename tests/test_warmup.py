@@ -26,19 +26,20 @@ CHILD = textwrap.dedent("""
     started = []
     start = warmup.start
     warmup.start = lambda model: started.append(start(model)) or started[-1]
-    autoenc.set_random_seed(1)
-    inp = Input(shape=(6, 6, 2))
-    if sys.argv[1] == "conv":
-        out = Conv2D(3, 3, padding="same", activation="sigmoid")(Conv2D(4, 3, padding="same", activation="relu")(inp))
-    else:
-        out = Dense(3)(Flatten()(inp))
-    model = Model(inp, out)
-    model.compile("adam", "mse")
-    rng = np.random.default_rng(0)
-    x = rng.random((5, 6, 6, 2), dtype=np.float32)
-    y = rng.random((5,) + tuple(out.shape[1:]), dtype=np.float32)
-    model.fit(x, y, batch_size=5, epochs=1, verbose=0)
-    model.train_on_batch(x, y)
+    for kind in sys.argv[1].split(","):        # models trained one after the other: "conv", "dense"
+        autoenc.set_random_seed(1)
+        inp = Input(shape=(6, 6, 2))
+        if kind == "conv":
+            out = Conv2D(3, 3, padding="same", activation="sigmoid")(Conv2D(4, 3, padding="same", activation="relu")(inp))
+        else:
+            out = Dense(3)(Flatten()(inp))
+        model = Model(inp, out)
+        model.compile("adam", "mse")
+        rng = np.random.default_rng(0)
+        x = rng.random((5, 6, 6, 2), dtype=np.float32)
+        y = rng.random((5,) + tuple(out.shape[1:]), dtype=np.float32)
+        model.fit(x, y, batch_size=5, epochs=1, verbose=0)
+        model.train_on_batch(x, y)
     digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
     print("RESULT " + json.dumps({"started": started, "hits": sum(cw._dw_chunks.stats.cache_hits.values()),
                                   "misses": sum(cw._dw_chunks.stats.cache_misses.values()), "digest": digest}))
@@ -72,9 +73,11 @@ def test_a_cold_cache_compiles_the_weight_gradient_in_a_second_process_and_train
     assert cold["digest"] == warm["digest"] == off["digest"]
 
 
-def test_a_model_without_a_convolution_starts_nothing(tmp_path):
+def test_a_model_without_a_convolution_starts_nothing_but_a_later_one_with_one_does(tmp_path):
     dense = run("dense", tmp_path / "c")
     assert dense["started"] == [False, False] and dense["hits"] == dense["misses"] == 0
+    both = run("dense,conv", tmp_path / "d")
+    assert both["started"] == [False, False, True, False] and both["hits"] >= 1 and both["misses"] == 0
 
 
 @pytest.mark.parametrize("value, on", [("off", False), ("OFF", False), ("0", False), ("no", False), ("", True),
