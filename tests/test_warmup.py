@@ -30,7 +30,8 @@ CHILD = textwrap.dedent("""
         autoenc.set_random_seed(1)
         inp = Input(shape=(6, 6, 2))
         if kind == "conv":
-            out = Conv2D(3, 3, padding="same", activation="sigmoid")(Conv2D(4, 3, padding="same", activation="relu")(inp))
+            hidden = Conv2D(4, 3, padding="same", activation="relu")(inp)
+            out = Conv2D(3, 3, padding="same", activation="sigmoid")(hidden)
         else:
             out = Dense(3)(Flatten()(inp))
         model = Model(inp, out)

@@ -266,14 +266,14 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     xp: (n, hp, wp, cin) padded input; w: (kh, kw, cin, cout); b: (cout,); act: ACT_LINEAR or
     ACT_RELU; y: (n, oh, ow, cout), overwritten. All C-contiguous.
 
-    Optimizations: samples in pieces on threads (threads.parallel_for); no im2col buffer: a patch row is kw*cin contiguous numbers
-    of xp; 8 output pixels (raster order, across rows) x 32 channels summed in 16 vector registers
-    (AVX-512), two w vectors and 8 broadcasts per 16 fused multiply-adds, then 16 channels in 8
-    registers, then 8 (every block, with AVX2); channels left over (cout % 8) as 8 dot products
-    along the patch, 8 elements per vector; patch rows under 8 numbers (one or two input
-    channels) one loop over the patch, LANES channels at a time; bias and ReLU fused into one
-    vector store per pixel and register; each output summed in a fixed order (identical for any
-    number of threads and either vector width).
+    Optimizations: samples in pieces on threads (threads.parallel_for); no im2col buffer: a patch
+    row is kw*cin contiguous numbers of xp; 8 output pixels (raster order, across rows) x 32
+    channels summed in 16 vector registers (AVX-512), two w vectors and 8 broadcasts per 16 fused
+    multiply-adds, then 16 channels in 8 registers, then 8 (every block, with AVX2); channels left
+    over (cout % 8) as 8 dot products along the patch, 8 elements per vector; patch rows under 8
+    numbers (one or two input channels) one loop over the patch, LANES channels at a time; bias and
+    ReLU fused into one vector store per pixel and register; each output summed in a fixed order
+    (identical for any number of threads and either vector width).
     """
     parallel_for(_conv2d_forward_samples, y.shape[0], xp, w, b, sh, sw, act, y)
 
