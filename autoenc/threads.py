@@ -143,8 +143,10 @@ def parallel_for(kernel, n, *args):
         try:
             _run_pieces(region)
             region.done.acquire()
-        except BaseException:   # Ctrl-C: no more pieces start, and the workers' pieces end before the
-            with region.mutex:  # next call can meet them in the same arrays
+        except BaseException:
+            # Ctrl-C: no more pieces start, and the workers' pieces end before the next call can meet
+            # them in the same arrays
+            with region.mutex:
                 region.stopped = True
             while region.running:
                 time.sleep(0.001)

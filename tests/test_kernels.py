@@ -153,6 +153,19 @@ def test_conv2d_backward_kernels_are_adjoints(case):
     assert np.sum(b * dy) == pytest.approx(np.sum(b * db), rel=1e-10, abs=1e-10)
 
 
+def test_conv2d_backward_kernel_writes_into_a_dw_that_is_not_contiguous():
+    """dw is overwritten in place whatever its layout: a slice of a wider array gets the same bits as a
+    contiguous dw (its flat view would be a copy)."""
+    g = np.random.default_rng(4)
+    xp, dy = g.standard_normal((5, 8, 8, 3)).astype(np.float32), g.standard_normal((5, 6, 6, 4)).astype(np.float32)
+    dw = np.empty((3, 3, 3, 4), np.float32)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, 1, 1, dw)
+    wider = np.zeros((3, 3, 3, 8), np.float32)
+    conv_weight_grad.conv2d_backward_kernel(xp, dy, 1, 1, wider[..., :4])
+    np.testing.assert_array_equal(wider[..., :4], dw)
+    np.testing.assert_array_equal(wider[..., 4:], 0)
+
+
 def test_conv2d_tiny_case_by_hand():
     # x is 1x3x3x1 = [[1,2,3],[4,5,6],[7,8,9]], w is 2x2 = [[1,0],[0,-1]], valid, stride 1
     x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)

@@ -488,22 +488,25 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     channels left over) 8 neighbouring patch elements make one vector: two blocks of (8 elements x
     8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
     over (cout % 8) take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
-    8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of 1 or 2) take groups of 9
-    patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel is one group), summed
-    straight into part; their other channels (all of them with AVX2) gather 8 patch elements x 8
-    channels, or x 1 channel.
+    8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of
+    1 or 2) take groups of 9 patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel
+    is one group), summed straight into part; their other channels (all of them with AVX2) gather 8
+    patch elements x 8 channels, or x 1 channel.
 
-    Optimizations: fixed chunks of the batch on threads (threads.parallel_for), chunks added in order (identical for any
-    number of threads, and for AVX2 and AVX-512 builds); no im2col buffer: patches read in place in
-    xp; 16 to 18 vector accumulators (AVX-512: LLVM vectors, blocks.Vec), one branch-free step to the next
-    pixel (next_pixel), so the inner loop stays one basic block in registers; pixels in tiles that
-    stay in L2 while every block sweeps them.
+    Optimizations: fixed chunks of the batch on threads (threads.parallel_for), chunks added in
+    order (identical for any number of threads, and for AVX2 and AVX-512 builds); no im2col buffer:
+    patches read in place in xp; 16 to 18 vector accumulators (AVX-512: LLVM vectors, blocks.Vec),
+    one branch-free step to the next pixel (next_pixel), so the inner loop stays one basic block in
+    registers; pixels in tiles that stay in L2 while every block sweeps them.
     """
     if before_first_call is not None:   # _dw_chunks may be compiling in a second process
         before_first_call()
-    parallel_for(_dw_chunks, part.shape[0], xp, dy, sh, sw, part)
     nc = part.shape[0]
-    _sum_chunks(part.reshape(nc, part.size // nc), dw.reshape(dw.size))   # the chunks, added in order
+    parallel_for(_dw_chunks, nc, xp, dy, sh, sw, part)
+    flat = dw.reshape(dw.size)          # a view of dw, or a copy where dw is not contiguous
+    _sum_chunks(part.reshape(nc, part.size // nc), flat)   # the chunks, added in order
+    if not np.may_share_memory(flat, dw):
+        dw[...] = flat.reshape(dw.shape)
 
 
 @njit(fastmath=FASTMATH)
