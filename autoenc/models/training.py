@@ -22,6 +22,7 @@ from autoenc import losses as losses_module
 from autoenc import metrics as metrics_module
 from autoenc import optimizers as optimizers_module
 from autoenc import threads, utils, warmup
+from autoenc.models import inference
 
 
 _FIT_FLAG_LOCK = threading.Lock()   # makes the check-and-set of a model's ``_fitting`` atomic
@@ -295,6 +296,12 @@ class Trainer:
         """The model output for one batch (a new array; a list of them for several outputs)."""
         xs = self._prepare_x(x, "x")
         x = xs if len(xs) > 1 else xs[0]
+        if inference.supported(self):   # in parts, on a replica per thread (see predict)
+            n = xs[0].shape[0]
+            outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
+            with utils.compute_lock:
+                inference.forward_parts(self, xs, outs, 0, n, inference.part_size(self, n))
+            return outs[0] if len(outs) == 1 else outs
         with utils.compute_lock:
             step = self._tuned_step("predict")
             y = step(lambda: self.forward(x, training=False), xs[0].shape[0])
@@ -482,6 +489,18 @@ class Trainer:
         xs = self._prepare_x(x, "x")
         n = xs[0].shape[0]
         outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
+        if inference.supported(self):
+            # parts of a few samples, each run through the whole model by one thread, on a replica of
+            # the model per thread, which takes the next part when it is done (models/inference.py):
+            # nothing waits for a slow thread but the last part, so there is no thread count to tune.
+            # The lock is taken for 16 parts at a time, so that other callers get their turn.
+            part = inference.part_size(self, batch_size)
+            size = max(batch_size, 16 * part)
+            for lo in range(0, n, size):
+                hi = min(lo + size, n)
+                with utils.compute_lock:
+                    inference.forward_parts(self, xs, outs, lo, hi, part)
+            return outs[0] if len(outs) == 1 else outs
         step = self._tuned_step("predict")   # 1 or all threads, kept per model
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)

@@ -1,0 +1,152 @@
+"""predict on several threads: the samples in small parts, one copy of the model per thread.
+
+A forward pass over a batch of 256 runs every layer over the whole batch, one layer after the other:
+each layer's output (13 MB for the seed's first convolution) leaves the caches before the next layer
+reads it, and every layer is a parallel region that waits for its slowest thread. ``predict`` instead
+cuts its samples into parts small enough for a layer's output to stay in a core's cache
+(:func:`part_size`), and each thread runs the whole network on one part after another, with nothing
+to wait for between the layers. Each thread needs its own work arrays, so it runs a *replica*: a
+copy of the model's layers, nodes and kernel objects that shares every array with the model (the
+parameters first) but has fresh, empty work arrays (:func:`replica`).
+
+The parts do not depend on the number of threads, so neither do the results: predict gives the
+same bits on one thread or on several. Only models made of autoenc's own layers, whose forward pass
+in inference keeps no state, run this way (:func:`supported`); any other model (one with a Sampling
+layer, whose draws must stay in order, or with a layer defined elsewhere) predicts batch by batch as
+before.
+"""
+import copy
+import math
+import threading
+
+import numpy as np
+
+from autoenc import threads
+
+# a layer's output of at most this many bytes per part stays in a core's cache (L2 here is 2 MB)
+PART_BYTES = 2 << 20
+
+
+def _models(model):
+    """The model and every sub-model in it, recursively."""
+    out, stack = [], [model]
+    while stack:
+        m = stack.pop()
+        out.append(m)
+        stack.extend(layer for layer in m.layers if hasattr(layer, "_nodes"))
+    return out
+
+
+def supported(model):
+    """Whether ``model`` can predict in parts on replicas: every layer is one of autoenc's own
+    (autoenc.layers, but Sampling, which draws random numbers in order and keeps them) and every model
+    in it runs the graph forward pass of autoenc's Model."""
+    from autoenc.layers.sampling import Sampling
+    from autoenc.models.model import Model
+    if not getattr(model, "built", False):
+        return False
+    for m in _models(model):
+        if type(m).forward is not Model.forward or not hasattr(m, "_nodes"):
+            return False
+    for layer in model.flat_layers():
+        if isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers."):
+            return False
+    return True
+
+
+def part_size(model, batch_size):
+    """Samples per part: as many as keep the largest layer output of a part within PART_BYTES (at
+    least 1), at most ``batch_size``."""
+    largest = 1
+    for m in _models(model):
+        for node in m._nodes:
+            for t in node.output if isinstance(node.output, list) else [node.output]:
+                largest = max(largest, math.prod(d for d in t.shape[1:] if d) * np.dtype(t.dtype).itemsize)
+    return max(1, min(batch_size, PART_BYTES // largest))
+
+
+def replica(model):
+    """A copy of ``model`` for inference on another thread: its layers, nodes, tensors and kernel
+    objects are copied; every array (parameters, moving statistics), the optimizer and every other
+    object are shared; work arrays (``Workspace``, a layer's ``_buffers``) start empty."""
+    from autoenc.kernels.workspace import Workspace
+    from autoenc.layers.base import KerasTensor, Layer, Node
+    from autoenc.models.training import Trainer
+    structure = (Layer, Trainer, Node, KerasTensor)
+    memo, seen, stack = {}, set(), [model]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, Workspace):
+            memo[id(o)] = Workspace()
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, structure) or type(o).__module__.startswith("autoenc.kernels."):
+            if isinstance(o, Layer):
+                memo[id(o._buffers)] = {}
+            stack.extend(vars(o).values())
+        else:
+            memo[id(o)] = o
+    for m in _models(model):      # what only training reads stays with the model
+        for name in ("optimizer", "loss", "metrics", "history"):
+            if hasattr(m, name):
+                memo[id(getattr(m, name))] = getattr(m, name)
+    kept = model.__dict__.pop("_replicas", None)    # the replicas are not copied into a replica
+    try:
+        return copy.deepcopy(model, memo)
+    finally:
+        if kept is not None:
+            model.__dict__["_replicas"] = kept
+
+
+def _signature(model):
+    """What a replica was copied from: the model's layers and parameter arrays, by identity."""
+    return tuple(id(x) for layer in model.flat_layers() for x in (layer, *layer.params.values()))
+
+
+def replicas(model, count):
+    """``count`` models to run at the same time: ``model`` itself, then replicas kept on the model
+    (made again when its layers or parameter arrays are no longer those they were copied from)."""
+    kept = model.__dict__.get("_replicas")
+    sig = _signature(model)
+    if kept is None or kept[0] != sig:
+        kept = model.__dict__["_replicas"] = (sig, [])
+    reps = kept[1]
+    while len(reps) < count - 1:
+        reps.append(replica(model))
+    return [model] + reps[:count - 1]
+
+
+def forward_parts(model, xs, outs, lo, hi, part):
+    """outs[k][lo:hi] = the model's output k for the samples xs[..][lo:hi], in parts of ``part``
+    samples from ``lo`` (part i: lo + i*part onwards), on as many threads as the calling thread's
+    Numba count and the parts allow: each thread runs a replica of the model on the next part not yet
+    taken."""
+    import numba
+    starts = list(range(lo, hi, part))
+    count = 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), len(starts)))
+    models = replicas(model, count) if count > 1 else [model]
+    taken = threading.Lock()
+    nxt = [0]
+
+    def run(first, last):
+        for k in range(first, last):
+            m = models[k]
+            while True:
+                with taken:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= len(starts):
+                    break
+                a = starts[i]
+                b = min(a + part, hi)
+                batch = [x[a:b] for x in xs]
+                ys = m.forward(batch if len(batch) > 1 else batch[0], training=False)
+                for out, y in zip(outs, ys if len(outs) > 1 else [ys]):
+                    out[a:b] = y
+
+    threads.parallel_for(run, count)

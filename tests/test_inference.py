@@ -1,0 +1,206 @@
+"""autoenc/models/inference.py: predict in parts on a replica of the model per thread gives the same
+bits on any number of threads and the same numbers as the forward pass; the replicas share the
+parameters (so they follow training) and never each other's work arrays; models it cannot copy
+safely predict batch by batch as before."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import autoenc
+from autoenc import layers
+from autoenc.layers.base import Layer
+from autoenc.models import Model, Sequential, inference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def threads_of():
+    """Run with the calling thread's Numba count set to k (skipped beyond what Numba has), then put back."""
+    import numba
+    before = numba.get_num_threads()
+
+    def set_count(k):
+        if k > numba.config.NUMBA_NUM_THREADS:
+            pytest.skip(f"Numba has fewer than {k} threads")
+        numba.set_num_threads(k)
+    yield set_count
+    numba.set_num_threads(before)
+
+
+def seed_model():
+    m = autoenc.models.seed_autoencoder()
+    m.compile(optimizer="adam", loss="mean_squared_error")
+    return m
+
+
+def mixed_model():
+    """Conv2D (ReLU, under MaxPooling2D), BatchNormalization, Dropout, Dense, Reshape, UpSampling2D
+    and a 3x3 Conv2D (fused), Conv2DTranspose: the layers whose inference holds moving statistics, a
+    matmul and the fused paths. Returns (the model of one output, compiled; a model of the same
+    layers with two outputs, the code too)."""
+    inp = layers.Input(shape=(8, 8, 2))
+    x = layers.Conv2D(4, 3, activation="relu", padding="same")(inp)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Dropout(0.3)(x)
+    code = layers.Dense(6, activation="tanh")(layers.Flatten()(x))
+    x = layers.Reshape((2, 2, 4))(layers.Dense(16, activation="relu")(code))
+    x = layers.Conv2D(3, 3, activation="relu", padding="same")(layers.UpSampling2D((2, 2))(x))
+    out = layers.Conv2DTranspose(2, 3, strides=2, padding="same", activation="sigmoid")(x)
+    trained = Model(inp, out)
+    trained.compile(optimizer="adam", loss="mean_squared_error")
+    return trained, Model(inp, [out, code])
+
+
+def images(n, shape, seed=0):
+    return np.random.default_rng(seed).random((n,) + shape, dtype=np.float32)
+
+
+def parts_by_hand(model, x, part, size):
+    """The definition: model.forward on x[a:a+part] for each part, parts counted from each step of
+    ``size`` samples (predict's loop), outputs stacked."""
+    outs = None
+    for lo in range(0, len(x), size):
+        for a in range(lo, min(lo + size, len(x)), part):
+            y = model.forward(x[a:min(a + part, lo + size, len(x))], training=False)
+            ys = [np.array(v) for v in (y if isinstance(y, list) else [y])]
+            outs = [[v] for v in ys] if outs is None else [o + [v] for o, v in zip(outs, ys)]
+    return [np.concatenate(o) for o in outs]
+
+
+def test_the_seed_model_is_supported_and_its_parts_stay_within_two_megabytes():
+    m = seed_model()
+    assert inference.supported(m)
+    # its largest output is 28x28x16 float32 per sample (50 KB): 41 samples per part
+    assert inference.part_size(m, 256) == (2 << 20) // (28 * 28 * 16 * 4) == 41
+    assert inference.part_size(m, 32) == 32           # never more than the batch
+    big = Sequential([layers.Input(shape=(512, 512, 3)), layers.Conv2D(8, 3, padding="same")])
+    assert inference.part_size(big, 64) == 1           # 8 MB a sample: one at a time
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_predict_gives_the_same_bits_on_any_thread_count_and_those_of_the_parts(threads_of, count):
+    trained, m = mixed_model()
+    x = images(300, (8, 8, 2))
+    trained.fit(x, x, epochs=1, batch_size=64, verbose=0)   # moving statistics that are not the defaults
+    part = inference.part_size(m, 50)
+    want = parts_by_hand(m, x, part, max(50, 16 * part))
+    threads_of(count)
+    got = m.predict(x, batch_size=50, verbose=0)
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+MANY_THREADS = """
+import hashlib, numba, numpy as np
+from test_inference import mixed_model, images
+trained, m = mixed_model()
+x = images(300, (8, 8, 2))
+trained.fit(x, x, epochs=1, batch_size=64, verbose=0)
+for k in (1, 2, 3, 4):
+    numba.set_num_threads(k)
+    print(hashlib.sha256(b"".join(y.tobytes() for y in m.predict(x, batch_size=20, verbose=0))).hexdigest())
+print(len(vars(m)["_replicas"][1]))     # the model itself and 3 replicas ran
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="one thread without the JIT")
+def test_predict_gives_the_same_bits_on_one_to_four_threads():
+    """More threads than this machine's cores (NUMBA_NUM_THREADS=4, in a child): 4 replicas."""
+    env = {**os.environ, "NUMBA_NUM_THREADS": "4",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.path.join(REPO, "tests"), REPO,
+                                                       os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", MANY_THREADS], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    *digests, replicas = out.stdout.split()
+    assert replicas == "3"
+    assert len(digests) == 4 and len(set(digests)) == 1, digests
+
+
+def test_predict_of_a_convolutional_model_is_its_full_batch_forward_bit_for_bit(threads_of):
+    """Every convolution kernel computes a sample on its own, so the parts change no bit."""
+    threads_of(2)
+    m = seed_model()
+    x = images(700, (28, 28, 1))
+    np.testing.assert_array_equal(m.predict(x, batch_size=256, verbose=0),
+                                  np.concatenate([m.forward(x[a:a + 350], training=False).copy() for a in (0, 350)]))
+    np.testing.assert_array_equal(m.predict_on_batch(x[:90]), m.forward(x[:90], training=False))
+
+
+def test_the_replicas_share_the_parameters_and_follow_training_and_set_weights(threads_of):
+    threads_of(2)
+    m = seed_model()
+    x = images(400, (28, 28, 1))
+    before = m.predict(x, verbose=0)                # replicas of the weights before any training
+    m.fit(x, x, epochs=1, batch_size=100, verbose=0)    # moves the weights into one flat buffer
+    after = m.predict(x, verbose=0)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, m.forward(x, training=False))
+    m.set_weights([w * 0.5 for w in m.get_weights()])
+    np.testing.assert_array_equal(m.predict(x, verbose=0), m.forward(x, training=False))
+    (rep,) = inference.replicas(m, 2)[1:]
+    for a, b in zip(m.flat_layers(), rep.flat_layers()):
+        assert a is not b
+        assert all(a.params[k] is b.params[k] for k in a.params)
+    conv, conv_rep = m.layers[1], rep.layers[1]
+    assert conv._kernels is not conv_rep._kernels
+    assert conv._kernels.workspace is not conv_rep._kernels.workspace
+    assert rep.optimizer is m.optimizer
+
+
+def test_predict_from_four_threads_at_once_gives_each_its_own_answer(threads_of):
+    """A web server's threads sharing one model."""
+    threads_of(2)
+    m = seed_model()
+    xs = [images(150, (28, 28, 1), seed=k) for k in range(4)]
+    want = [m.forward(x, training=False).copy() for x in xs]
+    got, errors = [None] * 4, []
+
+    def call(k):
+        try:
+            for _ in range(3):
+                got[k] = m.predict(xs[k], batch_size=32, verbose=0)
+        except BaseException as e:      # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(600)
+    assert not errors
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+class Doubling(Layer):
+    """A layer defined outside autoenc: its forward pass might keep state."""
+
+    def forward(self, x, training=False):
+        return 2 * x
+
+
+def test_models_it_cannot_copy_safely_predict_batch_by_batch():
+    inp = layers.Input(shape=(4,))
+    z_mean, z_log_var = layers.Dense(2)(inp), layers.Dense(2)(inp)
+    encoder = Model(inp, layers.Sampling(seed=3)([z_mean, z_log_var]))
+    assert not inference.supported(encoder)         # Sampling: draws in order, keeps last_epsilon
+    m = Sequential([layers.Input(shape=(4,)), layers.Dense(3), Doubling()])
+    assert not inference.supported(m)
+    x = images(70, (4,))
+    np.testing.assert_allclose(m.predict(x, batch_size=32, verbose=0), m.forward(x, training=False), rtol=1e-6)
+    assert "_replicas" not in vars(m)
+
+    class Overridden(Model):
+        def forward(self, inputs, training=False):
+            return super().forward(inputs, training)
+
+    inp = layers.Input(shape=(4,))
+    assert not inference.supported(Overridden(inp, layers.Dense(2)(inp)))
+    assert not inference.supported(Sequential([layers.Dense(2)]))    # not built
