@@ -336,6 +336,61 @@ def pooled_relu_cases(draw):
     return (n, h, w, c), ps, strides, padding, conv_strides, halo, draw(st.booleans()), seed
 
 
+@st.composite
+def tiled_pool_cases(draw):
+    """2x2 windows with stride 2 inside x (the kernels' own path, pooling.tiles_2x2): 'valid' on any
+    size (an odd last row or column is left out), 'same' on even sizes; channels below, at and above
+    the 8-channel blocks."""
+    padding = draw(st.sampled_from(["same", "valid"]))
+    h, w = (draw(st.integers(1, 6)) * 2 if padding == "same" else draw(st.integers(2, 11)) for _ in range(2))
+    c = draw(st.sampled_from([1, 3, 8, 9, 16, 17]))
+    return (draw(st.integers(1, 3)), h, w, c), (2, 2), (2, 2), padding, draw(st.integers(0, 2**31))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=60, deadline=None)
+@given(case=tiled_pool_cases(), values=st.sampled_from(["normal", "ties", "nan"]))
+def test_maxpool_2x2_forward_is_the_generic_kernel_bit_for_bit(dtype, case, values):
+    """The 2x2 stride-2 path against the naive pooling and the generic kernel: y, argmax, nonfinite."""
+    shape, ps, strides, padding, seed = case
+    g = np.random.default_rng(seed)
+    x = (g.integers(0, 3, shape) if values == "ties" else g.standard_normal(shape)).astype(dtype)
+    if values == "nan":
+        x[g.random(shape) < 0.3] = np.nan
+        x[g.random(shape) < 0.1] = -np.inf
+    pt, _, oh = conv_padding(shape[1], 2, 2, padding)
+    pl, _, ow = conv_padding(shape[2], 2, 2, padding)
+    assert pool.tiles_2x2(2, 2, 2, 2, pt, pl, shape, (shape[0], oh, ow, shape[3]))
+    y, argmax = run_pool(x, ps, strides, padding)
+    y_ref, argmax_ref = pool.maxpool2d_forward_naive(x, ps, strides, padding)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    nonfinite, y_gen, argmax_gen, nonfinite_gen = (np.empty(shape[0], np.bool_), np.empty_like(y),
+                                                   np.empty_like(argmax), np.empty(shape[0], np.bool_))
+    pool.maxpool2d_forward(x, 2, 2, 2, 2, pt, pl, y, argmax, nonfinite)
+    pool._maxpool2d_forward_samples(0, shape[0], x, 2, 2, 2, 2, pt, pl, y_gen, argmax_gen, nonfinite_gen)
+    assert y.tobytes() == y_gen.tobytes() and argmax.tobytes() == argmax_gen.tobytes()
+    np.testing.assert_array_equal(nonfinite, nonfinite_gen)
+
+
+@st.composite
+def tiled_relu_cases(draw):
+    """pooled_relu_cases with 2x2 windows of stride 2 inside y (pooling.tiles_2x2)."""
+    (n, h, w, c), ps, strides, padding, seed = draw(tiled_pool_cases())
+    conv_strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    halo = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    return (n, h, w, c), ps, strides, padding, conv_strides, halo, draw(st.booleans()), seed
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=60, deadline=None)
+@given(case=tiled_relu_cases(), nonfinite_share=st.sampled_from([0.0, 0.05, 0.5]))
+def test_maxpool_2x2_backward_relu_dz_equals_the_two_passes_bit_for_bit(dtype, case, nonfinite_share):
+    """As below, on the 2x2 stride-2 path: dz, dzp and db written in one pass (samples with a NaN
+    or -inf winner take the generic path)."""
+    assert check_backward_relu_dz(dtype, case, nonfinite_share)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @settings(max_examples=60, deadline=None)
 @given(case=pooled_relu_cases(), nonfinite_share=st.sampled_from([0.0, 0.05, 0.5]))
@@ -344,6 +399,11 @@ def test_maxpool_backward_relu_dz_equals_the_two_passes_bit_for_bit(dtype, case,
     bit for bit: dz, dzp and db. y holds what a convolution's output may: exact zeros (y[winner] = 0
     takes no gradient), positives, and NaN and +-inf (a NaN first in its window wins the gradient,
     which its mask then drops, while the pooled value beside it may be positive)."""
+    check_backward_relu_dz(dtype, case, nonfinite_share)
+
+
+def check_backward_relu_dz(dtype, case, nonfinite_share):
+    """The check of the two tests above; returns whether the case took the 2x2 path."""
     shape, ps, strides, padding, (sh, sw), (top, bottom, left, right), need_dzp, seed = case
     n, h, w, c = shape
     g = np.random.default_rng(seed)
@@ -367,7 +427,8 @@ def test_maxpool_backward_relu_dz_equals_the_two_passes_bit_for_bit(dtype, case,
                 np.full((nc, c), np.nan, dtype), np.full(c, np.nan, dtype))
 
     dz, dzp, part, db = outputs()
-    pool.maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, dz, dzp, part, db)
+    tiles = pool.tiles_2x2(ps[0], ps[1], strides[0], strides[1], pt, pl, shape, py.shape)
+    pool.maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, dz, dzp, part, db, tiles)
     dz_ref, dzp_ref, part_ref, db_ref = outputs()
     dx = np.full(shape, np.nan, dtype)
     pool.maxpool2d_backward(dy, argmax, dx)
@@ -375,6 +436,7 @@ def test_maxpool_backward_relu_dz_equals_the_two_passes_bit_for_bit(dtype, case,
     for got, want in [(dz, dz_ref), (dzp, dzp_ref), (db, db_ref)]:
         assert got.tobytes() == want.tobytes()
     close(dz, pool.maxpool2d_backward_relu_naive(dy, argmax, y), dtype)
+    return tiles
 
 
 def test_maxpool_backward_relu_dz_tiny_case_by_hand():

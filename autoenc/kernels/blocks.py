@@ -216,6 +216,29 @@ def where_positive8(v, y, zero):
 
 
 @njit()
+def take_greater8(v, k, b, kb):
+    """Over 8-tuples, lane by lane: (b where b > v else v, kb where b > v else k); kb is a scalar. One
+    step of a running maximum and its index (strict: the first maximum stays, a NaN never wins)."""
+    return ((b[0] if b[0] > v[0] else v[0], b[1] if b[1] > v[1] else v[1], b[2] if b[2] > v[2] else v[2],
+             b[3] if b[3] > v[3] else v[3], b[4] if b[4] > v[4] else v[4], b[5] if b[5] > v[5] else v[5],
+             b[6] if b[6] > v[6] else v[6], b[7] if b[7] > v[7] else v[7]),
+            (kb if b[0] > v[0] else k[0], kb if b[1] > v[1] else k[1], kb if b[2] > v[2] else k[2],
+             kb if b[3] > v[3] else k[3], kb if b[4] > v[4] else k[4], kb if b[5] > v[5] else k[5],
+             kb if b[6] > v[6] else k[6], kb if b[7] > v[7] else k[7]))
+
+
+@njit()
+def where_won8(d, a, ka, p, zero):
+    """Over 8-tuples, lane by lane: zero + d where a == ka (the scalar index of the winner) and p > 0,
+    else zero: a max pooling's gradient at one window element, masked by a ReLU (zero + d, as the
+    scatter-add from zero gives: +0 for a -0)."""
+    return (zero + d[0] if a[0] == ka and p[0] > 0 else zero, zero + d[1] if a[1] == ka and p[1] > 0 else zero,
+            zero + d[2] if a[2] == ka and p[2] > 0 else zero, zero + d[3] if a[3] == ka and p[3] > 0 else zero,
+            zero + d[4] if a[4] == ka and p[4] > 0 else zero, zero + d[5] if a[5] == ka and p[5] > 0 else zero,
+            zero + d[6] if a[6] == ka and p[6] > 0 else zero, zero + d[7] if a[7] == ka and p[7] > 0 else zero)
+
+
+@njit()
 def store8(out, k, v, relu):
     """out[k:k+8] = v, or max(v, 0) when relu."""
     o = out[k:k + 8]
