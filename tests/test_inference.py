@@ -204,3 +204,33 @@ def test_models_it_cannot_copy_safely_predict_batch_by_batch():
     inp = layers.Input(shape=(4,))
     assert not inference.supported(Overridden(inp, layers.Dense(2)(inp)))
     assert not inference.supported(Sequential([layers.Dense(2)]))    # not built
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mean_squared_error"])
+@pytest.mark.parametrize("count", [1, 2])
+def test_evaluate_in_parts_gives_the_numbers_of_test_step_batch_by_batch(threads_of, monkeypatch, loss, count):
+    """The loss (from the logits after a sigmoid for binary crossentropy) and the metrics of each
+    batch, from outputs computed in parts, are test_step's, bit for bit; fit's validation too."""
+    threads_of(count)
+    m = seed_model()
+    m.compile(optimizer="adam", loss=loss, metrics=["mae"])
+    x = images(700, (28, 28, 1))
+    history = m.fit(x[:300], x[:300], epochs=2, batch_size=100, validation_data=(x, x), verbose=0)
+    got = m.evaluate(x, x, batch_size=64, verbose=0)
+    monkeypatch.setattr(inference, "supported", lambda model: False)
+    assert m.evaluate(x, x, batch_size=64, verbose=0) == got
+    monkeypatch.undo()
+    want = m.evaluate(x, x, batch_size=100, verbose=0)
+    assert history.history["val_loss"][-1] == want[0] and history.history["val_mae"][-1] == want[1]
+
+
+def test_a_model_with_its_own_test_step_evaluates_with_it():
+    class Own(Model):
+        def test_step(self, data):
+            return {"loss": 7.0}
+
+    inp = layers.Input(shape=(4,))
+    m = Own(inp, layers.Dense(2)(inp))
+    m.compile(optimizer="adam", loss="mean_squared_error")
+    assert inference.supported(m)
+    assert m.evaluate(images(10, (4,)), np.zeros((10, 2), np.float32), verbose=0) == 7.0

@@ -1,4 +1,4 @@
-"""predict on several threads: the samples in small parts, one copy of the model per thread.
+"""predict and evaluate on several threads: the samples in small parts, one copy of the model per thread.
 
 A forward pass over a batch of 256 runs every layer over the whole batch, one layer after the other:
 each layer's output (13 MB for the seed's first convolution) leaves the caches before the next layer
@@ -10,10 +10,12 @@ copy of the model's layers, nodes and kernel objects that shares every array wit
 parameters first) but has fresh, empty work arrays (:func:`replica`).
 
 The parts do not depend on the number of threads, so neither do the results: predict gives the
-same bits on one thread or on several. Only models made of autoenc's own layers, whose forward pass
-in inference keeps no state, run this way (:func:`supported`); any other model (one with a Sampling
-layer, whose draws must stay in order, or with a layer defined elsewhere) predicts batch by batch as
-before.
+same bits on one thread or on several. ``evaluate`` (and fit's validation) computes its outputs, and
+the logits its loss may read, the same way, then each batch's loss and metrics from them as
+``test_step`` would. Only models made of autoenc's own layers, whose forward pass in inference keeps
+no state, run this way (:func:`supported`); any other model (one with a Sampling layer, whose draws
+must stay in order, or with a layer defined elsewhere) predicts batch by batch as before, and a
+model with its own ``test_step`` evaluates with it.
 """
 import copy
 import math
@@ -121,11 +123,12 @@ def replicas(model, count):
     return [model] + reps[:count - 1]
 
 
-def forward_parts(model, xs, outs, lo, hi, part):
-    """outs[k][lo:hi] = the model's output k for the samples xs[..][lo:hi], in parts of ``part``
-    samples from ``lo`` (part i: lo + i*part onwards), on as many threads as the calling thread's
-    Numba count and the parts allow: each thread runs a replica of the model on the next part not yet
-    taken."""
+def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
+    """outs[k][lo - origin:hi - origin] = the model's output k for the samples xs[..][lo:hi], in parts
+    of ``part`` samples from ``lo`` (part i: lo + i*part onwards), on as many threads as the calling
+    thread's Numba count and the parts allow: each thread runs a replica of the model on the next
+    part not yet taken. ``logits``, if given (shaped like outs[0]), gets the output layer's
+    pre-activation the same way."""
     import numba
     starts = list(range(lo, hi, part))
     count = 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), len(starts)))
@@ -147,6 +150,8 @@ def forward_parts(model, xs, outs, lo, hi, part):
                 batch = [x[a:b] for x in xs]
                 ys = m.forward(batch if len(batch) > 1 else batch[0], training=False)
                 for out, y in zip(outs, ys if len(outs) > 1 else [ys]):
-                    out[a:b] = y
+                    out[a - origin:b - origin] = y
+                if logits is not None:
+                    logits[a - origin:b - origin] = m.output_layer.logits
 
     threads.parallel_for(run, count)

@@ -189,19 +189,25 @@ class Trainer:
 
     # --- single steps --------------------------------------------------------------------------
 
+    def _loss_takes_logits(self):
+        """Whether the loss is taken from the output layer's pre-activation z (binary crossentropy
+        after a sigmoid)."""
+        return (isinstance(self.loss, losses_module.BinaryCrossentropy) and not self.loss.from_logits
+                and self._output_is_sigmoid())
+
     def _loss_logits(self):
         """The output layer's pre-activation z of the last forward pass when the loss is to be taken
         from it (binary crossentropy after a sigmoid), else None."""
-        if not (isinstance(self.loss, losses_module.BinaryCrossentropy) and not self.loss.from_logits
-                and self._output_is_sigmoid()):
-            return None
-        return self.output_layer.logits
+        return self.output_layer.logits if self._loss_takes_logits() else None
 
     def compute_loss(self, x=None, y=None, y_pred=None):
         """The loss of the last forward pass, whose output was ``y_pred``, against targets ``y``: the
         compiled loss plus every regularization penalty, a float (Keras' Model.compute_loss; ``x`` is
         not used). y, y_pred: arrays of the output's shape (batch, ...)."""
-        z = self._loss_logits()
+        return self._loss_of(y, y_pred, self._loss_logits())
+
+    def _loss_of(self, y, y_pred, z):
+        """compute_loss for the output y_pred, taken from its pre-activation z unless z is None."""
         loss = self.loss.value(y, y_pred) if z is None else self.loss.value_from_logits(y, z)
         return float(loss) + self._regularization_loss()
 
@@ -461,15 +467,36 @@ class Trainer:
     def _evaluate_arrays(self, xs, y, batch_size):
         n = xs[0].shape[0]
         totals = {}
+
+        def add(step_logs, samples):
+            for k, v in step_logs.items():
+                totals[k] = totals.get(k, 0.0) + v * samples
+
+        if y is not None and type(self).test_step is Trainer.test_step and inference.supported(self):
+            # the outputs (and the logits the loss reads) in parts on a replica per thread, as predict
+            # computes them, 16 parts or more at a time; then each batch's logs from them, as test_step
+            part = inference.part_size(self, batch_size)
+            size = max(batch_size, 16 * part) // batch_size * batch_size   # whole batches
+            takes_logits = self._loss_takes_logits()
+            for lo in range(0, n, size):
+                hi = min(lo + size, n)
+                with utils.compute_lock:
+                    y_pred = np.empty((hi - lo,) + tuple(self.outputs[0].shape[1:]), self.dtype)
+                    z = np.empty_like(y_pred) if takes_logits else None
+                    inference.forward_parts(self, xs, [y_pred], lo, hi, part, logits=z, origin=lo)
+                    for a in range(0, hi - lo, batch_size):
+                        b = min(a + batch_size, hi - lo)
+                        yb, pb = y[lo + a:lo + b], y_pred[a:b]
+                        add({"loss": self._loss_of(yb, pb, None if z is None else z[a:b]),
+                             **{name: float(m(yb, pb)) for name, m in self.metrics}}, b - a)
+            return {k: v / n for k, v in totals.items()}
         step = self._tuned_step("test")   # the same batches on 1 or all threads
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             yb = None if y is None else y[lo:hi]
             data = self._step_data([a[lo:hi] for a in xs], yb)
             with utils.compute_lock:
-                step_logs = step(lambda: self.test_step(data), hi - lo)
-            for k, v in step_logs.items():
-                totals[k] = totals.get(k, 0.0) + v * (hi - lo)
+                add(step(lambda: self.test_step(data), hi - lo), hi - lo)
         return {k: v / n for k, v in totals.items()}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, **kwargs):
