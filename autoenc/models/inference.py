@@ -44,11 +44,11 @@ def supported(model):
     (autoenc.layers, but Sampling, which draws random numbers in order and keeps them) and every model
     in it runs the graph forward pass of autoenc's Model."""
     from autoenc.layers.sampling import Sampling
-    from autoenc.models.model import Model
     if not getattr(model, "built", False):
         return False
     for m in _models(model):
-        if type(m).forward is not Model.forward or not hasattr(m, "_nodes"):
+        forward = type(m).forward     # Model.forward, named so that this module imports no model
+        if (forward.__module__, forward.__qualname__) != ("autoenc.models.model", "Model.forward"):
             return False
     for layer in model.flat_layers():
         if isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers."):
@@ -73,8 +73,7 @@ def replica(model):
     object are shared; work arrays (``Workspace``, a layer's ``_buffers``) start empty."""
     from autoenc.kernels.workspace import Workspace
     from autoenc.layers.base import KerasTensor, Layer, Node
-    from autoenc.models.training import Trainer
-    structure = (Layer, Trainer, Node, KerasTensor)
+    structure = (Layer, Node, KerasTensor)
     memo, seen, stack = {}, set(), [model]
     while stack:
         o = stack.pop()
@@ -87,7 +86,7 @@ def replica(model):
             stack.extend(o)
         elif isinstance(o, dict):
             stack.extend(o.values())
-        elif isinstance(o, structure) or type(o).__module__.startswith("autoenc.kernels."):
+        elif isinstance(o, structure) or hasattr(o, "_nodes") or type(o).__module__.startswith("autoenc.kernels."):
             if isinstance(o, Layer):
                 memo[id(o._buffers)] = {}
             stack.extend(vars(o).values())
