@@ -110,16 +110,17 @@ def _signature(model):
 
 
 def replicas(model, count):
-    """``count`` models to run at the same time: ``model`` itself, then replicas kept on the model
-    (made again when its layers or parameter arrays are no longer those they were copied from)."""
+    """``count`` replicas of ``model`` to run at the same time, kept on the model (made again when its
+    layers or parameter arrays are no longer those they were copied from). The model's own work
+    arrays stay those of its training batches."""
     kept = model.__dict__.get("_replicas")
     sig = _signature(model)
     if kept is None or kept[0] != sig:
         kept = model.__dict__["_replicas"] = (sig, [])
     reps = kept[1]
-    while len(reps) < count - 1:
+    while len(reps) < count:
         reps.append(replica(model))
-    return [model] + reps[:count - 1]
+    return reps[:count]
 
 
 def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
@@ -131,7 +132,7 @@ def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
     import numba
     starts = list(range(lo, hi, part))
     count = 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), len(starts)))
-    models = replicas(model, count) if count > 1 else [model]
+    models = replicas(model, count)
     taken = threading.Lock()
     nxt = [0]
 
