@@ -208,6 +208,17 @@ def test_models_it_cannot_copy_safely_predict_batch_by_batch():
 
     inp = layers.Input(shape=(4,))
     assert not inference.supported(Overridden(inp, layers.Dense(2)(inp)))
+    seed, calls = seed_model(), []
+    conv = seed.layers[1]
+    plain = conv.forward
+    assert inference.supported(seed)
+    conv.forward = lambda *a, **k: calls.append(1) or plain(*a, **k)    # a hook on one layer
+    assert not inference.supported(seed)
+    seed.predict(images(100, (28, 28, 1)), batch_size=50, verbose=0)
+    assert calls == [1, 1]                                              # it saw every batch
+    del conv.forward
+    conv._kernels.forward = lambda *a, **k: calls.append(2) or type(conv._kernels).forward(conv._kernels, *a, **k)
+    assert not inference.supported(seed)
     assert not inference.supported(Sequential([layers.Dense(2)]))    # not built
 
 

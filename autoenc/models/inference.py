@@ -41,8 +41,9 @@ def _models(model):
 
 def supported(model):
     """Whether ``model`` can predict in parts on replicas: every layer is one of autoenc's own
-    (autoenc.layers, but Sampling, which draws random numbers in order and keeps them) and every model
-    in it runs the graph forward pass of autoenc's Model."""
+    (autoenc.layers, but Sampling, which draws random numbers in order and keeps them), with no method
+    replaced on it or its kernel objects, and every model in it runs the graph forward pass of
+    autoenc's Model."""
     from autoenc.layers.sampling import Sampling
     if not getattr(model, "built", False):
         return False
@@ -53,7 +54,16 @@ def supported(model):
     for layer in model.flat_layers():
         if isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers."):
             return False
+        kernels = [v for v in vars(layer).values() if type(v).__module__.startswith("autoenc.kernels.")]
+        if any(_wrapped(o) for o in [layer] + kernels):
+            return False
     return True
+
+
+def _wrapped(obj):
+    """Whether a method of ``obj`` is replaced on the object itself (a hook that records the calls, as
+    examples/watch_backprop.py sets): a replica would call it, on the original object."""
+    return any(callable(v) and hasattr(type(obj), k) for k, v in vars(obj).items())
 
 
 def part_size(model, batch_size):
