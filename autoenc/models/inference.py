@@ -27,6 +27,8 @@ from autoenc import threads
 
 # a layer's output of at most this many bytes per part stays in a core's cache (L2 here is 2 MB)
 PART_BYTES = 2 << 20
+# copy.deepcopy, which makes a replica, recurses along the graph: a deeper model predicts batch by batch
+MAX_NODES = 200
 
 
 def _models(model):
@@ -42,17 +44,22 @@ def _models(model):
 def supported(model):
     """Whether ``model`` can predict in parts on replicas: every layer is one of autoenc's own
     (autoenc.layers, but Sampling, which draws random numbers in order and keeps them), with no method
-    replaced on it or its kernel objects, and every model in it runs the graph forward pass of
-    autoenc's Model."""
+    replaced on it or its kernel objects and no activity regularizer (its penalty, part of evaluate's
+    loss, is the batch's); every model in it runs the graph forward pass of autoenc's Model; and the
+    graph has at most MAX_NODES layer calls."""
     from autoenc.layers.sampling import Sampling
     if not getattr(model, "built", False):
         return False
-    for m in _models(model):
+    models = _models(model)
+    if sum(len(m._nodes) for m in models) > MAX_NODES:
+        return False
+    for m in models:
         forward = type(m).forward     # Model.forward, named so that this module imports no model
         if (forward.__module__, forward.__qualname__) != ("autoenc.models.model", "Model.forward"):
             return False
     for layer in model.flat_layers():
-        if isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers."):
+        if (isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers.")
+                or layer.activity_regularizer is not None):
             return False
         kernels = [v for v in vars(layer).values() if type(v).__module__.startswith("autoenc.kernels.")]
         if any(_wrapped(o) for o in [layer] + kernels):
@@ -120,17 +127,16 @@ def _signature(model):
 
 
 def replicas(model, count):
-    """``count`` replicas of ``model`` to run at the same time, kept on the model (made again when its
-    layers or parameter arrays are no longer those they were copied from). The model's own work
-    arrays stay those of its training batches."""
+    """``count`` models to run at the same time: ``model`` itself, then replicas kept on the model
+    (made again when its layers or parameter arrays are no longer those they were copied from)."""
     kept = model.__dict__.get("_replicas")
     sig = _signature(model)
     if kept is None or kept[0] != sig:
         kept = model.__dict__["_replicas"] = (sig, [])
     reps = kept[1]
-    while len(reps) < count:
+    while len(reps) < count - 1:
         reps.append(replica(model))
-    return reps[:count]
+    return [model] + reps[:count - 1]
 
 
 def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
@@ -138,11 +144,12 @@ def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
     of ``part`` samples from ``lo`` (part i: lo + i*part onwards), on as many threads as the calling
     thread's Numba count and the parts allow: each thread runs a replica of the model on the next
     part not yet taken. ``logits``, if given (shaped like outs[0]), gets the output layer's
-    pre-activation the same way."""
+    pre-activation the same way. The model itself runs the last part, so that what it keeps of its
+    last forward pass (``layer_output``, ``logits``) is that part's, whatever the thread count."""
     import numba
     starts = list(range(lo, hi, part))
     count = 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), len(starts)))
-    models = replicas(model, count)
+    models = replicas(model, count) if count > 1 else [model]
     taken = threading.Lock()
     nxt = [0]
 
@@ -152,9 +159,9 @@ def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
             while True:
                 with taken:
                     i = nxt[0]
+                    if i >= len(starts) or (k > 0 and i == len(starts) - 1):   # the last is the model's
+                        break
                     nxt[0] += 1
-                if i >= len(starts):
-                    break
                 a = starts[i]
                 b = min(a + part, hi)
                 batch = [x[a:b] for x in xs]
