@@ -355,7 +355,8 @@ class Model(Trainer):
 
     def layer_output(self, layer):
         """The array ``layer`` (a layer of this model, or its name) returned in the last forward pass
-        (fit's last training step, predict's last batch, ...); for an InputLayer, the input batch.
+        (fit's last training step; predict's and evaluate's last part, the end of their input, when
+        they run in parts (models/inference.py), else their last batch); for an InputLayer, the input.
         None before any forward pass. The array is the layer's own buffer, overwritten by the next
         pass: copy it to keep it."""
         if isinstance(layer, str):
