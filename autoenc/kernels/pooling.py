@@ -347,6 +347,7 @@ class MaxPool2DKernels:
         self.argmax = None     # (n, oh, ow, c): flat index r*w + q in x of each window's winner
         self.y = None          # (n, oh, ow, c): the last forward pass's output
         self.nonfinite = None  # (n,) bool, fast path only: a sample with a NaN or -inf winner
+        self.tiles = False     # fast path only: the last forward pass's windows were 2x2 tiles (tiles_2x2)
         self._saved = None     # (reference, x shape, dtype) of the last forward pass
 
     def forward(self, x):
@@ -354,7 +355,7 @@ class MaxPool2DKernels:
         self._saved = (reference_kernels_enabled(), x.shape, x.dtype)
         if self._saved[0]:
             self.y, self.argmax = maxpool2d_forward_naive(x, self.pool_size, self.strides, self.padding)
-            self.nonfinite = None
+            self.nonfinite, self.tiles = None, False
             return self.y
         n, h, w, c = x.shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
@@ -363,6 +364,7 @@ class MaxPool2DKernels:
         self.y = y = self.workspace.array("y", (n, oh, ow, c), x.dtype)
         self.argmax = self.workspace.array("argmax", y.shape, np.int32)
         self.nonfinite = self.workspace.array("nonfinite", (n,), np.bool_)
+        self.tiles = tiles_2x2(ph, pw, sh, sw, pt, pl, x.shape, y.shape)
         maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, self.argmax, self.nonfinite)
         return y
 
@@ -384,9 +386,5 @@ class MaxPool2DKernels:
         if reference or x_shape != y.shape:
             raise ValueError(f"backward_relu_dz needs a fast forward pass on y {y.shape}, got a "
                              f"{'reference' if reference else 'fast'} one on {x_shape}")
-        n, h, w, c = y.shape
-        (ph, pw), (sh, sw) = self.pool_size, self.strides
-        pt, pl = conv_padding(h, ph, sh, self.padding)[0], conv_padding(w, pw, sw, self.padding)[0]
         maxpool2d_backward_relu_dz(np.ascontiguousarray(dy, dtype=y.dtype), self.argmax, self.y, self.nonfinite, y,
-                                   strides[0], strides[1], top, left, dz, dzp, part, db,
-                                   tiles_2x2(ph, pw, sh, sw, pt, pl, y.shape, self.y.shape))
+                                   strides[0], strides[1], top, left, dz, dzp, part, db, self.tiles)
