@@ -85,9 +85,10 @@ def part_size(model, batch_size):
 
 
 def replica(model):
-    """A copy of ``model`` for inference on another thread: its layers, nodes, tensors and kernel
-    objects are copied; every array (parameters, moving statistics), the optimizer and every other
-    object are shared; work arrays (``Workspace``, a layer's ``_buffers``) start empty."""
+    """A copy of ``model`` for inference on another thread: its layers, models, nodes, tensors and
+    kernel objects are copied, and the lists, tuples and dicts that hold them; every other object is
+    shared (every array: the parameters and moving statistics; the optimizer, loss and callbacks);
+    work arrays (``Workspace``, a layer's ``_buffers``) start empty."""
     from autoenc.kernels.workspace import Workspace
     from autoenc.layers.base import KerasTensor, Layer, Node
     structure = (Layer, Node, KerasTensor)
@@ -109,10 +110,6 @@ def replica(model):
             stack.extend(vars(o).values())
         else:
             memo[id(o)] = o
-    for m in _models(model):      # what only training reads stays with the model
-        for name in ("optimizer", "loss", "metrics", "history"):
-            if hasattr(m, name):
-                memo[id(getattr(m, name))] = getattr(m, name)
     kept = model.__dict__.pop("_replicas", None)    # the replicas are not copied into a replica
     try:
         return copy.deepcopy(model, memo)
