@@ -272,11 +272,7 @@ class Trainer:
 
     def _tuned_step(self, loop):
         """``run(fn, samples)``: fn() on one or on all threads, as the model's tuner for ``loop``
-        ('train', 'test' or 'predict') decides from its step times (threads.ThreadTuner). Before the
-        first training step on a cold Numba cache, the weight-gradient kernel starts compiling in a
-        second process (autoenc/warmup.py)."""
-        if loop == "train":
-            warmup.start(self)
+        ('train', 'test' or 'predict') decides from its step times (threads.ThreadTuner)."""
         return threads.tuned_threads(threads.model_tuner(self, loop)).run
 
     def train_on_batch(self, x, y=None):
@@ -285,6 +281,7 @@ class Trainer:
         xs, y = self._prepare_xy(x, y, "train_on_batch")
         self._ensure_flat_parameters()
         data = self._step_data(xs, y)
+        warmup.start(self)   # on a cold Numba cache: the weight-gradient kernel compiles in a second process
         with utils.compute_lock:
             step = self._tuned_step("train")
             return self._batch_result(self._checked_logs(step(lambda: self.train_step(data), xs[0].shape[0])))
@@ -304,7 +301,7 @@ class Trainer:
         x = xs if len(xs) > 1 else xs[0]
         if inference.supported(self):   # in parts, on a replica per thread (see predict)
             n = xs[0].shape[0]
-            outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
+            outs = self._new_outputs(n)
             with utils.compute_lock:
                 inference.forward_parts(self, xs, outs, 0, n, inference.part_size(self, n))
             return outs[0] if len(outs) == 1 else outs
@@ -481,7 +478,7 @@ class Trainer:
             for lo in range(0, n, size):
                 hi = min(lo + size, n)
                 with utils.compute_lock:
-                    y_pred = np.empty((hi - lo,) + tuple(self.outputs[0].shape[1:]), self.dtype)
+                    (y_pred,) = self._new_outputs(hi - lo)
                     z = np.empty_like(y_pred) if takes_logits else None
                     inference.forward_parts(self, xs, [y_pred], lo, hi, part, logits=z, origin=lo)
                     for a in range(0, hi - lo, batch_size):
@@ -515,7 +512,7 @@ class Trainer:
         batch_size = self._check_batch_size(batch_size)
         xs = self._prepare_x(x, "x")
         n = xs[0].shape[0]
-        outs = [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
+        outs = self._new_outputs(n)
         if inference.supported(self):
             # parts of a few samples, each run through the whole model by one thread, on a replica of
             # the model per thread, which takes the next part when it is done (models/inference.py):
@@ -537,6 +534,10 @@ class Trainer:
                 for out, y in zip(outs, ys if len(outs) > 1 else [ys]):
                     out[lo:hi] = y
         return outs[0] if len(outs) == 1 else outs
+
+    def _new_outputs(self, n):
+        """An uninitialised array per model output, for n samples."""
+        return [np.empty((n,) + tuple(t.shape[1:]), self.dtype) for t in self.outputs]
 
     def _weights_are_finite(self):
         """Whether every trainable parameter and every non-trainable weight (moving statistics) is finite."""
