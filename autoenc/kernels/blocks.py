@@ -12,7 +12,8 @@ AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of help
   and one vector store. With 16-tuples LLVM's own code was not good enough: this CPU's LLVM target
   prefers 256-bit vectors, left some multiply-adds unfused and split the stores into lanes;
 - :class:`Vec`, one LLVM vector value of LANES numbers (:func:`vloadL`, :func:`vfmaL`,
-  :func:`vstoreL`), which a loop carries in one register.
+  :func:`vstoreL`), or of 8 (:func:`vload8`, :func:`vfma8v`, :func:`vtuple8`), which a loop carries in
+  one register.
 
 Indices are unsigned where that lets LLVM see neighbouring loads as one vector load. Every helper
 is tiny and inlined into the kernels; under NUMBA_DISABLE_JIT=1 plain Python stands in for the
@@ -165,13 +166,6 @@ def fma8(acc, a, v):
     """acc + a * v over 8-tuples (a scalar): one vector multiply-add once vectorised."""
     return (acc[0] + a * v[0], acc[1] + a * v[1], acc[2] + a * v[2], acc[3] + a * v[3],
             acc[4] + a * v[4], acc[5] + a * v[5], acc[6] + a * v[6], acc[7] + a * v[7])
-
-
-@njit(fastmath=FASTMATH)
-def fma8v(acc, a, v):
-    """acc + a * v over 8-tuples, element by element."""
-    return (acc[0] + a[0] * v[0], acc[1] + a[1] * v[1], acc[2] + a[2] * v[2], acc[3] + a[3] * v[3],
-            acc[4] + a[4] * v[4], acc[5] + a[5] * v[5], acc[6] + a[6] * v[6], acc[7] + a[7] * v[7])
 
 
 @njit()
@@ -349,7 +343,60 @@ def _vfma(typingctx, acc, p, v):
     return acc(acc, p, v), codegen
 
 
+@numba.extending.intrinsic
+def _vload8(typingctx, a, k):
+    if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer)):
+        return None
+    vt = Vec(a.dtype, 8)
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(vt)
+        align = context.get_abi_sizeof(context.get_data_type(a.dtype))
+        return builder.load(_vec_pointer(context, builder, sig.args[0], args[0], args[1], vty), align=align)
+    return vt(a, k), codegen
+
+
+@numba.extending.intrinsic
+def _vfmav(typingctx, acc, a, v):
+    if not (isinstance(acc, Vec) and acc == a and acc == v):
+        return None
+
+    def codegen(context, builder, sig, args):
+        s, x, y = args
+        vty = s.type
+        name = f"llvm.fma.v{vty.count}f{64 if isinstance(vty.element, ir.DoubleType) else 32}"
+        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+        return builder.call(fma, [x, y, s])
+    return acc(acc, a, v), codegen
+
+
+@numba.extending.intrinsic
+def _vtuple(typingctx, v):
+    if not isinstance(v, Vec):
+        return None
+    tt = numba.types.UniTuple(v.dtype, v.lanes)
+
+    def codegen(context, builder, sig, args):
+        out = context.get_constant_undef(tt)
+        for q in range(v.lanes):
+            out = builder.insert_value(out, builder.extract_element(args[0], _lane(q)), q)
+        return out
+    return tt(v), codegen
+
+
 if numba.config.DISABLE_JIT:
+    def vload8(a, k):
+        """a[k : k + 8], as one vector."""
+        return a[k:k + 8].copy()
+
+    def vfma8v(acc, a, v):
+        """acc + a * v, lane by lane, one fused multiply-add each."""
+        return acc + a * v
+
+    def vtuple8(v):
+        """The 8 lanes of v as a tuple."""
+        return tuple(v)
+
     def vloadL(a, k):
         """a[k : k + LANES], as one vector."""
         return a[k:k + LANES].copy()
@@ -362,6 +409,21 @@ if numba.config.DISABLE_JIT:
         """acc + p * v (p a scalar), one fused multiply-add per lane."""
         return acc + p * v
 else:
+    @njit()
+    def vload8(a, k):
+        """a[k : k + 8], as one vector."""
+        return _vload8(a, k)
+
+    @njit()
+    def vfma8v(acc, a, v):
+        """acc + a * v, lane by lane, one fused multiply-add each."""
+        return _vfmav(acc, a, v)
+
+    @njit()
+    def vtuple8(v):
+        """The 8 lanes of v as a tuple."""
+        return _vtuple(v)
+
     @njit()
     def vloadL(a, k):
         """a[k : k + LANES], as one vector."""

@@ -17,8 +17,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fma8v, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
-                                    store8, storev)
+from autoenc.kernels.blocks import (LANES, at, fma8, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
+                                    store8, storev, vfma8v, vload8, vtuple8)
 from autoenc.kernels.config import FASTMATH, njit
 from autoenc.kernels.padding import pad_naive
 from autoenc.threads import parallel_for
@@ -226,11 +226,13 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
 @njit(fastmath=FASTMATH)
 def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
     """8 output pixels x one channel of conv2d_forward: each pixel's patch (starting at ``starts``
-    in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time; the elements past the
-    last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go to yf[o + j*cout].
-    The 8 lane sums of each pixel are added in the order of hsum8, for the 8 pixels side by side."""
+    in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time (8-wide LLVM vectors: as
+    tuples, LLVM packed two pixels into one 16-wide register and shuffled, 1.5x slower); the
+    elements past the last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go
+    to yf[o + j*cout]. The 8 lane sums of each pixel are added in the order of hsum8, for the 8 pixels
+    side by side."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = load8(zeros8, 0)
+    a0 = vload8(zeros8, 0)
     a1 = a0
     a2 = a0
     a3 = a0
@@ -238,23 +240,24 @@ def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, 
     a5 = a0
     a6 = a0
     a7 = a0
-    tail = a0
+    tail = load8(zeros8, 0)
     for i in range(kh):
         o_i = i * rstride
         for m in range(0, row8, 8):
-            v = load8(wf, i * row + m)
-            a0 = fma8v(a0, load8(xf, b0 + o_i + m), v)
-            a1 = fma8v(a1, load8(xf, b1 + o_i + m), v)
-            a2 = fma8v(a2, load8(xf, b2 + o_i + m), v)
-            a3 = fma8v(a3, load8(xf, b3 + o_i + m), v)
-            a4 = fma8v(a4, load8(xf, b4 + o_i + m), v)
-            a5 = fma8v(a5, load8(xf, b5 + o_i + m), v)
-            a6 = fma8v(a6, load8(xf, b6 + o_i + m), v)
-            a7 = fma8v(a7, load8(xf, b7 + o_i + m), v)
+            v = vload8(wf, i * row + m)
+            a0 = vfma8v(a0, vload8(xf, b0 + o_i + m), v)
+            a1 = vfma8v(a1, vload8(xf, b1 + o_i + m), v)
+            a2 = vfma8v(a2, vload8(xf, b2 + o_i + m), v)
+            a3 = vfma8v(a3, vload8(xf, b3 + o_i + m), v)
+            a4 = vfma8v(a4, vload8(xf, b4 + o_i + m), v)
+            a5 = vfma8v(a5, vload8(xf, b5 + o_i + m), v)
+            a6 = vfma8v(a6, vload8(xf, b6 + o_i + m), v)
+            a7 = vfma8v(a7, vload8(xf, b7 + o_i + m), v)
         for k in range(o_i + row8, o_i + row):
             tail = fma8(tail, wf[i * row + k - o_i], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
                                                        xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
-    h = hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7)
+    h = hsum8x8(vtuple8(a0), vtuple8(a1), vtuple8(a2), vtuple8(a3), vtuple8(a4), vtuple8(a5), vtuple8(a6),
+                vtuple8(a7))
     acc = (bf + (h[0] + tail[0]), bf + (h[1] + tail[1]), bf + (h[2] + tail[2]), bf + (h[3] + tail[3]),
            bf + (h[4] + tail[4]), bf + (h[5] + tail[5]), bf + (h[6] + tail[6]), bf + (h[7] + tail[7]))
     scatter8(yf, o, cout, acc, relu)
