@@ -72,6 +72,23 @@ def test_conv2d_kernels_match_naive(dtype, case):
     close(db, conv_weight_grad.conv2d_backward_bias_naive(dy), dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases())
+def test_conv2d_forward_padded_is_pad_then_convolve_bit_for_bit(dtype, case):
+    """conv2d_forward_padded (each sample padded, then convolved) gives the bits of pad_into over the
+    batch, then conv2d_forward, and leaves the same padded copy in xp."""
+    (n, h, w, cin, cout), ks, strides, padding, _ = case
+    g, x, wt, b, xp, (pt, pl), (oh, ow) = conv_case_arrays(case, dtype)
+    for act in (conv_forward.ACT_LINEAR, conv_forward.ACT_RELU):
+        want = np.empty((n, oh, ow, cout), dtype)
+        conv_forward.conv2d_forward(xp, wt, b, strides[0], strides[1], act, want)
+        got, xp_got = np.full_like(want, np.nan), np.zeros_like(xp)
+        conv_forward.conv2d_forward_padded(x, pt, pl, xp_got, wt, b, strides[0], strides[1], act, got)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(xp_got, xp)
+
+
 @st.composite
 def one_channel_cases(draw):
     """The one-channel fast paths: one or two input channels and up to 33 output channels (16-channel

@@ -23,8 +23,10 @@ import pytest
 from autoenc import activations
 from autoenc.kernels.conv_weight_grad import conv2d_backward_bias_naive, conv2d_backward_kernel_naive
 from autoenc.kernels.convolution import Conv2DKernels
-from autoenc.kernels.upsample_conv import (PHASE_ROWS, phase_kernel, phase_kernel_grad, phase_offsets,
-                                           upsample_conv2d_backward_naive, upsample_conv2d_forward_naive)
+from autoenc.kernels.conv_forward import ACT_LINEAR, ACT_RELU, conv2d_forward
+from autoenc.kernels.upsample_conv import (PHASE_ROWS, phase_interleave, phase_kernel, phase_kernel_grad, phase_offsets,
+                                           upsample_conv2d_backward_naive, upsample_conv2d_forward,
+                                           upsample_conv2d_forward_naive)
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
 from autoenc.layers import Conv2D, UpSampling2D
@@ -151,6 +153,34 @@ def test_fast_path_against_the_definition(shape, padding, dtype, rng):
                                          (2, 2))
         tol_dx = (16 * cout + 4) * eps * s_dx
         assert np.all(np.abs(dx - dx_ref) <= tol_dx), (shape, padding, act_name)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 1, 1, 2, 3), (2, 2, 9, 1, 12), (4, 3, 3, 16, 1)])
+def test_sample_by_sample_forward_is_the_phase_convolution_then_interleave(shape, padding, rng):
+    """upsample_conv2d_forward (pad, phase convolution and interleave, one sample at a time) gives the
+    bits of the two passes over the whole batch: conv2d_forward into q, then phase_interleave."""
+    n, h, w_, cin, cout = shape
+    if padding == "valid" and min(h, w_) < 2:
+        return
+    x = rng.standard_normal((n, h, w_, cin)).astype(np.float32)
+    k = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    wq = np.ascontiguousarray(phase_kernel(k, padding))
+    bq = np.tile(rng.standard_normal(cout).astype(np.float32), 4)
+    pad = 1 if padding == "same" else 0
+    xp = np.zeros((n, h + 2 * pad, w_ + 2 * pad, cin), np.float32)
+    xp[:, pad:pad + h, pad:pad + w_] = x
+    (base, step), _ = phase_offsets(padding)
+    for act in (ACT_LINEAR, ACT_RELU):
+        q = np.empty((n, h + 2 * pad - 1, w_ + 2 * pad - 1, 4 * cout), np.float32)
+        conv2d_forward(xp, wq, bq, 1, 1, act, q)
+        want = np.empty((n, 2 * (h + pad - 1), 2 * (w_ + pad - 1), cout), np.float32)
+        phase_interleave(q, base, step, want)
+        got = np.full_like(want, np.nan)
+        xp_got = np.zeros_like(xp) if pad else xp
+        upsample_conv2d_forward(x if pad else x[:0], xp_got, wq, bq, act, base, step, got)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(xp_got, xp)
 
 
 @pytest.mark.parametrize("act", ["relu", "linear", "sigmoid"])

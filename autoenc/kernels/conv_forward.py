@@ -20,7 +20,7 @@ import numpy as np
 from autoenc.kernels.blocks import (LANES, at, fma8, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
                                     store8, storev, vfma8v, vload8, vtuple8)
 from autoenc.kernels.config import FASTMATH, njit
-from autoenc.kernels.padding import pad_naive
+from autoenc.kernels.padding import _pad_into_samples, pad_naive
 from autoenc.threads import parallel_for
 
 # Activation fused into the forward epilogue.
@@ -279,6 +279,24 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     (identical for any number of threads and either vector width).
     """
     parallel_for(_conv2d_forward_samples, y.shape[0], xp, w, b, sh, sw, act, y)
+
+
+def conv2d_forward_padded(x, pt, pl, xp, w, b, sh, sw, act, y):
+    """padding.pad_into(x, pt, pl, xp), then conv2d_forward(xp, w, b, sh, sw, act, y), sample by
+    sample: each sample's padded copy is convolved while it is still in the core's cache, instead
+    of being written out for the whole batch and read back. The same numbers, bit for bit.
+
+    x: (n, h, w, cin); xp: (n, h + pads, w + pads, cin), its halo zero (the caller allocates it
+    zeroed once); the rest as conv2d_forward. xp is kept filled (the backward pass reads it)."""
+    parallel_for(_conv2d_forward_padded_samples, y.shape[0], x, pt, pl, xp, w, b, sh, sw, act, y)
+
+
+@njit()
+def _conv2d_forward_padded_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y):
+    """:func:`conv2d_forward_padded` for samples lo..hi-1."""
+    for s in range(lo, hi):
+        _pad_into_samples(s, s + 1, x, pt, pl, xp)
+        _conv2d_forward_samples(s, s + 1, xp, w, b, sh, sw, act, y)
 
 
 @njit(fastmath=FASTMATH)

@@ -21,14 +21,15 @@ with height 1: x (n, 1, w, cin), kernel (1, k, cin, cout), strides (1, s). See d
 import numpy as np
 
 from autoenc.kernels.config import n_chunks, reference_kernels_enabled
-from autoenc.kernels.conv_forward import ACT_LINEAR, ACT_RELU, conv2d_forward, conv2d_forward_naive
+from autoenc.kernels.conv_forward import (ACT_LINEAR, ACT_RELU, conv2d_forward, conv2d_forward_naive,
+                                          conv2d_forward_padded)
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive, conv2d_backward_input_padded
 from autoenc.kernels.conv_weight_grad import (conv2d_backward_bias_naive, conv2d_backward_dz,
                                               conv2d_backward_kernel_chunks, conv2d_backward_kernel_naive)
 from autoenc.kernels.elementwise import activation_backward, activation_forward, fuses_relu
 from autoenc.kernels.padding import conv_padding, pad_into
-from autoenc.kernels.upsample_conv import (phase_gather, phase_interleave, phase_kernel, phase_kernel_grad,
-                                           phase_offsets)
+from autoenc.kernels.upsample_conv import (phase_gather, phase_kernel, phase_kernel_grad, phase_offsets,
+                                           upsample_conv2d_forward)
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 from autoenc.kernels.workspace import Workspace
 
@@ -64,15 +65,16 @@ class Conv2DKernels:
         sh, sw = self.strides
         pt, pb, oh = conv_padding(h, kh, sh, self.padding)
         pl, pr, ow = conv_padding(w, kw, sw, self.padding)
-        if pt or pb or pl or pr:
-            xp = ws.array("xp", (n, h + pt + pb, w + pl + pr, cin), x.dtype, zeros=True)
-            pad_into(x, pt, pl, xp)
-        else:
-            xp = x
         if bias is None:
             bias = ws.array("zero_bias", (cout,), kernel.dtype, zeros=True)
         z = ws.array("z", (n, oh, ow, cout), x.dtype)
-        conv2d_forward(xp, kernel, bias, sh, sw, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, z)
+        act = ACT_RELU if fuses_relu(activation) else ACT_LINEAR
+        if pt or pb or pl or pr:   # each sample padded, then convolved (one pass)
+            xp = ws.array("xp", (n, h + pt + pb, w + pl + pr, cin), x.dtype, zeros=True)
+            conv2d_forward_padded(x, pt, pl, xp, kernel, bias, sh, sw, act, z)
+        else:
+            xp = x
+            conv2d_forward(xp, kernel, bias, sh, sw, act, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pt, pl), z, y)
         self._upsampled = None
@@ -97,19 +99,15 @@ class Conv2DKernels:
         n, h, w, cin = x.shape
         cout = kernel.shape[3]
         pad = 1 if self.padding == "same" else 0
-        if pad:
-            xp = ws.array("xp_small", (n, h + 2, w + 2, cin), x.dtype, zeros=True)
-            pad_into(x, 1, 1, xp)
-        else:
-            xp = x
+        # 'same': x goes into a 1-pixel halo sample by sample, in the same pass; 'valid': x itself
+        xp = ws.array("xp_small", (n, h + 2, w + 2, cin), x.dtype, zeros=True) if pad else x
         wq = phase_kernel(kernel, self.padding, ws.array("wq", (2, 2, cin, 4 * cout), kernel.dtype))
         bq = ws.array("bq", (4 * cout,), kernel.dtype)
         bq[...] = 0 if bias is None else np.tile(bias, 4)
-        q = ws.array("q", (n, h + 2 * pad - 1, w + 2 * pad - 1, 4 * cout), x.dtype)
-        conv2d_forward(xp, wq, bq, 1, 1, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, q)
         (base, step), _ = phase_offsets(self.padding)
         z = ws.array("z", (n, 2 * (h + pad - 1), 2 * (w + pad - 1), cout), x.dtype)
-        phase_interleave(q, base, step, z)
+        upsample_conv2d_forward(x if pad else x[:0], xp, wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR,
+                                base, step, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pad, pad), z, y)
         self._upsampled = (False, x, x.shape)
