@@ -23,10 +23,9 @@ import pytest
 from autoenc import activations
 from autoenc.kernels.conv_weight_grad import conv2d_backward_bias_naive, conv2d_backward_kernel_naive
 from autoenc.kernels.convolution import Conv2DKernels
-from autoenc.kernels.conv_forward import ACT_LINEAR, ACT_RELU, conv2d_forward
+from autoenc.kernels.conv_forward import ACT_LINEAR, ACT_RELU, conv2d_forward, conv2d_forward_phases
 from autoenc.kernels.upsample_conv import (PHASE_ROWS, phase_interleave, phase_kernel, phase_kernel_grad, phase_offsets,
-                                           upsample_conv2d_backward_naive, upsample_conv2d_forward,
-                                           upsample_conv2d_forward_naive)
+                                           upsample_conv2d_backward_naive, upsample_conv2d_forward_naive)
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
 from autoenc.layers import Conv2D, UpSampling2D
@@ -158,7 +157,7 @@ def test_fast_path_against_the_definition(shape, padding, dtype, rng):
 @pytest.mark.parametrize("padding", ["same", "valid"])
 @pytest.mark.parametrize("shape", SHAPES + [(3, 1, 1, 2, 3), (2, 2, 9, 1, 12), (4, 3, 3, 16, 1)])
 def test_sample_by_sample_forward_is_the_phase_convolution_then_interleave(shape, padding, rng):
-    """upsample_conv2d_forward (pad, phase convolution and interleave, one sample at a time) gives the
+    """conv2d_forward_phases (pad, phase convolution and interleave, one sample at a time) gives the
     bits of the two passes over the whole batch: conv2d_forward into q, then phase_interleave."""
     n, h, w_, cin, cout = shape
     if padding == "valid" and min(h, w_) < 2:
@@ -178,7 +177,7 @@ def test_sample_by_sample_forward_is_the_phase_convolution_then_interleave(shape
         phase_interleave(q, base, step, want)
         got = np.full_like(want, np.nan)
         xp_got = np.zeros_like(xp) if pad else xp
-        upsample_conv2d_forward(x if pad else x[:0], xp_got, wq, bq, act, base, step, got)
+        conv2d_forward_phases(x if pad else x[:0], xp_got, wq, bq, act, base, step, got)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(xp_got, xp)
 

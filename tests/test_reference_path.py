@@ -56,7 +56,7 @@ def _spy_naive_and_forbid_fast(monkeypatch):
         for name in dir(module):
             if name.endswith("_naive"):
                 monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
-            elif name in ("conv2d_forward", "conv2d_forward_padded", "upsample_conv2d_forward", "conv2d_backward_dz",
+            elif name in ("conv2d_forward", "conv2d_forward_padded", "conv2d_forward_phases", "conv2d_backward_dz",
                           "conv2d_backward_kernel_chunks",
                           "conv2d_backward_input_padded", "pad_into", "sigmoid_forward", "sigmoid_backward",
                           "maxpool2d_forward", "maxpool2d_backward", "maxpool2d_backward_relu_dz", "upsample2d_forward",

@@ -278,7 +278,7 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     ReLU fused into one vector store per pixel and register; each output summed in a fixed order
     (identical for any number of threads and either vector width).
     """
-    parallel_for(_conv2d_forward_samples, y.shape[0], xp, w, b, sh, sw, act, y)
+    parallel_for(_conv2d_forward_samples, y.shape[0], xp[:0], 0, 0, xp, w, b, sh, sw, act, y, -1, 0)
 
 
 def conv2d_forward_padded(x, pt, pl, xp, w, b, sh, sw, act, y):
@@ -288,23 +288,54 @@ def conv2d_forward_padded(x, pt, pl, xp, w, b, sh, sw, act, y):
 
     x: (n, h, w, cin); xp: (n, h + pads, w + pads, cin), its halo zero (the caller allocates it
     zeroed once); the rest as conv2d_forward. xp is kept filled (the backward pass reads it)."""
-    parallel_for(_conv2d_forward_padded_samples, y.shape[0], x, pt, pl, xp, w, b, sh, sw, act, y)
+    parallel_for(_conv2d_forward_samples, y.shape[0], x, pt, pl, xp, w, b, sh, sw, act, y, -1, 0)
+
+
+def conv2d_forward_phases(x, xp, wq, bq, act, base, step, z):
+    """The forward pass of an upsampled 3x3 convolution through its phase convolution (see
+    upsample_conv.py), sample by sample: x[s] into the 1-pixel halo of xp[s] (unless x has no samples:
+    'valid', xp is the input), q = act(conv(xp[s], wq) + bq) into a buffer of one sample, then
+    interleaved into z[s] (:func:`interleave_phases`) while it is in the core's cache. The same bits
+    as conv2d_forward over the batch, then upsample_conv.phase_interleave, without a batch of q.
+
+    x: (n, h, w, cin) or no samples; xp: (n, hp, wp, cin); wq: (2, 2, cin, 4*cout); bq: (4*cout,);
+    (base, step) from upsample_conv.phase_offsets (forward); z: (n, oh, ow, cout), overwritten."""
+    parallel_for(_conv2d_forward_samples, z.shape[0], x, 1, 1, xp, wq, bq, 1, 1, act, z, base, step)
 
 
 @njit()
-def _conv2d_forward_padded_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y):
-    """:func:`conv2d_forward_padded` for samples lo..hi-1."""
-    for s in range(lo, hi):
-        _pad_into_samples(s, s + 1, x, pt, pl, xp)
-        _conv2d_forward_samples(s, s + 1, xp, w, b, sh, sw, act, y)
+def interleave_phases(qf, wq, base, step, z, s):
+    """z[s, Y, X, f] = q[Y//2 + base + step*(Y%2), X//2 + base + step*(X%2), (2*(Y%2) + X%2)*cout + f]
+    for one sample, q (hq, wq, 4*cout) given flat as qf, z (n, oh, ow, cout); each output pixel's
+    cout numbers copied 8 at a time (one vector load and store), the channels left over one at a time."""
+    _, oh, ow, cout = z.shape
+    c4 = 4 * cout
+    zf = z.reshape(z.size)
+    c8 = cout - cout % 8
+    for Y in range(oh):
+        py = Y % 2
+        q0 = (Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of q
+        y0 = (s * oh + Y) * ow * cout
+        for X in range(ow):
+            px = X % 2
+            src = q0 + (X // 2 + base + step * px) * c4 + px * cout
+            dst = y0 + X * cout
+            for f0 in range(0, c8, 8):
+                store8(zf, dst + f0, load8(qf, src + f0), False)
+            for f in range(c8, cout):
+                zf[dst + f] = qf[src + f]
 
 
 @njit(fastmath=FASTMATH)
-def _conv2d_forward_samples(lo, hi, xp, w, b, sh, sw, act, y):
-    """:func:`conv2d_forward` for samples lo..hi-1."""
-    n, oh, ow, cout = y.shape
-    kh, kw, cin, _ = w.shape
-    _, hp, wp, _ = xp.shape
+def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, step):
+    """:func:`conv2d_forward` for samples lo..hi-1: first x[s] into xp[s] at (pt, pl) unless x has no
+    samples (conv2d_forward_padded); with base >= 0 (conv2d_forward_phases), into a one-sample q,
+    interleaved into y."""
+    kh, kw, cin, cout = w.shape
+    n, hp, wp, _ = xp.shape
+    phased = base >= 0
+    oh, ow = (hp - kh + 1, wp - kw + 1) if phased else (y.shape[1], y.shape[2])   # the grid of y, or of q
+    qbuf = np.empty(oh * ow * cout if phased else 0, dtype=y.dtype)   # one sample of q
     row = kw * cin          # patch length along one kernel row, contiguous in xp
     rstride = wp * cin      # from one xp row to the next
     dx = sw * cin           # from one output pixel's patch to the next along a row
@@ -313,7 +344,7 @@ def _conv2d_forward_samples(lo, hi, xp, w, b, sh, sw, act, y):
     xf = xp.reshape(n * hp * rstride)
     wm = w.reshape(kh * row, cout)    # wm[i*row + k] = row k of W_i
     wf = w.reshape(kh * row * cout)
-    yf = y.reshape(n * npix * cout)
+    yf = qbuf if phased else y.reshape(n * npix * cout)
     relu = act == ACT_RELU
     # channels done 32 at a time, then 16 (AVX-512, patch rows of 8 or more numbers), then 8, then
     # one at a time
@@ -333,7 +364,9 @@ def _conv2d_forward_samples(lo, hi, xp, w, b, sh, sw, act, y):
             wl[f - f8, e] = wm[e, f]
     zeros8 = np.zeros(8, dtype=y.dtype)
     for s in range(lo, hi):
-        xs, ys = s * hp * rstride, s * npix * cout
+        if x.shape[0] > 0:
+            _pad_into_samples(s, s + 1, x, pt, pl, xp)
+        xs, ys = s * hp * rstride, 0 if phased else s * npix * cout
         for blk in range((npix + 7) // 8 if npix >= 8 else 0):
             q = min(8 * blk, npix - 8)
             r, c = q // ow, q % ow   # then step along the raster, without dividing
@@ -403,3 +436,5 @@ def _conv2d_forward_samples(lo, hi, xp, w, b, sh, sw, act, y):
                     for k in range(row):
                         acc += xf[bq + i * rstride + k] * wm[i * row + k, f]
                 yf[ys + q * cout + f] = max(acc, 0) if relu else acc
+        if phased:
+            interleave_phases(qbuf, ow, base, step, y, s)

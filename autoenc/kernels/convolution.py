@@ -22,14 +22,13 @@ import numpy as np
 
 from autoenc.kernels.config import n_chunks, reference_kernels_enabled
 from autoenc.kernels.conv_forward import (ACT_LINEAR, ACT_RELU, conv2d_forward, conv2d_forward_naive,
-                                          conv2d_forward_padded)
+                                          conv2d_forward_padded, conv2d_forward_phases)
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive, conv2d_backward_input_padded
 from autoenc.kernels.conv_weight_grad import (conv2d_backward_bias_naive, conv2d_backward_dz,
                                               conv2d_backward_kernel_chunks, conv2d_backward_kernel_naive)
 from autoenc.kernels.elementwise import activation_backward, activation_forward, fuses_relu
 from autoenc.kernels.padding import conv_padding, pad_into
-from autoenc.kernels.upsample_conv import (phase_gather, phase_kernel, phase_kernel_grad, phase_offsets,
-                                           upsample_conv2d_forward)
+from autoenc.kernels.upsample_conv import phase_gather, phase_kernel, phase_kernel_grad, phase_offsets
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 from autoenc.kernels.workspace import Workspace
 
@@ -106,8 +105,8 @@ class Conv2DKernels:
         bq[...] = 0 if bias is None else np.tile(bias, 4)
         (base, step), _ = phase_offsets(self.padding)
         z = ws.array("z", (n, 2 * (h + pad - 1), 2 * (w + pad - 1), cout), x.dtype)
-        upsample_conv2d_forward(x if pad else x[:0], xp, wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR,
-                                base, step, z)
+        conv2d_forward_phases(x if pad else x[:0], xp, wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR,
+                              base, step, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pad, pad), z, y)
         self._upsampled = (False, x, x.shape)

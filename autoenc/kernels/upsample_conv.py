@@ -41,10 +41,9 @@ import numpy as np
 
 from autoenc.kernels.blocks import add8, load8, store8, where_positive8
 from autoenc.kernels.config import njit
-from autoenc.kernels.conv_forward import _conv2d_forward_samples, conv2d_forward_naive
+from autoenc.kernels.conv_forward import conv2d_forward_naive, interleave_phases
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
 from autoenc.kernels.conv_weight_grad import _sum_chunks, conv2d_backward_bias_naive, conv2d_backward_kernel_naive
-from autoenc.kernels.padding import _pad_into_samples
 from autoenc.kernels.upsampling import upsample2d_backward_naive, upsample2d_forward_naive
 from autoenc.threads import parallel_for
 
@@ -114,39 +113,14 @@ def upsample_conv2d_backward_naive(x, w, dz, padding):
 
 # --- the fast kernels: the copies between q's layout and the output's ------------------------------
 
-def upsample_conv2d_forward(x, xp, wq, bq, act, base, step, y):
-    """The fast forward pass: y = act(conv(upsample(x), w) + b) through the phase convolution, sample
-    by sample (pad, convolve, interleave), so that the phase output q of a sample is made in a
-    buffer of one sample and interleaved while it is in the core's cache: the same numbers as
-    conv_forward.conv2d_forward then :func:`phase_interleave`, without q in memory.
-
-    x: (n, h, w, cin), copied into the 1-pixel halo of xp (n, h + 2, w + 2, cin) ('same'), or with no
-    samples when xp is the input itself ('valid'); wq: (2, 2, cin, 4*cout) (:func:`phase_kernel`);
-    bq: (4*cout,), the bias 4 times; act: conv_forward.ACT_LINEAR or ACT_RELU; (base, step) from
-    :func:`phase_offsets` (forward); y: (n, oh, ow, cout), overwritten."""
-    parallel_for(_upsample_conv2d_forward_samples, y.shape[0], x, xp, wq, bq, act, base, step, y)
-
-
-@njit()
-def _upsample_conv2d_forward_samples(lo, hi, x, xp, wq, bq, act, base, step, y):
-    """:func:`upsample_conv2d_forward` for samples lo..hi-1."""
-    _, hp, wp, _ = xp.shape
-    q = np.empty((1, hp - 1, wp - 1, wq.shape[3]), dtype=y.dtype)   # one sample's phase output
-    for s in range(lo, hi):
-        if x.shape[0] > 0:
-            _pad_into_samples(s, s + 1, x, 1, 1, xp)
-        _conv2d_forward_samples(0, 1, xp[s:s + 1], wq, bq, 1, 1, act, q)
-        _phase_interleave_samples(0, 1, q, base, step, y[s:s + 1])
-
-
 def phase_interleave(q, base, step, y):
     """y[n, Y, X, f] = q[n, Y//2 + base + step*(Y%2), X//2 + base + step*(X%2), (2*(Y%2) + X%2)*cout + f].
 
     q: (n, hq, wq, 4*cout), the phase convolution's output (bias and ReLU already applied);
     y: (n, oh, ow, cout), overwritten; (base, step) from :func:`phase_offsets` (forward).
 
-    Optimizations: samples on threads (threads.parallel_for); each output pixel's cout numbers
-    copied 8 at a time (one vector load and store), the channels left over one at a time.
+    The two-pass definition of conv_forward.conv2d_forward_phases (which interleaves each sample's q
+    as it is made), kept to test it. Samples on threads; conv_forward.interleave_phases copies.
     """
     parallel_for(_phase_interleave_samples, y.shape[0], q, base, step, y)
 
@@ -154,23 +128,10 @@ def phase_interleave(q, base, step, y):
 @njit()
 def _phase_interleave_samples(lo, hi, q, base, step, y):
     """:func:`phase_interleave` for samples lo..hi-1."""
-    n, oh, ow, cout = y.shape
     _, hq, wq, c4 = q.shape
-    qf, yf = q.reshape(q.size), y.reshape(y.size)
-    c8 = cout - cout % 8
+    qf = q.reshape(q.size)
     for s in range(lo, hi):
-        for Y in range(oh):
-            py = Y % 2
-            q0 = (s * hq + Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of q
-            y0 = (s * oh + Y) * ow * cout
-            for X in range(ow):
-                px = X % 2
-                src = q0 + (X // 2 + base + step * px) * c4 + px * cout
-                dst = y0 + X * cout
-                for f0 in range(0, c8, 8):
-                    store8(yf, dst + f0, load8(qf, src + f0), False)
-                for f in range(c8, cout):
-                    yf[dst + f] = qf[src + f]
+        interleave_phases(qf[s * hq * wq * c4:(s + 1) * hq * wq * c4], wq, base, step, y, s)
 
 
 def phase_gather(dy, y, relu, base, step, dq, part, db):
