@@ -34,8 +34,8 @@ _BLOCKS = 64
 # low bits of the sum. No libm call and no branch: LLVM vectorises the loop that calls it.
 
 _LOG2E = 1.4426950408889634
-_LN2_HI = 0.693145751953125          # ln 2 to 17 bits: k * _LN2_HI is exact for |k| < 2^36
-_LN2_LO = 1.4286068203094173e-06     # ln 2 - _LN2_HI
+_LN2_HI = 0.693145751953125          # ln 2 to 16 bits: k * _LN2_HI is exact for |k| < 2^37
+_LN2_LO = 1.4286068203094173e-06     # ln 2 - _LN2_HI (of the exact ln 2)
 _ROUND = 6755399441055744.0          # 1.5 * 2^52: x + _ROUND - _ROUND rounds x to an integer
 
 
