@@ -87,14 +87,18 @@ def _tuple_to_vector(context, builder, tup, tty, dtype):
     return vec
 
 
+def _llvm_fma(builder, vty):
+    """The declaration of llvm.fma on LLVM vectors of type vty, in the module being built."""
+    name = f"llvm.fma.v{vty.count}f{64 if isinstance(vty.element, ir.DoubleType) else 32}"
+    return builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+
+
 def _splat_fma(builder, s, v, acc):
     """llvm.fma(splat(s), v, acc) on LLVM vectors v and acc: acc + s * v, each lane rounded once."""
     vty = v.type
     one = builder.insert_element(ir.Constant(vty, ir.Undefined), s, _lane(0))
     splat = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
-    name = f"llvm.fma.v{vty.count}f{64 if isinstance(vty.element, ir.DoubleType) else 32}"
-    fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
-    return builder.call(fma, [splat, v, acc])
+    return builder.call(_llvm_fma(builder, vty), [splat, v, acc])
 
 
 @numba.extending.intrinsic
@@ -306,17 +310,23 @@ def _vec_pointer(context, builder, arrty, arr, k, vty):
     return builder.bitcast(builder.gep(data, [k], inbounds=True), vty.as_pointer())
 
 
-@numba.extending.intrinsic
-def _vload(typingctx, a, k):
-    if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer)):
-        return None
-    vt = Vec(a.dtype, LANES)
+def _vector_load(lanes):
+    """An intrinsic (a, k) -> a[k : k + lanes] as one Vec of ``lanes`` numbers (no bounds check)."""
+    @numba.extending.intrinsic
+    def vload(typingctx, a, k):
+        if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer)):
+            return None
+        vt = Vec(a.dtype, lanes)
 
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        align = context.get_abi_sizeof(context.get_data_type(a.dtype))
-        return builder.load(_vec_pointer(context, builder, sig.args[0], args[0], args[1], vty), align=align)
-    return vt(a, k), codegen
+        def codegen(context, builder, sig, args):
+            vty = context.get_value_type(vt)
+            align = context.get_abi_sizeof(context.get_data_type(a.dtype))
+            return builder.load(_vec_pointer(context, builder, sig.args[0], args[0], args[1], vty), align=align)
+        return vt(a, k), codegen
+    return vload
+
+
+_vload, _vload8 = _vector_load(LANES), _vector_load(8)
 
 
 @numba.extending.intrinsic
@@ -344,29 +354,13 @@ def _vfma(typingctx, acc, p, v):
 
 
 @numba.extending.intrinsic
-def _vload8(typingctx, a, k):
-    if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer)):
-        return None
-    vt = Vec(a.dtype, 8)
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        align = context.get_abi_sizeof(context.get_data_type(a.dtype))
-        return builder.load(_vec_pointer(context, builder, sig.args[0], args[0], args[1], vty), align=align)
-    return vt(a, k), codegen
-
-
-@numba.extending.intrinsic
 def _vfmav(typingctx, acc, a, v):
     if not (isinstance(acc, Vec) and acc == a and acc == v):
         return None
 
     def codegen(context, builder, sig, args):
         s, x, y = args
-        vty = s.type
-        name = f"llvm.fma.v{vty.count}f{64 if isinstance(vty.element, ir.DoubleType) else 32}"
-        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
-        return builder.call(fma, [x, y, s])
+        return builder.call(_llvm_fma(builder, s.type), [x, y, s])
     return acc(acc, a, v), codegen
 
 
