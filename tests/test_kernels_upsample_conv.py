@@ -266,3 +266,29 @@ def test_forward_upsampled_refuses_other_convolutions():
         assert not conv.fuses_upsampling
         with pytest.raises(ValueError, match="needs a 3x3 kernel, strides \\(1, 1\\)"):
             conv.forward_upsampled(np.zeros((1, 4, 4, 2), np.float32))
+
+
+def test_phase_weights_follow_the_kernel_and_bias_changed_in_place(rng):
+    """forward_upsampled keeps the phase kernel between calls (predict runs one forward per part) and
+    makes it again when the kernel's or the bias' bytes change, in place too (as the optimizer
+    changes them), or the bias goes: each call gives the bits of a fresh Conv2DKernels."""
+    x = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    kept = Conv2DKernels((1, 1), "same")
+    linear = activations.get("linear")
+
+    def check(bias):
+        got = kept.forward_upsampled(x, w, bias, linear)[0].copy()
+        want = Conv2DKernels((1, 1), "same").forward_upsampled(x, w, bias, linear)[0]
+        np.testing.assert_array_equal(got, want)
+
+    check(b)
+    check(b)
+    w[1, 2, 0, 4] += 1
+    check(b)
+    b[3] = -b[3]
+    check(b)
+    check(None)
+    w[0, 0, 2, 1] = -0.0 if w[0, 0, 2, 1] == 0 else 0.0
+    check(None)

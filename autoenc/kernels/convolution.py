@@ -100,9 +100,7 @@ class Conv2DKernels:
         pad = 1 if self.padding == "same" else 0
         # 'same': x goes into a 1-pixel halo sample by sample, in the same pass; 'valid': x itself
         xp = ws.array("xp_small", (n, h + 2, w + 2, cin), x.dtype, zeros=True) if pad else x
-        wq = phase_kernel(kernel, self.padding, ws.array("wq", (2, 2, cin, 4 * cout), kernel.dtype))
-        bq = ws.array("bq", (4 * cout,), kernel.dtype)
-        bq[...] = 0 if bias is None else np.tile(bias, 4)
+        wq, bq = self._phase_weights(kernel, bias)
         (base, step), _ = phase_offsets(self.padding)
         z = ws.array("z", (n, 2 * (h + pad - 1), 2 * (w + pad - 1), cout), x.dtype)
         conv2d_forward_phases(x if pad else x[:0], xp, wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR,
@@ -111,6 +109,27 @@ class Conv2DKernels:
         self._saved = (False, xp, x.shape, (pad, pad), z, y)
         self._upsampled = (False, x, x.shape)
         return z, y
+
+    def _phase_weights(self, kernel, bias):
+        """(wq, bq), work arrays: the phase kernel of ``kernel`` (upsample_conv.phase_kernel) and the bias
+        four times (zero without one). Made again only when the kernel's or the bias' bytes differ
+        from those they were made from: predict runs a forward pass per part of a batch, with the
+        same weights."""
+        ws = self.workspace
+        cin, cout = kernel.shape[2:]
+        wq = ws.array("wq", (2, 2, cin, 4 * cout), kernel.dtype)
+        bq = ws.array("bq", (4 * cout,), kernel.dtype)
+        key = f"{kernel.shape} {kernel.dtype} {bias is None}"
+        made = ws.array(f"phase weights made {key}", (1,), np.int8, zeros=True)
+        source = ws.array(f"phase weights source {key}", (kernel.size + (0 if bias is None else cout),), kernel.dtype)
+        now = kernel.tobytes() + (b"" if bias is None else bias.tobytes())
+        if not made[0] or source.tobytes() != now:
+            phase_kernel(kernel, self.padding, wq)
+            bq[...] = 0 if bias is None else np.tile(bias, 4)
+            source[:kernel.size] = kernel.reshape(-1)
+            source[kernel.size:] = () if bias is None else bias
+            made[0] = 1
+        return wq, bq
 
     def backward(self, dy, kernel, dkernel, dbias, activation, from_logits=False, need_dx=True):
         """dy: (n, oh, ow, cout), dL/dy of the last forward pass (dL/dz when ``from_logits``).
