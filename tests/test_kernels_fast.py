@@ -49,18 +49,24 @@ WIDE32_CASES = [
 ]
 # The one-channel paths: 16-channel forward blocks on patch rows of 1 or 2 numbers; weight gradients in
 # groups of 9 patch elements x 16 channels (a group repeating its last element, several groups, 8 or 1
-# channels left over); dot products and 16-wide element vectors for one to three output channels
-# (vectors overlapping at the end of a row, rows shorter than 16, several groups of 9 vectors).
+# channels left over); the forward's dot products for the channels left over by its blocks (cout % 8),
+# 16 pixels at a time over 16-number vectors of each kernel row and its last numbers by a masked load:
+# rows of whole vectors, of vectors and a tail, of a tail only; under 16 output pixels (one output at a
+# time), a last block overlapping the one before; one output channel (a vector store) or several.
 ONE_CHANNEL_CASES = [
     (7, 9, 1, 16, 1, 3, 1, 1, "same"),    # 3 patch elements: one group, 6 repeats
     (8, 10, 2, 16, 3, 3, 2, 2, "valid"),  # 18 elements: two groups; strides
     (9, 7, 1, 33, 5, 5, 1, 2, "same"),    # 25 elements: three groups; 32 + 1 channels
     (11, 13, 1, 24, 3, 3, 1, 1, "valid"), # 16 + 8 channels
-    (9, 11, 16, 1, 3, 3, 1, 1, "same"),   # the seed's last layer: 9 vectors of 16, one group
-    (7, 8, 24, 1, 3, 3, 2, 1, "valid"),   # rows of 72: overlapping vectors, two groups
-    (6, 7, 5, 1, 3, 3, 1, 1, "same"),     # rows of 15: 8-wide vectors
-    (5, 6, 6, 1, 3, 3, 1, 1, "same"),     # rows of 18: vectors overlapping by 14
+    (9, 11, 16, 1, 3, 3, 1, 1, "same"),   # the seed's last layer: rows of 3 vectors, one group
+    (7, 8, 24, 1, 3, 3, 2, 1, "valid"),   # rows of 72: 4 vectors and 8 more, two groups
+    (6, 7, 5, 1, 3, 3, 1, 1, "same"),     # rows of 15: a tail only
+    (5, 6, 6, 1, 3, 3, 1, 1, "same"),     # rows of 18: a vector and 2 more
     (6, 6, 16, 3, 3, 3, 1, 1, "same"),    # three channels left over
+    (3, 4, 16, 1, 3, 3, 1, 1, "same"),    # 12 output pixels: one at a time
+    (4, 4, 8, 1, 3, 3, 1, 1, "same"),     # 16 output pixels: one block; rows of 24
+    (3, 6, 8, 9, 3, 3, 1, 1, "same"),     # 18 pixels: the last block overlaps; 8 + 1 channels
+    (5, 5, 20, 2, 3, 3, 1, 1, "same"),    # rows of 60: 3 vectors and 12 more; 2 channels
 ]
 # (h, w, cin, cout, n): the weight gradient's pixels in several tiles per chunk, the last one odd or even
 TILED_CASES = [(40, 40, 64, 127, 2), (41, 41, 64, 127, 1), (33, 33, 1, 255, 1), (33, 33, 3, 253, 2),
@@ -270,7 +276,8 @@ for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"
                                               (28, 28, 1, 16, 3, 3, 1, 1, "same"), (9, 7, 1, 33, 5, 5, 1, 2, "same"),
                                               (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same"),
                                               (6, 7, 64, 48, 3, 3, 1, 1, "same"), (5, 5, 8, 64, 2, 2, 1, 1, "valid"),
-                                              (5, 6, 32, 40, 3, 3, 2, 1, "same")]:
+                                              (5, 6, 32, 40, 3, 3, 2, 1, "same"), (7, 8, 24, 1, 3, 3, 2, 1, "valid"),
+                                              (6, 7, 5, 3, 3, 3, 1, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
@@ -326,6 +333,69 @@ def test_store_vector_is_max_zero():
         want = [9, 9] + [max(t, 0) if relu else t for t in v] + [9, 9]
         np.testing.assert_array_equal(out, np.array(want, np.float32))
         assert np.signbit(out[3])   # -0.0 stays -0.0, as max(-0.0, 0) returns -0.0
+
+
+@pytest.mark.parametrize("cin, cout", [(5, 1), (6, 3), (24, 1), (16, 9)])
+def test_an_inf_reaches_only_the_outputs_whose_patch_holds_it(cin, cout):
+    """The dot products of the channels left over read each kernel row's last numbers by a masked
+    load: an Inf in one input pixel makes only the outputs whose window covers it non-finite, as in the
+    slow version (a load of the whole vector, times zero weights past the row, would make NaN of its
+    neighbours' outputs too)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 6, 7, cin)).astype(np.float32)
+    x[0, 2, 3, cin - 1] = np.inf
+    x[1, 4, 6, 0] = -np.inf
+    w = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    xp = np.zeros((2, 8, 9, cin), np.float32)
+    pad_into(x, 1, 1, xp)
+    y = np.empty((2, 6, 7, cout), np.float32)
+    conv_forward.conv2d_forward(xp, w, b, 1, 1, conv_forward.ACT_LINEAR, y)
+    with np.errstate(invalid="ignore"):
+        want = conv_forward.conv2d_forward_naive(x, w, b, (1, 1), "same")
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(want))
+    assert np.isfinite(y).sum() == y.size - cout * (9 + 6)   # 9 windows hold the first Inf, 6 the second (last column)
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(y[ok], want[ok], rtol=0, atol=1e-5 * np.abs(want[ok]).max())
+
+
+def test_masked_load_and_pair_sums():
+    """blocks.vload16_first(a, k, count): a[k:k+count] then zeros, reading nothing past a[k+count-1]
+    (here, the end of the array); vpairs16 ... vpairs2 add each of 16 pixels' 16 lane sums in the
+    documented order: l + (l+8), then + 4, + 2, + 1."""
+    import numba
+
+    from autoenc.kernels import blocks
+
+    @numba.njit
+    def first(a, k, count):
+        return blocks.vtuple16(blocks.vload16_first(a, k, count))
+
+    a = np.arange(1, 21, dtype=np.float32)
+    assert first(a, 17, 3) == (18, 19, 20) + (0,) * 13
+    assert first(a, 2, 16) == tuple(range(3, 19))
+    assert first(a, 5, 0) == (0,) * 16
+
+    @numba.njit
+    def pair(v, p):   # pixels p and p + 1 folded once
+        return blocks.vpairs16(blocks.vload16(v[p], 0), blocks.vload16(v[p + 1], 0))
+
+    @numba.njit
+    def tree(v):
+        t0 = blocks.vpairs8(pair(v, 0), pair(v, 2))
+        t1 = blocks.vpairs8(pair(v, 4), pair(v, 6))
+        t2 = blocks.vpairs8(pair(v, 8), pair(v, 10))
+        t3 = blocks.vpairs8(pair(v, 12), pair(v, 14))
+        return blocks.vtuple16(blocks.vpairs2(blocks.vpairs4(t0, t1), blocks.vpairs4(t2, t3)))
+
+    v = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32) * np.float32(1e3) ** np.arange(
+        -2, 2, 0.25, dtype=np.float32)   # magnitudes apart, so that another order gives other bits
+    f1 = v[:, :8] + v[:, 8:]
+    f2 = f1[:, :4] + f1[:, 4:]
+    f3 = f2[:, :2] + f2[:, 2:]
+    want = f3[:, 0] + f3[:, 1]
+    np.testing.assert_array_equal(np.array(tree(v), np.float32), want)
+    assert not np.array_equal(want, v.sum(axis=1, dtype=np.float32))
 
 
 def test_backward_input_with_a_workspace_is_bit_identical():

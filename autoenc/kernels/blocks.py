@@ -326,7 +326,58 @@ def _vector_load(lanes):
     return vload
 
 
-_vload, _vload8 = _vector_load(LANES), _vector_load(8)
+_vload, _vload16 = _vector_load(LANES), _vector_load(16)
+
+
+@numba.extending.intrinsic
+def _vload16_first(typingctx, a, k, count):
+    if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer)
+            and isinstance(count, numba.types.Integer)):
+        return None
+    vt = Vec(a.dtype, 16)
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(vt)
+        ptr = _vec_pointer(context, builder, sig.args[0], args[0], args[1], vty)
+        i32 = ir.IntType(32)
+        n = builder.trunc(args[2], i32) if args[2].type.width > 32 else args[2]
+        lanes = ir.VectorType(i32, 16)
+        splat = builder.shuffle_vector(builder.insert_element(ir.Constant(lanes, ir.Undefined), n, _lane(0)),
+                                       ir.Constant(lanes, ir.Undefined), ir.Constant(lanes, [0] * 16))
+        mask = builder.icmp_unsigned("<", ir.Constant(lanes, list(range(16))), splat)
+        name = f"llvm.masked.load.v16f{64 if isinstance(vty.element, ir.DoubleType) else 32}.p0"
+        fn = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(vty, [ptr.type, i32, mask.type, vty]), name)
+        align = context.get_abi_sizeof(context.get_data_type(a.dtype))
+        return builder.call(fn, [ptr, ir.Constant(i32, align), mask, ir.Constant(vty, None)])
+    return vt(a, k, count), codegen
+
+
+def _halves(g):
+    """Lane indices (lo, hi) into the 32 lanes of two 16-lane vectors X, Y that hold 16/g groups of g
+    lanes each (one group per pixel): the first and the second halves of each group, X's groups then Y's."""
+    lo = [src + q * g + l for src in (0, 16) for q in range(16 // g) for l in range(g // 2)]
+    return lo, [i + g // 2 for i in lo]
+
+
+def _pair_sums(g):
+    """An intrinsic (X, Y) -> lo + hi, lanes as :func:`_halves` (two shuffles and one vector add)."""
+    lo, hi = _halves(g)
+
+    @numba.extending.intrinsic
+    def pair_sums(typingctx, x, y):
+        if not (isinstance(x, Vec) and x == y and x.lanes == 16):
+            return None
+
+        def codegen(context, builder, sig, args):
+            idx = ir.VectorType(ir.IntType(32), 16)
+            return builder.fadd(builder.shuffle_vector(args[0], args[1], ir.Constant(idx, lo)),
+                                builder.shuffle_vector(args[0], args[1], ir.Constant(idx, hi)))
+        return x(x, y), codegen
+    return pair_sums
+
+
+_pairs16, _pairs8, _pairs4, _pairs2 = (_pair_sums(g) for g in (16, 8, 4, 2))
 
 
 @numba.extending.intrinsic
@@ -379,16 +430,28 @@ def _vtuple(typingctx, v):
 
 
 if numba.config.DISABLE_JIT:
-    def vload8(a, k):
-        """a[k : k + 8], as one vector."""
-        return a[k:k + 8].copy()
+    def vload16(a, k):
+        """a[k : k + 16], as one vector."""
+        return a[k:k + 16].copy()
 
-    def vfma8v(acc, a, v):
+    def vload16_first(a, k, count):
+        """a[k : k + count] and 16 - count zeros, as one vector; a[k + count:] is not read."""
+        v = np.zeros(16, a.dtype)
+        v[:count] = a[k:k + count]
+        return v
+
+    def vfmav(acc, a, v):
         """acc + a * v, lane by lane, one fused multiply-add each."""
         return acc + a * v
 
-    def vtuple8(v):
-        """The 8 lanes of v as a tuple."""
+    def _py_pair_sums(g):
+        lo, hi = _halves(g)
+        return lambda x, y: np.concatenate((x, y))[lo] + np.concatenate((x, y))[hi]
+
+    vpairs16, vpairs8, vpairs4, vpairs2 = (_py_pair_sums(g) for g in (16, 8, 4, 2))
+
+    def vtuple16(v):
+        """The 16 lanes of v as a tuple."""
         return tuple(v)
 
     def vloadL(a, k):
@@ -404,18 +467,43 @@ if numba.config.DISABLE_JIT:
         return acc + p * v
 else:
     @njit()
-    def vload8(a, k):
-        """a[k : k + 8], as one vector."""
-        return _vload8(a, k)
+    def vload16(a, k):
+        """a[k : k + 16], as one vector."""
+        return _vload16(a, k)
 
     @njit()
-    def vfma8v(acc, a, v):
+    def vload16_first(a, k, count):
+        """a[k : k + count] and 16 - count zeros, as one vector (a masked load: a[k + count:] is not read)."""
+        return _vload16_first(a, k, count)
+
+    @njit()
+    def vfmav(acc, a, v):
         """acc + a * v, lane by lane, one fused multiply-add each."""
         return _vfmav(acc, a, v)
 
     @njit()
-    def vtuple8(v):
-        """The 8 lanes of v as a tuple."""
+    def vpairs16(x, y):
+        """Two pixels' 16 partial sums (x, y) folded once: lane l < 8 is x[l] + x[l+8], lane 8 + l is y[l] + y[l+8]."""
+        return _pairs16(x, y)
+
+    @njit()
+    def vpairs8(x, y):
+        """Four pixels' 8 partial sums (two each in x, y) folded to 4: each pixel's s[l] + s[l+4], l < 4."""
+        return _pairs8(x, y)
+
+    @njit()
+    def vpairs4(x, y):
+        """Eight pixels' 4 partial sums (four each in x, y) folded to 2: each pixel's s[l] + s[l+2], l < 2."""
+        return _pairs4(x, y)
+
+    @njit()
+    def vpairs2(x, y):
+        """Sixteen pixels' 2 partial sums (eight each in x, y) added: lane p is pixel p's s[0] + s[1]."""
+        return _pairs2(x, y)
+
+    @njit()
+    def vtuple16(v):
+        """The 16 lanes of v as a tuple."""
         return _vtuple(v)
 
     @njit()

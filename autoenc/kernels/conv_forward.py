@@ -17,8 +17,8 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fmadd, hsum8x8, load8, load16, loadL, next_pixel, scatter8,
-                                    store8, storev, vfma8v, vload8, vtuple8)
+from autoenc.kernels.blocks import (LANES, at, fma8, fmadd, load8, load16, loadL, next_pixel, store8, storev, vfmav,
+                                    vload16, vload16_first, vpairs2, vpairs4, vpairs8, vpairs16, vtuple16)
 from autoenc.kernels.config import FASTMATH, njit
 from autoenc.kernels.padding import _pad_into_samples, pad_naive
 from autoenc.threads import parallel_for
@@ -223,44 +223,82 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     storev(yf, o + 7 * cout, a7, relu)
 
 
+@njit()
+def _eight_pixels(r, c, b0, oh, ow, dx, rjump):
+    """The patch starts of the 8 output pixels from (row r, column c) on in raster order, b0 that of
+    the first (next_pixel steps from one to the next), and the row, column and patch start of the
+    pixel after them."""
+    r, c, b1 = next_pixel(r, c, b0, oh, ow, dx, rjump, 0)
+    r, c, b2 = next_pixel(r, c, b1, oh, ow, dx, rjump, 0)
+    r, c, b3 = next_pixel(r, c, b2, oh, ow, dx, rjump, 0)
+    r, c, b4 = next_pixel(r, c, b3, oh, ow, dx, rjump, 0)
+    r, c, b5 = next_pixel(r, c, b4, oh, ow, dx, rjump, 0)
+    r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
+    r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
+    r, c, b8 = next_pixel(r, c, b7, oh, ow, dx, rjump, 0)
+    return (b0, b1, b2, b3, b4, b5, b6, b7), r, c, b8
+
+
 @njit(fastmath=FASTMATH)
-def _forward_dot(xf, wf, bf, yf, starts, o, kh, row, row8, rstride, cout, relu, zeros8):
-    """8 output pixels x one channel of conv2d_forward: each pixel's patch (starting at ``starts``
-    in flat xp) dotted with wf = w[..., f] flat, 8 patch elements at a time (8-wide LLVM vectors: as
-    tuples, LLVM packed two pixels into one 16-wide register and shuffled, 1.5x slower); the
-    elements past the last multiple of 8 in a kernel row are gathered, 8 pixels at a time. Results go
-    to yf[o + j*cout]. The 8 lane sums of each pixel are added in the order of hsum8, for the 8 pixels
-    side by side."""
-    b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = vload8(zeros8, 0)
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    a4 = a0
-    a5 = a0
-    a6 = a0
-    a7 = a0
-    tail = load8(zeros8, 0)
-    for i in range(kh):
-        o_i = i * rstride
-        for m in range(0, row8, 8):
-            v = vload8(wf, i * row + m)
-            a0 = vfma8v(a0, vload8(xf, b0 + o_i + m), v)
-            a1 = vfma8v(a1, vload8(xf, b1 + o_i + m), v)
-            a2 = vfma8v(a2, vload8(xf, b2 + o_i + m), v)
-            a3 = vfma8v(a3, vload8(xf, b3 + o_i + m), v)
-            a4 = vfma8v(a4, vload8(xf, b4 + o_i + m), v)
-            a5 = vfma8v(a5, vload8(xf, b5 + o_i + m), v)
-            a6 = vfma8v(a6, vload8(xf, b6 + o_i + m), v)
-            a7 = vfma8v(a7, vload8(xf, b7 + o_i + m), v)
-        for k in range(o_i + row8, o_i + row):
-            tail = fma8(tail, wf[i * row + k - o_i], (xf[b0 + k], xf[b1 + k], xf[b2 + k], xf[b3 + k],
-                                                       xf[b4 + k], xf[b5 + k], xf[b6 + k], xf[b7 + k]))
-    h = hsum8x8(vtuple8(a0), vtuple8(a1), vtuple8(a2), vtuple8(a3), vtuple8(a4), vtuple8(a5), vtuple8(a6),
-                vtuple8(a7))
-    acc = (bf + (h[0] + tail[0]), bf + (h[1] + tail[1]), bf + (h[2] + tail[2]), bf + (h[3] + tail[3]),
-           bf + (h[4] + tail[4]), bf + (h[5] + tail[5]), bf + (h[6] + tail[6]), bf + (h[7] + tail[7]))
-    scatter8(yf, o, cout, acc, relu)
+def _dot_partials(xf, wv, starts, voffs, toffs, tail, z):
+    """The 16 lane sums of 8 output pixels' dot products with one output channel, folded once: pixel
+    j's patch starts at starts[j] in flat xp; lane l sums, one fused multiply-add each and in this
+    order, xf[starts[j] + voffs[e] + l] * wv[16*e + l] over the patch's whole 16-number vectors e,
+    then the first ``tail`` numbers from xf[starts[j] + toffs[t]] (each kernel row's last ones,
+    read by a masked load) times wv[16*(voffs.size + t) + l]. Returns 4 vectors: pixels (0, 1), (2,
+    3), (4, 5), (6, 7), each pixel's 8 lanes l + (l+8) (vpairs16). z: a zero vector."""
+    c0, c1, c2, c3, c4, c5, c6, c7 = starts
+    a0 = z
+    a1 = z
+    a2 = z
+    a3 = z
+    a4 = z
+    a5 = z
+    a6 = z
+    a7 = z
+    for e in range(voffs.size):
+        d = voffs[e]
+        v = vload16(wv, 16 * e)
+        a0 = vfmav(a0, vload16(xf, c0 + d), v)
+        a1 = vfmav(a1, vload16(xf, c1 + d), v)
+        a2 = vfmav(a2, vload16(xf, c2 + d), v)
+        a3 = vfmav(a3, vload16(xf, c3 + d), v)
+        a4 = vfmav(a4, vload16(xf, c4 + d), v)
+        a5 = vfmav(a5, vload16(xf, c5 + d), v)
+        a6 = vfmav(a6, vload16(xf, c6 + d), v)
+        a7 = vfmav(a7, vload16(xf, c7 + d), v)
+    for t in range(toffs.size):
+        d = toffs[t]
+        v = vload16(wv, 16 * (voffs.size + t))
+        a0 = vfmav(a0, vload16_first(xf, c0 + d, tail), v)
+        a1 = vfmav(a1, vload16_first(xf, c1 + d, tail), v)
+        a2 = vfmav(a2, vload16_first(xf, c2 + d, tail), v)
+        a3 = vfmav(a3, vload16_first(xf, c3 + d, tail), v)
+        a4 = vfmav(a4, vload16_first(xf, c4 + d, tail), v)
+        a5 = vfmav(a5, vload16_first(xf, c5 + d, tail), v)
+        a6 = vfmav(a6, vload16_first(xf, c6 + d, tail), v)
+        a7 = vfmav(a7, vload16_first(xf, c7 + d, tail), v)
+    return vpairs16(a0, a1), vpairs16(a2, a3), vpairs16(a4, a5), vpairs16(a6, a7)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_dot16(xf, wv, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu, z):
+    """16 output pixels x one channel of conv2d_forward, for the channels left over by the blocks
+    (cout % 8, a one-channel output): each pixel's patch dotted with the channel's kernel, wv =
+    w[..., f] as whole vectors and kernel-row tails (:func:`_dot_partials`, 8 pixels at a time: their
+    patches start at lo, then hi). Each pixel's 16 lane sums are added pairwise in a fixed order (l +
+    (l+8), then + 4, + 2, + 1: vpairs16 ... vpairs2, which add them for 16 pixels with shuffles and 4
+    vector adds), then bf. Results go to yf[o + p*cout], p < 16 (one vector store when cout is 1)."""
+    s0, s1, s2, s3 = _dot_partials(xf, wv, lo, voffs, toffs, tail, z)
+    s4, s5, s6, s7 = _dot_partials(xf, wv, hi, voffs, toffs, tail, z)
+    h = vtuple16(vpairs2(vpairs4(vpairs8(s0, s1), vpairs8(s2, s3)), vpairs4(vpairs8(s4, s5), vpairs8(s6, s7))))
+    v = (bf + h[0], bf + h[1], bf + h[2], bf + h[3], bf + h[4], bf + h[5], bf + h[6], bf + h[7], bf + h[8],
+         bf + h[9], bf + h[10], bf + h[11], bf + h[12], bf + h[13], bf + h[14], bf + h[15])
+    if cout == 1:
+        storev(yf, o, v, relu)
+    else:
+        for p in range(16):
+            yf[o + p * cout] = max(v[p], 0) if relu else v[p]
 
 
 def conv2d_forward(xp, w, b, sh, sw, act, y):
@@ -357,28 +395,33 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     offs = np.empty(kh * row if ft > 0 else 0, np.int64)
     for e in range(offs.size):
         offs[e] = (e // row) * rstride + e % row
-    row8 = row - row % 8
-    wl = np.empty((cout - f8, kh * row), dtype=w.dtype)  # wl[f - f8] = w[..., f], flat
-    for e in range(kh * row):
-        for f in range(f8, cout):
-            wl[f - f8, e] = wm[e, f]
-    zeros8 = np.zeros(8, dtype=y.dtype)
+    # channels left over (cout % 8): 16 pixels at a time in _forward_dot16, over each kernel row's
+    # whole 16-number vectors (at voffs in a patch) and its last `tail` numbers (at toffs), with
+    # wv[f - f8] the kernel of channel f laid out alike (zeros past each tail)
+    nfull, tail = row // 16, row % 16
+    voffs = np.empty(kh * nfull, np.int64)
+    toffs = np.empty(kh if tail > 0 else 0, np.int64)
+    wv = np.zeros((cout - f8, 16 * (voffs.size + toffs.size)), dtype=w.dtype)
+    for f in range(f8, cout):
+        for e in range(voffs.size):
+            i, m = e // nfull, 16 * (e % nfull)
+            voffs[e] = i * rstride + m
+            for l in range(16):
+                wv[f - f8, 16 * e + l] = wm[i * row + m + l, f]
+        for t in range(toffs.size):
+            toffs[t] = t * rstride + 16 * nfull
+            for l in range(tail):
+                wv[f - f8, 16 * (voffs.size + t) + l] = wm[t * row + 16 * nfull + l, f]
+    zeros16 = vload16(np.zeros(16, dtype=y.dtype), 0)
     for s in range(lo, hi):
         if x.shape[0] > 0:
             _pad_into_samples(s, s + 1, x, pt, pl, xp)
         xs, ys = s * hp * rstride, 0 if phased else s * npix * cout
-        for blk in range((npix + 7) // 8 if npix >= 8 else 0):
+        for blk in range((npix + 7) // 8 if npix >= 8 and f8 > 0 else 0):
             q = min(8 * blk, npix - 8)
             r, c = q // ow, q % ow   # then step along the raster, without dividing
-            b0 = xs + r * sh * rstride + c * dx
-            r, c, b1 = next_pixel(r, c, b0, oh, ow, dx, rjump, 0)
-            r, c, b2 = next_pixel(r, c, b1, oh, ow, dx, rjump, 0)
-            r, c, b3 = next_pixel(r, c, b2, oh, ow, dx, rjump, 0)
-            r, c, b4 = next_pixel(r, c, b3, oh, ow, dx, rjump, 0)
-            r, c, b5 = next_pixel(r, c, b4, oh, ow, dx, rjump, 0)
-            r, c, b6 = next_pixel(r, c, b5, oh, ow, dx, rjump, 0)
-            r, c, b7 = next_pixel(r, c, b6, oh, ow, dx, rjump, 0)
-            starts = (b0, b1, b2, b3, b4, b5, b6, b7)
+            starts, _, _, _ = _eight_pixels(r, c, xs + r * sh * rstride + c * dx, oh, ow, dx, rjump)
+            b0, b1, b2, b3, b4, b5, b6, b7 = starts
             for f0 in range(0, f32, 32):  # 8 pixels x 32 channels (AVX-512 only)
                 _forward_block32_or_none(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout,
                                          relu)
@@ -424,13 +467,18 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
                 store8(yf, o + 5 * cout, a5, relu)
                 store8(yf, o + 6 * cout, a6, relu)
                 store8(yf, o + 7 * cout, a7, relu)
-            for f in range(f8, cout):   # channels left over, one at a time
-                _forward_dot(xf, wl[f - f8], b[f], yf, starts, ys + q * cout + f, kh, row, row8, rstride, cout,
-                             relu, zeros8)
-        # fewer than 8 output pixels: one output at a time
-        for q in range(npix if npix < 8 else 0):
+        for blk in range((npix + 15) // 16 if npix >= 16 and f8 < cout else 0):   # channels left over
+            q = min(16 * blk, npix - 16)
+            r, c = q // ow, q % ow
+            first8, r, c, b8 = _eight_pixels(r, c, xs + r * sh * rstride + c * dx, oh, ow, dx, rjump)
+            next8, _, _, _ = _eight_pixels(r, c, b8, oh, ow, dx, rjump)
+            for f in range(f8, cout):
+                _forward_dot16(xf, wv[f - f8], b[f], yf, first8, next8, ys + q * cout + f, cout, voffs, toffs, tail,
+                               relu, zeros16)
+        # fewer than 8 output pixels (fewer than 16, for the channels left over): one output at a time
+        for q in range(npix if npix < 16 else 0):
             bq = xs + _patch_start(q, ow, sh, rstride, dx)
-            for f in range(cout):
+            for f in range(0 if npix < 8 else f8, cout):
                 acc = b[f]
                 for i in range(kh):
                     for k in range(row):
