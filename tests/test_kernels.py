@@ -519,3 +519,23 @@ def test_exp_nonpositive_relative_error():
     assert np.max(np.abs(e - np.exp(x)) / np.exp(x)) < 3e-13
     assert elementwise._exp_nonpositive(0.0) == 1.0
     assert np.isnan(elementwise._exp_nonpositive(np.nan))
+
+
+@pytest.mark.parametrize("shape, dtype", [((3, 30, 30, 16), np.float32), ((5, 7), np.float64), ((0, 4), np.float32),
+                                          ((13,), np.int8), ((), np.float32)])
+def test_work_arrays_start_on_a_cache_line(shape, dtype):
+    """workspace.aligned and Workspace.array: C-contiguous arrays of the shape and dtype asked, zeros when
+    asked, whose data starts at a multiple of 64 bytes (NumPy's own start 16 bytes into a line here), each
+    with memory of its own."""
+    from autoenc.kernels.workspace import ALIGN, Workspace, aligned
+    assert ALIGN == 64
+    ws = Workspace()
+    arrays = [aligned(shape, dtype), aligned(shape, dtype, zeros=True), ws.array("a", shape, dtype),
+              ws.array("b", shape, dtype, zeros=True)]
+    for a in arrays:
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % 64 == 0 or a.size == 0   # an empty array's pointer is NumPy's choice
+    assert not arrays[1].any() and not arrays[3].any()
+    arrays[0][...] = 1
+    assert not any(np.shares_memory(arrays[0], b) for b in arrays[1:])
+    assert ws.array("a", shape, dtype) is arrays[2]

@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from autoenc import activations, initializers, regularizers, utils
+from autoenc.kernels.workspace import aligned
 
 _name_counts = {}
 
@@ -259,11 +260,11 @@ class Layer:
 
     def _buffer(self, key, shape, zeros=False, dtype=None):
         """A work array of ``shape`` (and ``dtype``, the layer's by default) kept for reuse; reallocated
-        only when the shape changes."""
+        only when the shape changes. Its data starts on a cache line (workspace.aligned)."""
         dtype = self.dtype if dtype is None else dtype
         buf = self._buffers.get(key)
         if buf is None or buf.shape != shape:
-            buf = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
+            buf = aligned(shape, dtype, zeros)
             self._buffers[key] = buf
         return buf
 

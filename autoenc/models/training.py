@@ -22,6 +22,7 @@ from autoenc import losses as losses_module
 from autoenc import metrics as metrics_module
 from autoenc import optimizers as optimizers_module
 from autoenc import threads, utils, warmup
+from autoenc.kernels.workspace import aligned
 from autoenc.models import inference
 
 
@@ -456,7 +457,7 @@ class Trainer:
         arrays = list(xs) + ([] if y is None else [y])
         shapes = [(len(index),) + a.shape[1:] for a in arrays]
         if bufs is None or [b.shape for b in bufs] != shapes:
-            bufs = self._batch_buffers = [np.empty(s, self.dtype) for s in shapes]
+            bufs = self._batch_buffers = [aligned(s, self.dtype) for s in shapes]
         for a, b in zip(arrays, bufs):
             np.take(a, index, axis=0, out=b)
         return bufs[:len(xs)], None if y is None else bufs[-1]
