@@ -17,11 +17,11 @@ ODD_CASES = [
     (9, 11, 3, 17, 4, 2, 2, 3, "same"),
     (9, 11, 17, 3, 5, 1, 3, 2, "valid"),
     (5, 3, 1, 1, 1, 1, 1, 1, "valid"),
-    (13, 12, 16, 8, 2, 4, 1, 2, "same"),
+    (13, 12, 16, 8, 2, 4, 1, 2, "same"),  # 8 channels by pairs of patch elements, rows of 64
     (6, 7, 8, 16, 5, 5, 1, 1, "same"),
     (3, 2, 17, 1, 3, 3, 1, 1, "same"),    # fewer than 8 output pixels
     (10, 10, 1, 3, 1, 2, 3, 1, "valid"),  # fewer than 8 patch elements
-    (8, 9, 3, 8, 3, 3, 2, 2, "valid"),
+    (8, 9, 3, 8, 3, 3, 2, 2, "valid"),    # patch rows of 9: 8 channels not by pairs of elements (odd rows)
     (7, 7, 8, 9, 3, 3, 1, 1, "same"),     # odd pixel count, an odd number of weight-gradient blocks, 1 channel left
 ]
 
@@ -277,7 +277,8 @@ for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"
                                               (9, 11, 3, 17, 4, 2, 2, 3, "same"), (33, 33, 3, 253, 3, 3, 1, 1, "same"),
                                               (6, 7, 64, 48, 3, 3, 1, 1, "same"), (5, 5, 8, 64, 2, 2, 1, 1, "valid"),
                                               (5, 6, 32, 40, 3, 3, 2, 1, "same"), (7, 8, 24, 1, 3, 3, 2, 1, "valid"),
-                                              (6, 7, 5, 3, 3, 3, 1, 1, "same")]:
+                                              (6, 7, 5, 3, 3, 3, 1, 1, "same"), (7, 7, 8, 8, 3, 3, 1, 1, "same"),
+                                              (6, 5, 16, 24, 3, 3, 1, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
@@ -369,7 +370,7 @@ def test_masked_load_and_pair_sums():
 
     @numba.njit
     def first(a, k, count):
-        return blocks.vtuple16(blocks.vload16_first(a, k, count))
+        return blocks.vtuple(blocks.vload16_first(a, k, count))
 
     a = np.arange(1, 21, dtype=np.float32)
     assert first(a, 17, 3) == (18, 19, 20) + (0,) * 13
@@ -386,7 +387,7 @@ def test_masked_load_and_pair_sums():
         t1 = blocks.vpairs8(pair(v, 4), pair(v, 6))
         t2 = blocks.vpairs8(pair(v, 8), pair(v, 10))
         t3 = blocks.vpairs8(pair(v, 12), pair(v, 14))
-        return blocks.vtuple16(blocks.vpairs2(blocks.vpairs4(t0, t1), blocks.vpairs4(t2, t3)))
+        return blocks.vtuple(blocks.vpairs2(blocks.vpairs4(t0, t1), blocks.vpairs4(t2, t3)))
 
     v = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32) * np.float32(1e3) ** np.arange(
         -2, 2, 0.25, dtype=np.float32)   # magnitudes apart, so that another order gives other bits

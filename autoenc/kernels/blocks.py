@@ -381,6 +381,21 @@ _pairs16, _pairs8, _pairs4, _pairs2 = (_pair_sums(g) for g in (16, 8, 4, 2))
 
 
 @numba.extending.intrinsic
+def _vload_pair16(typingctx, a, k):
+    if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer)):
+        return None
+    vt = Vec(a.dtype, 16)
+
+    def codegen(context, builder, sig, args):
+        two = ir.VectorType(context.get_value_type(a.dtype), 2)
+        align = context.get_abi_sizeof(context.get_data_type(a.dtype))
+        pair = builder.load(_vec_pointer(context, builder, sig.args[0], args[0], args[1], two), align=align)
+        return builder.shuffle_vector(pair, ir.Constant(two, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), 16), [0, 1] * 8))
+    return vt(a, k), codegen
+
+
+@numba.extending.intrinsic
 def _vstore(typingctx, a, k, v):
     if not (isinstance(a, numba.types.Array) and isinstance(k, numba.types.Integer) and isinstance(v, Vec)):
         return None
@@ -450,9 +465,13 @@ if numba.config.DISABLE_JIT:
 
     vpairs16, vpairs8, vpairs4, vpairs2 = (_py_pair_sums(g) for g in (16, 8, 4, 2))
 
-    def vtuple16(v):
-        """The 16 lanes of v as a tuple."""
+    def vtuple(v):
+        """The lanes of v as a tuple."""
         return tuple(v)
+
+    def vload_pair16(a, k):
+        """(a[k], a[k+1]) 8 times over, as one vector."""
+        return np.tile(a[k:k + 2], 8)
 
     def vloadL(a, k):
         """a[k : k + LANES], as one vector."""
@@ -502,9 +521,14 @@ else:
         return _pairs2(x, y)
 
     @njit()
-    def vtuple16(v):
-        """The 16 lanes of v as a tuple."""
+    def vtuple(v):
+        """The lanes of v as a tuple."""
         return _vtuple(v)
+
+    @njit()
+    def vload_pair16(a, k):
+        """(a[k], a[k+1]) 8 times over, as one vector (one 64-bit broadcast load)."""
+        return _vload_pair16(a, k)
 
     @njit()
     def vloadL(a, k):

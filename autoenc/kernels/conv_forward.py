@@ -18,7 +18,7 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 import numpy as np
 
 from autoenc.kernels.blocks import (LANES, at, fma8, fmadd, load8, load16, loadL, next_pixel, store8, storev, vfmav,
-                                    vload16, vload16_first, vpairs2, vpairs4, vpairs8, vpairs16, vtuple16)
+                                    vload16, vload16_first, vload_pair16, vpairs2, vpairs4, vpairs8, vpairs16, vtuple)
 from autoenc.kernels.config import FASTMATH, njit
 from autoenc.kernels.padding import _pad_into_samples, pad_naive
 from autoenc.threads import parallel_for
@@ -51,10 +51,14 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # 16 or 8 scalars, which LLVM keeps in vector registers (blocks.LANES: 16 float32 in an AVX-512
 # register, 8 in an AVX2 one). With 16 lanes the channels go 32 at a time (16 accumulators: per
 # patch element 2 vector loads of w and 8 broadcasts of x feed 16 multiply-adds), then 16, then 8;
-# with 8 lanes all 8 at a time. Channels left over after that (cout % 8, e.g. a single-channel
-# output) are dot products of each pixel's patch with w[..., f], 8 patch elements per vector.
-# Each output of a block is b[f], then one fused multiply-add per patch element in patch order, so
-# the result depends neither on the number of threads nor on the block width or vector width. The
+# with 8 lanes all 8 at a time. The 8 channels past the last multiple of 16 go by pairs of patch
+# elements where a patch row is even (_forward_pairs: 8 channels x 2 elements fill a 512-bit
+# register). Channels left over after that (cout % 8, e.g. a single-channel output) are dot
+# products of each pixel's patch with w[..., f], 16 pixels and 16 patch elements at a time.
+# Each output of a block is b[f], then one fused multiply-add per patch element in patch order
+# (pairs: the even elements' sum from b[f] plus the odd ones' from zero; dot products: 16 lane sums
+# added pairwise in a fixed order), so the result depends neither on the number of threads nor on
+# the block width or vector width. The
 # 32- and 16-wide blocks call blocks.fused_madd, always fused: left to contract a*v + acc itself,
 # LLVM tuned for this CPU left 2 of the 8 pixels of a 16-wide block unfused (a last-bit difference).
 # A block at the right edge overlaps the previous one instead of running past it (the overlapped
@@ -223,6 +227,89 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     storev(yf, o + 7 * cout, a7, relu)
 
 
+@njit(fastmath=FASTMATH)
+def _pair_store(yf, o, a, relu):
+    """yf[o + c] = a[2c] + a[2c + 1] (max(., 0) when relu), c < 8: the even and odd sums of
+    :func:`_forward_pairs8` added."""
+    t = vtuple(a)
+    store8(yf, o, (t[0] + t[1], t[2] + t[3], t[4] + t[5], t[6] + t[7], t[8] + t[9], t[10] + t[11], t[12] + t[13],
+                   t[14] + t[15]), relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_pairs8(xf, wq, bz, yf, starts, o, kh, half, rstride, cout, relu):
+    """8 output pixels x 8 channels of conv2d_forward, summed by pairs of patch elements: lane 2c + e of
+    a 16-number vector sums channel c's products with the patch elements 2m + e (e = 0, 1), so that 8
+    channels fill a 512-bit register. The pixels' patches start at ``starts`` in flat xp; each kernel
+    row has 2*half elements; wq[(i*half + m)*16 + 2c + e] is the kernel at element 2m + e of row i for
+    channel c; bz holds the bias in the even lanes and zeros in the odd. Channel c of pixel j is its
+    even sum (from the bias) + its odd sum (from zero), to yf[o + j*cout + c]."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    a0 = vload16(bz, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    a4 = a0
+    a5 = a0
+    a6 = a0
+    a7 = a0
+    for i in range(kh):
+        d = i * rstride
+        for m in range(half):
+            v = vload16(wq, (i * half + m) * 16)
+            e = d + 2 * m
+            a0 = vfmav(a0, vload_pair16(xf, b0 + e), v)
+            a1 = vfmav(a1, vload_pair16(xf, b1 + e), v)
+            a2 = vfmav(a2, vload_pair16(xf, b2 + e), v)
+            a3 = vfmav(a3, vload_pair16(xf, b3 + e), v)
+            a4 = vfmav(a4, vload_pair16(xf, b4 + e), v)
+            a5 = vfmav(a5, vload_pair16(xf, b5 + e), v)
+            a6 = vfmav(a6, vload_pair16(xf, b6 + e), v)
+            a7 = vfmav(a7, vload_pair16(xf, b7 + e), v)
+    _pair_store(yf, o, a0, relu)
+    _pair_store(yf, o + cout, a1, relu)
+    _pair_store(yf, o + 2 * cout, a2, relu)
+    _pair_store(yf, o + 3 * cout, a3, relu)
+    _pair_store(yf, o + 4 * cout, a4, relu)
+    _pair_store(yf, o + 5 * cout, a5, relu)
+    _pair_store(yf, o + 6 * cout, a6, relu)
+    _pair_store(yf, o + 7 * cout, a7, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_pairs4(xf, wq, bz, yf, b0, b1, b2, b3, o, kh, half, rstride, cout, relu):
+    """:func:`_forward_pairs8` for 4 pixels, whose patches start at b0..b3: the same sums, for AVX2,
+    where a 16-number vector is two registers (8 pixels' 16 would not fit in its 16)."""
+    a0 = vload16(bz, 0)
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    for i in range(kh):
+        d = i * rstride
+        for m in range(half):
+            v = vload16(wq, (i * half + m) * 16)
+            e = d + 2 * m
+            a0 = vfmav(a0, vload_pair16(xf, b0 + e), v)
+            a1 = vfmav(a1, vload_pair16(xf, b1 + e), v)
+            a2 = vfmav(a2, vload_pair16(xf, b2 + e), v)
+            a3 = vfmav(a3, vload_pair16(xf, b3 + e), v)
+    _pair_store(yf, o, a0, relu)
+    _pair_store(yf, o + cout, a1, relu)
+    _pair_store(yf, o + 2 * cout, a2, relu)
+    _pair_store(yf, o + 3 * cout, a3, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_pairs_by_4(xf, wq, bz, yf, starts, o, kh, half, rstride, cout, relu):
+    """:func:`_forward_pairs8` as two calls of :func:`_forward_pairs4` (AVX2)."""
+    b0, b1, b2, b3, b4, b5, b6, b7 = starts
+    _forward_pairs4(xf, wq, bz, yf, b0, b1, b2, b3, o, kh, half, rstride, cout, relu)
+    _forward_pairs4(xf, wq, bz, yf, b4, b5, b6, b7, o + 4 * cout, kh, half, rstride, cout, relu)
+
+
+_forward_pairs = _forward_pairs8 if LANES == 16 else _forward_pairs_by_4
+
+
 @njit()
 def _eight_pixels(r, c, b0, oh, ow, dx, rjump):
     """The patch starts of the 8 output pixels from (row r, column c) on in raster order, b0 that of
@@ -291,7 +378,7 @@ def _forward_dot16(xf, wv, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu, z)
     vector adds), then bf. Results go to yf[o + p*cout], p < 16 (one vector store when cout is 1)."""
     s0, s1, s2, s3 = _dot_partials(xf, wv, lo, voffs, toffs, tail, z)
     s4, s5, s6, s7 = _dot_partials(xf, wv, hi, voffs, toffs, tail, z)
-    h = vtuple16(vpairs2(vpairs4(vpairs8(s0, s1), vpairs8(s2, s3)), vpairs4(vpairs8(s4, s5), vpairs8(s6, s7))))
+    h = vtuple(vpairs2(vpairs4(vpairs8(s0, s1), vpairs8(s2, s3)), vpairs4(vpairs8(s4, s5), vpairs8(s6, s7))))
     v = (bf + h[0], bf + h[1], bf + h[2], bf + h[3], bf + h[4], bf + h[5], bf + h[6], bf + h[7], bf + h[8],
          bf + h[9], bf + h[10], bf + h[11], bf + h[12], bf + h[13], bf + h[14], bf + h[15])
     if cout == 1:
@@ -310,8 +397,9 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     Optimizations: samples in pieces on threads (threads.parallel_for); no im2col buffer: a patch
     row is kw*cin contiguous numbers of xp; 8 output pixels (raster order, across rows) x 32
     channels summed in 16 vector registers (AVX-512), two w vectors and 8 broadcasts per 16 fused
-    multiply-adds, then 16 channels in 8 registers, then 8 (every block, with AVX2); channels left
-    over (cout % 8) as 8 dot products along the patch, 8 elements per vector; patch rows under 8
+    multiply-adds, then 16 channels in 8 registers, then 8 (every block, with AVX2), the 8 past a
+    multiple of 16 by pairs of patch elements (8 channels x 2 elements a register); channels left
+    over (cout % 8) as dot products along the patch, 16 pixels x 16 elements at a time; patch rows under 8
     numbers (one or two input channels) one loop over the patch, LANES channels at a time; bias and
     ReLU fused into one vector store per pixel and register; each output summed in a fixed order
     (identical for any number of threads and either vector width).
@@ -413,6 +501,17 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
             for l in range(tail):
                 wv[f - f8, 16 * (voffs.size + t) + l] = wm[t * row + 16 * nfull + l, f]
     zeros16 = vload16(np.zeros(16, dtype=y.dtype), 0)
+    # the 8 channels past the last multiple of 16 (cout % 16 >= 8), on patch rows of an even number of
+    # 8 or more: by pairs of patch elements (_forward_pairs), wq and bz laid out as it reads them
+    fp = cout - cout % 16 if cout % 16 >= 8 and row >= 8 and row % 2 == 0 else -1
+    half = row // 2
+    wq = np.empty(16 * kh * half if fp >= 0 else 0, dtype=w.dtype)
+    bz = np.zeros(16, dtype=w.dtype)
+    for c in range(8 if fp >= 0 else 0):
+        for e in range(kh * half):
+            wq[16 * e + 2 * c] = wm[2 * e, fp + c]
+            wq[16 * e + 2 * c + 1] = wm[2 * e + 1, fp + c]
+        bz[2 * c] = b[fp + c]
     for s in range(lo, hi):
         if x.shape[0] > 0:
             _pad_into_samples(s, s + 1, x, pt, pl, xp)
@@ -430,10 +529,13 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
             for f0 in range(0, ft, LANES):  # short patch rows: 8 pixels x LANES channels
                 _forward_taps(xf, wf, b, yf, starts, offs, f0, ys + q * cout + f0, cout, relu)
             for f0 in range(max(f16, ft), f8 if LANES == 8 else 0, 8):  # 8 pixels x 8 channels (AVX2)
-                _forward_blockL(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
-            # 8 pixels x 8 channels with AVX-512: inline, on tuples of 8 (in a function of their own,
-            # LLVM split these accumulators in halves there)
-            for f0 in range(max(f16, ft), f8 if LANES == 16 else 0, 8):
+                if f0 != fp:
+                    _forward_blockL(xf, wf, b, yf, starts, f0, ys + q * cout + f0, kh, row, rstride, cout, relu)
+            if fp >= 0:   # 8 pixels x 8 channels by pairs of patch elements
+                _forward_pairs(xf, wq, bz, yf, starts, ys + q * cout + fp, kh, half, rstride, cout, relu)
+            # 8 pixels x 8 channels with AVX-512 where a patch row is odd: inline, on tuples of 8 (in a
+            # function of their own, LLVM split these accumulators in halves there)
+            for f0 in range(max(f16, ft), f8 if LANES == 16 and fp < 0 else 0, 8):
                 a0 = load8(b, f0)
                 a1 = a0
                 a2 = a0
