@@ -12,8 +12,9 @@ AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of help
   and one vector store. With 16-tuples LLVM's own code was not good enough: this CPU's LLVM target
   prefers 256-bit vectors, left some multiply-adds unfused and split the stores into lanes;
 - :class:`Vec`, one LLVM vector value of LANES numbers (:func:`vloadL`, :func:`vfmaL`,
-  :func:`vstoreL`), or of 8 (:func:`vload8`, :func:`vfma8v`, :func:`vtuple8`), which a loop carries in
-  one register.
+  :func:`vstoreL`), or of 16 in every build (:func:`vload16`, :func:`vload16_first`,
+  :func:`vload_pair16`, :func:`vfmav`, the pairwise sums :func:`vpairs16` ... :func:`vpairs2`), which
+  a loop carries in one register (two with AVX2).
 
 Indices are unsigned where that lets LLVM see neighbouring loads as one vector load. Every helper
 is tiny and inlined into the kernels; under NUMBA_DISABLE_JIT=1 plain Python stands in for the
@@ -178,33 +179,6 @@ def add8(a, b):
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6], a[7] + b[7])
 
 
-@njit(fastmath=FASTMATH)
-def hsum8(a):
-    """a[0] + ... + a[7] of an 8-tuple, summed pairwise in a fixed order."""
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
-
-
-@njit(fastmath=FASTMATH)
-def hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7):
-    """(hsum8(a0), ..., hsum8(a7)): the 8 sums in the order of hsum8, computed side by side (three
-    rounds of pairwise adds across the 8 tuples, which LLVM turns into shuffles and vector adds)."""
-    h01 = (a0[0] + a0[1], a0[2] + a0[3], a1[0] + a1[1], a1[2] + a1[3], a0[4] + a0[5], a0[6] + a0[7], a1[4] + a1[5],
-           a1[6] + a1[7])
-    h23 = (a2[0] + a2[1], a2[2] + a2[3], a3[0] + a3[1], a3[2] + a3[3], a2[4] + a2[5], a2[6] + a2[7], a3[4] + a3[5],
-           a3[6] + a3[7])
-    h45 = (a4[0] + a4[1], a4[2] + a4[3], a5[0] + a5[1], a5[2] + a5[3], a4[4] + a4[5], a4[6] + a4[7], a5[4] + a5[5],
-           a5[6] + a5[7])
-    h67 = (a6[0] + a6[1], a6[2] + a6[3], a7[0] + a7[1], a7[2] + a7[3], a6[4] + a6[5], a6[6] + a6[7], a7[4] + a7[5],
-           a7[6] + a7[7])
-    # q0[p] = (l0+l1)+(l2+l3) of pixel p < 4, q0[4+p] = (l4+l5)+(l6+l7); q1 likewise for pixels 4..7
-    q0 = (h01[0] + h01[1], h01[2] + h01[3], h23[0] + h23[1], h23[2] + h23[3], h01[4] + h01[5], h01[6] + h01[7],
-          h23[4] + h23[5], h23[6] + h23[7])
-    q1 = (h45[0] + h45[1], h45[2] + h45[3], h67[0] + h67[1], h67[2] + h67[3], h45[4] + h45[5], h45[6] + h45[7],
-          h67[4] + h67[5], h67[6] + h67[7])
-    return (q0[0] + q0[4], q0[1] + q0[5], q0[2] + q0[6], q0[3] + q0[7], q1[0] + q1[4], q1[1] + q1[5], q1[2] + q1[6],
-            q1[3] + q1[7])
-
-
 @njit()
 def where_positive8(v, y, zero):
     """v[q] where y[q] > 0, else zero, over 8-tuples."""
@@ -247,13 +221,6 @@ def store8(out, k, v, relu):
 # LANES numbers as a tuple, for kernels written once for both vector widths: a jitted caller binds
 # the name when it compiles, so an AVX2 build compiles only the 8-wide helper.
 loadL = load16 if LANES == 16 else load8
-
-
-@njit()
-def scatter8(out, k, step, v, relu):
-    """out[k + q*step] = v[q] for q < 8, or max(v[q], 0) when relu."""
-    for q in range(8):
-        out[k + q * step] = max(v[q], 0) if relu else v[q]
 
 
 @njit()
