@@ -489,15 +489,17 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     nfull, tail = row // 16, row % 16
     voffs = np.empty(kh * nfull, np.int64)
     toffs = np.empty(kh if tail > 0 else 0, np.int64)
+    for e in range(voffs.size):
+        voffs[e] = (e // nfull) * rstride + 16 * (e % nfull)
+    for t in range(toffs.size):
+        toffs[t] = t * rstride + 16 * nfull
     wv = np.zeros((cout - f8, 16 * (voffs.size + toffs.size)), dtype=w.dtype)
     for f in range(f8, cout):
         for e in range(voffs.size):
-            i, m = e // nfull, 16 * (e % nfull)
-            voffs[e] = i * rstride + m
+            k = (e // nfull) * row + 16 * (e % nfull)   # the vector's first element in the patch
             for l in range(16):
-                wv[f - f8, 16 * e + l] = wm[i * row + m + l, f]
+                wv[f - f8, 16 * e + l] = wm[k + l, f]
         for t in range(toffs.size):
-            toffs[t] = t * rstride + 16 * nfull
             for l in range(tail):
                 wv[f - f8, 16 * (voffs.size + t) + l] = wm[t * row + 16 * nfull + l, f]
     zeros16 = vload16(np.zeros(16, dtype=y.dtype), 0)
