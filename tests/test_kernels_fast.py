@@ -284,6 +284,23 @@ for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"
     b = rng.standard_normal(cout).astype(np.float32)
     for a in run_all(x, w, b, sh, sw, pad):
         digest.update(a.tobytes())
+# upsampled convolutions by their phases: channels of one phase per vector (stored straight into the
+# output) or not (through one sample of q): 8 channels are the one with AVX2, the other with AVX-512
+from autoenc.kernels.conv_forward import conv2d_forward_phases
+from autoenc.kernels.upsample_conv import phase_kernel, phase_offsets
+for h, wd, cin, cout, pad in [(7, 7, 8, 8, "same"), (14, 14, 8, 16, "same"), (5, 6, 3, 16, "valid"),
+                              (4, 9, 16, 32, "same"), (3, 5, 1, 24, "same"), (1, 3, 8, 16, "same"), (6, 4, 2, 5, "valid")]:
+    x = rng.standard_normal((5, h, wd, cin)).astype(np.float32)
+    wq = np.ascontiguousarray(phase_kernel(rng.standard_normal((3, 3, cin, cout)).astype(np.float32), pad))
+    bq = np.tile(rng.standard_normal(cout).astype(np.float32), 4)
+    p = 1 if pad == "same" else 0
+    xp = np.zeros((5, h + 2 * p, wd + 2 * p, cin), np.float32)
+    xp[:, p:p + h, p:p + wd] = x
+    z = np.empty((5, 2 * (h + p - 1), 2 * (wd + p - 1), cout), np.float32)
+    (base, step), _ = phase_offsets(pad)
+    for act in (0, 1):
+        conv2d_forward_phases(x if p else x[:0], xp, wq, bq, act, base, step, z)
+        digest.update(z.tobytes())
 print(digest.hexdigest())
 """
 

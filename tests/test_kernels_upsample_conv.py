@@ -155,7 +155,12 @@ def test_fast_path_against_the_definition(shape, padding, dtype, rng):
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
-@pytest.mark.parametrize("shape", SHAPES + [(3, 1, 1, 2, 3), (2, 2, 9, 1, 12), (4, 3, 3, 16, 1)])
+# besides SHAPES: outputs of 16 and 32 channels (each vector one phase's, stored straight into z) on
+# odd grids, with one input channel (short patch rows) and with fewer than 8 phase pixels; 24 and 12
+# channels (through one sample of q with AVX-512)
+@pytest.mark.parametrize("shape", SHAPES + [(3, 1, 1, 2, 3), (2, 2, 9, 1, 12), (4, 3, 3, 16, 1), (3, 3, 5, 8, 32),
+                                   (2, 5, 3, 1, 16), (2, 1, 2, 8, 16), (2, 1, 3, 4, 16), (2, 4, 6, 16, 24),
+                                   (2, 6, 5, 32, 48)])
 def test_sample_by_sample_forward_is_the_phase_convolution_then_interleave(shape, padding, rng):
     """conv2d_forward_phases (pad, phase convolution and interleave, one sample at a time) gives the
     bits of the two passes over the whole batch: conv2d_forward into q, then phase_interleave."""
