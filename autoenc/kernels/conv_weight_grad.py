@@ -466,12 +466,12 @@ def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
 
 @njit()
 def _no_dw(*args):
-    """Stands in for :func:`_dw_taps`, :func:`_dw_vectors9` and :func:`_dw_wide` where vectors hold 8
-    float32 (never called there)."""
+    """Stands in for :func:`_dw_vectors9`, :func:`_dw_vectors9x3` and :func:`_dw_wide` where vectors
+    hold 8 float32 (never called there)."""
 
 
-# groups of 9 and 16 vector accumulators: AVX-512 only (see conv2d_backward_kernel_chunks); AVX2 compiles none
-_dw_taps_or_none = _dw_taps if LANES == 16 else _no_dw
+# groups of 9 vectors 16 wide, 27 and 18 accumulators: AVX-512 only (see conv2d_backward_kernel_chunks);
+# AVX2 compiles none
 _dw_vectors9_or_none = _dw_vectors9 if LANES == 16 else _no_dw
 _dw_vectors9x3_or_none = _dw_vectors9x3 if LANES == 16 else _no_dw
 _dw_wide_or_none = _dw_wide if LANES == 16 else _no_dw
@@ -489,9 +489,9 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
     over (cout % 8) take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
     8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of
-    1 or 2) take groups of 9 patch elements x 16 channels with AVX-512 (a 3x3 kernel on one channel
-    is one group), summed straight into part; their other channels (all of them with AVX2) gather 8
-    patch elements x 8 channels, or x 1 channel.
+    1 or 2) take groups of 9 patch elements x LANES channels (16 with AVX-512, 8 with AVX2; a 3x3
+    kernel on one channel is one group), summed straight into part; their other channels gather 8
+    patch elements x 8 channels (with AVX-512, the 8 past a multiple of 16), or x 1 channel.
 
     Optimizations: fixed chunks of the batch on threads (threads.parallel_for), chunks added in
     order (identical for any number of threads, and for AVX2 and AVX-512 builds); no im2col buffer:
@@ -526,9 +526,9 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
     dyf = dy.reshape(n * oh * ow * cout)
     pf = part.reshape(nc * ke * cout)
     f8 = cout - cout % 8
-    # kernel rows under 8 numbers: channels 0..fl-1 in groups of 9 elements x 16 channels (AVX-512
-    # only: with AVX2's 16 vector registers LLVM takes 9 accumulators apart into scalars)
-    fl = cout - cout % 16 if LANES == 16 and row < 8 else 0
+    # kernel rows under 8 numbers: channels 0..fl-1 in groups of 9 elements x LANES channels (9 vector
+    # accumulators, one vector of dy per pixel: 11 of AVX2's 16 registers)
+    fl = cout - cout % LANES if row < 8 else 0
     ngt = (ke + 8) // 9 if fl > 0 else 0
     # kernel rows of 8 numbers or more, AVX-512: channels 0..fw-1 in groups of 9 patch elements
     # (a 3x3 kernel has 9*cin; otherwise the last group repeats the patch's last element) x 32
@@ -648,7 +648,7 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
                     p0 = pk + f0
                     dst = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
                            p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout, p0 + e8 * cout)
-                    _dw_taps_or_none(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump, sjump)
+                    _dw_taps(xf, dyf, pf, dst, offs9, mt, r, c, xs, ts + f0, cout, oh, ow, dx, rjump, sjump)
             # and their channels left over: blocks of 8 patch elements (gathered) x 8 channels, or x 1
             for blk in range(nblk):
                 e = min(8 * blk, ke - 8)
