@@ -170,6 +170,9 @@ WIDE_DW_CASES = [
     (1, 7, 9, 32, 128, 3, 3, 2, 1, "same"),   # one sample
     (2, 8, 8, 64, 64, 3, 3, 1, 1, "same"),
     (3, 6, 5, 1, 64, 3, 3, 1, 1, "valid"),    # rows of 3 (groups of 9 x 16 instead), 9 elements
+    (3, 8, 9, 16, 16, 3, 3, 1, 1, "same"),    # a 16-channel layer: groups of 9 elements x 16 channels (AVX-512)
+    (2, 9, 9, 3, 16, 3, 3, 1, 1, "same"),     # RGB to 16 channels: rows of 9, 27 elements, 3 groups
+    (2, 7, 7, 16, 56, 3, 3, 2, 1, "same"),    # 32 + 16 + 8 channels: 9 x 32, 9 x 16, then pairs; strides
 ]
 
 

@@ -484,8 +484,10 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     Each chunk sums its output pixels in raster order, one fused multiply-add per weight and pixel.
     With AVX-512, where a kernel row of the patch holds at least 8 numbers (kw*cin >= 8), the
     channels in multiples of 32 take groups of 9 patch elements (broadcast) x 32 channels (two
-    vectors of dy): 18 zmm accumulators, summed straight into part. Otherwise (AVX2, and the
-    channels left over) 8 neighbouring patch elements make one vector: two blocks of (8 elements x
+    vectors of dy): 18 zmm accumulators, summed straight into part; the 16 past the last multiple
+    of 32 take groups of 9 patch elements x 16 channels (one vector of dy), as narrow rows do
+    (below). Otherwise (AVX2, and the channels left over) 8 neighbouring patch elements make one
+    vector: two blocks of (8 elements x
     8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
     over (cout % 8) take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
     8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of
@@ -529,12 +531,15 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
     # kernel rows under 8 numbers: channels 0..fl-1 in groups of 9 elements x LANES channels (9 vector
     # accumulators, one vector of dy per pixel: 11 of AVX2's 16 registers)
     fl = cout - cout % LANES if row < 8 else 0
-    ngt = (ke + 8) // 9 if fl > 0 else 0
     # kernel rows of 8 numbers or more, AVX-512: channels 0..fw-1 in groups of 9 patch elements
     # (a 3x3 kernel has 9*cin; otherwise the last group repeats the patch's last element) x 32
-    # channels, summed straight into part
+    # channels, summed straight into part; then the 16 past the last multiple of 32 (a 16-channel
+    # layer) in groups of 9 x 16 (as rows under 8 numbers), channels fw..ft-1
     fw = cout - cout % (2 * LANES) if LANES == 16 and row >= 8 else 0
+    ft = cout - cout % 16 if LANES == 16 and row >= 8 else 0
     ngw9 = (ke + 8) // 9 if fw > 0 else 0
+    t0, t1 = (0, fl) if row < 8 else (fw, ft)   # the channels in groups of 9 elements x LANES
+    ngt = (ke + 8) // 9 if t1 > t0 else 0
     zero = part.dtype.type(0)
     npix = oh * ow
     offsets = np.empty(ke, np.int64)
@@ -547,14 +552,14 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
     vstart = np.empty(max(nv, 1), np.int64)
     for v in range(nv):
         vstart[v] = (v // nvr) * row + min(8 * (v % nvr), row - 8)
-    # units (element vector, first of 8 channels from fw), taken in pairs; an odd last unit pairs
+    # units (element vector, first of 8 channels from max(fw, ft)), taken in pairs; an odd last unit pairs
     # with itself
-    nf8 = (f8 - fw) // 8
+    nf8 = (f8 - max(fw, ft)) // 8
     nu = nv * nf8
     ue = np.empty(nu + 1, np.int64)
     uf = np.empty(nu + 1, np.int64)
     for u in range(nu):
-        ue[u], uf[u] = vstart[u // nf8], fw + 8 * (u % nf8)
+        ue[u], uf[u] = vstart[u // nf8], max(fw, ft) + 8 * (u % nf8)
     if nu > 0:
         ue[nu], uf[nu] = ue[nu - 1], uf[nu - 1]
     # Each block of weights keeps its sums between tiles in ua (nc, nsum): blocks overlap (the last
@@ -589,8 +594,8 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
         m = (s1 - s0) * npix        # output pixels in this chunk
         pk = kc * ke * cout
         uk = ua[kc - lo]
-        for e in range(ke if fl + fw > 0 else 0):   # the groups of 9 or 8 elements sum into part, from zero
-            for f in range(fl + fw):
+        for e in range(ke if max(fl, ft) > 0 else 0):   # the groups of 9 elements sum into part, from zero
+            for f in range(max(fl, ft)):
                 pf[pk + e * cout + f] = zero
         for q0 in range(0, m if ke >= 8 or ngt > 0 else 0, tile):
             mt = min(tile, m - q0)  # pixels in this tile; the first at (sample s, row r, column c)
@@ -636,15 +641,16 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
                 for f in range(f8 + (cout - f8) // 3 * 3, cout):
                     _dw_vectors9_or_none(xf, dyf, uk, u3 + (g * (cout - f8) + f - f8) * 9 * LANES, mt, r, c, xs,
                                          ts + f, offs9, cout, oh, ow, dx, rjump, sjump)
-            # kernel rows narrower than 8 (cin of 1 or 2): groups of 9 patch elements (the last group
-            # repeats the patch's last element) x LANES channels, summed over every pixel of the tile
+            # kernel rows narrower than 8 (cin of 1 or 2), and with AVX-512 the 16 channels past the last
+            # multiple of 32: groups of 9 patch elements (the last group repeats the patch's last
+            # element) x LANES channels, summed over every pixel of the tile
             for g in range(ngt):
                 e0, e1, e2 = min(9 * g, ke - 1), min(9 * g + 1, ke - 1), min(9 * g + 2, ke - 1)
                 e3, e4, e5 = min(9 * g + 3, ke - 1), min(9 * g + 4, ke - 1), min(9 * g + 5, ke - 1)
                 e6, e7, e8 = min(9 * g + 6, ke - 1), min(9 * g + 7, ke - 1), min(9 * g + 8, ke - 1)
                 offs9 = (offsets[e0], offsets[e1], offsets[e2], offsets[e3], offsets[e4], offsets[e5], offsets[e6],
                          offsets[e7], offsets[e8])
-                for f0 in range(0, fl, LANES):
+                for f0 in range(t0, t1, LANES):
                     p0 = pk + f0
                     dst = (p0 + e0 * cout, p0 + e1 * cout, p0 + e2 * cout, p0 + e3 * cout, p0 + e4 * cout,
                            p0 + e5 * cout, p0 + e6 * cout, p0 + e7 * cout, p0 + e8 * cout)
