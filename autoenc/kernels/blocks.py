@@ -247,6 +247,30 @@ def next_pixel(r, c, x0, oh, ow, dx, rjump, sjump):
     return r, c, x0
 
 
+@njit()
+def row_segment(c, left, ow):
+    """How many of the next ``left`` output pixels lie in the row of column c: min(ow - c, left)."""
+    return min(ow - c, left)
+
+
+@njit()
+def after_segment(r, c, x0, seg, oh, ow, rjump, sjump):
+    """(r, c, x0) past ``seg`` pixels along one output row from column c, x0 already moved on by
+    seg*dx: at the row's end, the first pixel of the next row (and of the next sample), as
+    :func:`next_pixel` would step there. A block looping over a row's pixels with x0 += dx then has
+    no chain of selects from one pixel to the next (with LLVM vectors for accumulators, that chain
+    bound the loop)."""
+    c += seg
+    if c == ow:
+        c = 0
+        r += 1
+        x0 += rjump
+        if r == oh:
+            r = 0
+            x0 += sjump
+    return r, c, x0
+
+
 # --- LANES-wide vectors as LLVM vector values ----------------------------------------------------
 #
 # A tuple of 16 float32 carried around a loop is 16 scalars to LLVM, which its SLP vectoriser packs

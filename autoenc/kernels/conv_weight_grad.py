@@ -10,8 +10,8 @@ See docs/conv2d.md.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, add8, at, fma8, load8, next_pixel, store8, vfmaL, vloadL, vstoreL,
-                                    where_positive8)
+from autoenc.kernels.blocks import (LANES, add8, after_segment, at, fma8, load8, next_pixel, row_segment, store8, vfmaL,
+                                    vloadL, vstoreL, where_positive8)
 from autoenc.kernels.config import FASTMATH, n_chunks, njit
 from autoenc.kernels.padding import pad_naive
 from autoenc.threads import parallel_for
@@ -245,19 +245,24 @@ def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, 
     a0, a1, a2 = vloadL(ua, u), vloadL(ua, u + LANES), vloadL(ua, u + 2 * LANES)
     a3, a4, a5 = vloadL(ua, u + 3 * LANES), vloadL(ua, u + 4 * LANES), vloadL(ua, u + 5 * LANES)
     a6, a7, a8 = vloadL(ua, u + 6 * LANES), vloadL(ua, u + 7 * LANES), vloadL(ua, u + 8 * LANES)
-    for _ in range(m):
-        d = dyf[t]
-        a0 = vfmaL(a0, d, vloadL(xf, x0 + o0))
-        a1 = vfmaL(a1, d, vloadL(xf, x0 + o1))
-        a2 = vfmaL(a2, d, vloadL(xf, x0 + o2))
-        a3 = vfmaL(a3, d, vloadL(xf, x0 + o3))
-        a4 = vfmaL(a4, d, vloadL(xf, x0 + o4))
-        a5 = vfmaL(a5, d, vloadL(xf, x0 + o5))
-        a6 = vfmaL(a6, d, vloadL(xf, x0 + o6))
-        a7 = vfmaL(a7, d, vloadL(xf, x0 + o7))
-        a8 = vfmaL(a8, d, vloadL(xf, x0 + o8))
-        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-        t += cout
+    left = m
+    while left > 0:   # the pixels along one output row, then those of the next
+        seg = row_segment(c, left, ow)
+        for _ in range(seg):
+            d = dyf[t]
+            a0 = vfmaL(a0, d, vloadL(xf, x0 + o0))
+            a1 = vfmaL(a1, d, vloadL(xf, x0 + o1))
+            a2 = vfmaL(a2, d, vloadL(xf, x0 + o2))
+            a3 = vfmaL(a3, d, vloadL(xf, x0 + o3))
+            a4 = vfmaL(a4, d, vloadL(xf, x0 + o4))
+            a5 = vfmaL(a5, d, vloadL(xf, x0 + o5))
+            a6 = vfmaL(a6, d, vloadL(xf, x0 + o6))
+            a7 = vfmaL(a7, d, vloadL(xf, x0 + o7))
+            a8 = vfmaL(a8, d, vloadL(xf, x0 + o8))
+            x0 += dx
+            t += cout
+        left -= seg
+        r, c, x0 = after_segment(r, c, x0, seg, oh, ow, rjump, sjump)
     vstoreL(ua, u, a0)
     vstoreL(ua, u + LANES, a1)
     vstoreL(ua, u + 2 * LANES, a2)
@@ -285,28 +290,33 @@ def _dw_vectors9x3(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump
     c0, c1, c2 = vloadL(ua, uc), vloadL(ua, uc + LANES), vloadL(ua, uc + 2 * LANES)
     c3, c4, c5 = vloadL(ua, uc + 3 * LANES), vloadL(ua, uc + 4 * LANES), vloadL(ua, uc + 5 * LANES)
     c6, c7, c8 = vloadL(ua, uc + 6 * LANES), vloadL(ua, uc + 7 * LANES), vloadL(ua, uc + 8 * LANES)
-    for _ in range(m):
-        d, e, g = dyf[t], dyf[t + 1], dyf[t + 2]
-        v = vloadL(xf, x0 + o0)
-        a0, b0, c0 = vfmaL(a0, d, v), vfmaL(b0, e, v), vfmaL(c0, g, v)
-        v = vloadL(xf, x0 + o1)
-        a1, b1, c1 = vfmaL(a1, d, v), vfmaL(b1, e, v), vfmaL(c1, g, v)
-        v = vloadL(xf, x0 + o2)
-        a2, b2, c2 = vfmaL(a2, d, v), vfmaL(b2, e, v), vfmaL(c2, g, v)
-        v = vloadL(xf, x0 + o3)
-        a3, b3, c3 = vfmaL(a3, d, v), vfmaL(b3, e, v), vfmaL(c3, g, v)
-        v = vloadL(xf, x0 + o4)
-        a4, b4, c4 = vfmaL(a4, d, v), vfmaL(b4, e, v), vfmaL(c4, g, v)
-        v = vloadL(xf, x0 + o5)
-        a5, b5, c5 = vfmaL(a5, d, v), vfmaL(b5, e, v), vfmaL(c5, g, v)
-        v = vloadL(xf, x0 + o6)
-        a6, b6, c6 = vfmaL(a6, d, v), vfmaL(b6, e, v), vfmaL(c6, g, v)
-        v = vloadL(xf, x0 + o7)
-        a7, b7, c7 = vfmaL(a7, d, v), vfmaL(b7, e, v), vfmaL(c7, g, v)
-        v = vloadL(xf, x0 + o8)
-        a8, b8, c8 = vfmaL(a8, d, v), vfmaL(b8, e, v), vfmaL(c8, g, v)
-        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-        t += cout
+    left = m
+    while left > 0:   # the pixels along one output row, then those of the next
+        seg = row_segment(c, left, ow)
+        for _ in range(seg):
+            d, e, g = dyf[t], dyf[t + 1], dyf[t + 2]
+            v = vloadL(xf, x0 + o0)
+            a0, b0, c0 = vfmaL(a0, d, v), vfmaL(b0, e, v), vfmaL(c0, g, v)
+            v = vloadL(xf, x0 + o1)
+            a1, b1, c1 = vfmaL(a1, d, v), vfmaL(b1, e, v), vfmaL(c1, g, v)
+            v = vloadL(xf, x0 + o2)
+            a2, b2, c2 = vfmaL(a2, d, v), vfmaL(b2, e, v), vfmaL(c2, g, v)
+            v = vloadL(xf, x0 + o3)
+            a3, b3, c3 = vfmaL(a3, d, v), vfmaL(b3, e, v), vfmaL(c3, g, v)
+            v = vloadL(xf, x0 + o4)
+            a4, b4, c4 = vfmaL(a4, d, v), vfmaL(b4, e, v), vfmaL(c4, g, v)
+            v = vloadL(xf, x0 + o5)
+            a5, b5, c5 = vfmaL(a5, d, v), vfmaL(b5, e, v), vfmaL(c5, g, v)
+            v = vloadL(xf, x0 + o6)
+            a6, b6, c6 = vfmaL(a6, d, v), vfmaL(b6, e, v), vfmaL(c6, g, v)
+            v = vloadL(xf, x0 + o7)
+            a7, b7, c7 = vfmaL(a7, d, v), vfmaL(b7, e, v), vfmaL(c7, g, v)
+            v = vloadL(xf, x0 + o8)
+            a8, b8, c8 = vfmaL(a8, d, v), vfmaL(b8, e, v), vfmaL(c8, g, v)
+            x0 += dx
+            t += cout
+        left -= seg
+        r, c, x0 = after_segment(r, c, x0, seg, oh, ow, rjump, sjump)
     vstoreL(ua, u, a0)
     vstoreL(ua, u + LANES, a1)
     vstoreL(ua, u + 2 * LANES, a2)
@@ -383,19 +393,24 @@ def _dw_taps(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     d0, d1, d2, d3, d4, d5, d6, d7, d8 = dst
     a0, a1, a2, a3, a4 = vloadL(pf, d0), vloadL(pf, d1), vloadL(pf, d2), vloadL(pf, d3), vloadL(pf, d4)
     a5, a6, a7, a8 = vloadL(pf, d5), vloadL(pf, d6), vloadL(pf, d7), vloadL(pf, d8)
-    for _ in range(m):
-        v = vloadL(dyf, t)
-        a0 = vfmaL(a0, at(xf, x0 + o0), v)
-        a1 = vfmaL(a1, at(xf, x0 + o1), v)
-        a2 = vfmaL(a2, at(xf, x0 + o2), v)
-        a3 = vfmaL(a3, at(xf, x0 + o3), v)
-        a4 = vfmaL(a4, at(xf, x0 + o4), v)
-        a5 = vfmaL(a5, at(xf, x0 + o5), v)
-        a6 = vfmaL(a6, at(xf, x0 + o6), v)
-        a7 = vfmaL(a7, at(xf, x0 + o7), v)
-        a8 = vfmaL(a8, at(xf, x0 + o8), v)
-        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-        t += cout
+    left = m
+    while left > 0:   # the pixels along one output row, then those of the next
+        seg = row_segment(c, left, ow)
+        for _ in range(seg):
+            v = vloadL(dyf, t)
+            a0 = vfmaL(a0, at(xf, x0 + o0), v)
+            a1 = vfmaL(a1, at(xf, x0 + o1), v)
+            a2 = vfmaL(a2, at(xf, x0 + o2), v)
+            a3 = vfmaL(a3, at(xf, x0 + o3), v)
+            a4 = vfmaL(a4, at(xf, x0 + o4), v)
+            a5 = vfmaL(a5, at(xf, x0 + o5), v)
+            a6 = vfmaL(a6, at(xf, x0 + o6), v)
+            a7 = vfmaL(a7, at(xf, x0 + o7), v)
+            a8 = vfmaL(a8, at(xf, x0 + o8), v)
+            x0 += dx
+            t += cout
+        left -= seg
+        r, c, x0 = after_segment(r, c, x0, seg, oh, ow, rjump, sjump)
     vstoreL(pf, d0, a0)
     vstoreL(pf, d1, a1)
     vstoreL(pf, d2, a2)
@@ -422,28 +437,33 @@ def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     b0, b1, b2, b3 = vloadL(pf, d0 + LANES), vloadL(pf, d1 + LANES), vloadL(pf, d2 + LANES), vloadL(pf, d3 + LANES)
     b4, b5, b6 = vloadL(pf, d4 + LANES), vloadL(pf, d5 + LANES), vloadL(pf, d6 + LANES)
     b7, b8 = vloadL(pf, d7 + LANES), vloadL(pf, d8 + LANES)
-    for _ in range(m):
-        v, w = vloadL(dyf, t), vloadL(dyf, t + LANES)
-        p = at(xf, x0 + o0)
-        a0, b0 = vfmaL(a0, p, v), vfmaL(b0, p, w)
-        p = at(xf, x0 + o1)
-        a1, b1 = vfmaL(a1, p, v), vfmaL(b1, p, w)
-        p = at(xf, x0 + o2)
-        a2, b2 = vfmaL(a2, p, v), vfmaL(b2, p, w)
-        p = at(xf, x0 + o3)
-        a3, b3 = vfmaL(a3, p, v), vfmaL(b3, p, w)
-        p = at(xf, x0 + o4)
-        a4, b4 = vfmaL(a4, p, v), vfmaL(b4, p, w)
-        p = at(xf, x0 + o5)
-        a5, b5 = vfmaL(a5, p, v), vfmaL(b5, p, w)
-        p = at(xf, x0 + o6)
-        a6, b6 = vfmaL(a6, p, v), vfmaL(b6, p, w)
-        p = at(xf, x0 + o7)
-        a7, b7 = vfmaL(a7, p, v), vfmaL(b7, p, w)
-        p = at(xf, x0 + o8)
-        a8, b8 = vfmaL(a8, p, v), vfmaL(b8, p, w)
-        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-        t += cout
+    left = m
+    while left > 0:   # the pixels along one output row, then those of the next
+        seg = row_segment(c, left, ow)
+        for _ in range(seg):
+            v, w = vloadL(dyf, t), vloadL(dyf, t + LANES)
+            p = at(xf, x0 + o0)
+            a0, b0 = vfmaL(a0, p, v), vfmaL(b0, p, w)
+            p = at(xf, x0 + o1)
+            a1, b1 = vfmaL(a1, p, v), vfmaL(b1, p, w)
+            p = at(xf, x0 + o2)
+            a2, b2 = vfmaL(a2, p, v), vfmaL(b2, p, w)
+            p = at(xf, x0 + o3)
+            a3, b3 = vfmaL(a3, p, v), vfmaL(b3, p, w)
+            p = at(xf, x0 + o4)
+            a4, b4 = vfmaL(a4, p, v), vfmaL(b4, p, w)
+            p = at(xf, x0 + o5)
+            a5, b5 = vfmaL(a5, p, v), vfmaL(b5, p, w)
+            p = at(xf, x0 + o6)
+            a6, b6 = vfmaL(a6, p, v), vfmaL(b6, p, w)
+            p = at(xf, x0 + o7)
+            a7, b7 = vfmaL(a7, p, v), vfmaL(b7, p, w)
+            p = at(xf, x0 + o8)
+            a8, b8 = vfmaL(a8, p, v), vfmaL(b8, p, w)
+            x0 += dx
+            t += cout
+        left -= seg
+        r, c, x0 = after_segment(r, c, x0, seg, oh, ow, rjump, sjump)
     vstoreL(pf, d0, a0)
     vstoreL(pf, d1, a1)
     vstoreL(pf, d2, a2)
