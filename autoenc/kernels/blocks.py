@@ -12,9 +12,9 @@ AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of help
   and one vector store. With 16-tuples LLVM's own code was not good enough: this CPU's LLVM target
   prefers 256-bit vectors, left some multiply-adds unfused and split the stores into lanes;
 - :class:`Vec`, one LLVM vector value of LANES numbers (:func:`vloadL`, :func:`vfmaL`,
-  :func:`vstoreL`), or of 16 in every build (:func:`vload16`, :func:`vload16_first`,
-  :func:`vload_pair16`, :func:`vfmav`, the pairwise sums :func:`vpairs16` ... :func:`vpairs2`), which
-  a loop carries in one register (two with AVX2).
+  :func:`vstoreL`; the last two take any width), of 8 (:func:`vload8`), or of 16 in every build
+  (:func:`vload16`, :func:`vload16_first`, :func:`vload_pair16`, :func:`vfmav`, the pairwise sums
+  :func:`vpairs16` ... :func:`vpairs2`), which a loop carries in one register (two with AVX2).
 
 Indices are unsigned where that lets LLVM see neighbouring loads as one vector load. Every helper
 is tiny and inlined into the kernels; under NUMBA_DISABLE_JIT=1 plain Python stands in for the
@@ -248,12 +248,6 @@ def next_pixel(r, c, x0, oh, ow, dx, rjump, sjump):
 
 
 @njit()
-def row_segment(c, left, ow):
-    """How many of the next ``left`` output pixels lie in the row of column c: min(ow - c, left)."""
-    return min(ow - c, left)
-
-
-@njit()
 def after_segment(r, c, x0, seg, oh, ow, rjump, sjump):
     """(r, c, x0) past ``seg`` pixels along one output row from column c, x0 already moved on by
     seg*dx: at the row's end, the first pixel of the next row (and of the next sample), as
@@ -317,7 +311,7 @@ def _vector_load(lanes):
     return vload
 
 
-_vload, _vload16 = _vector_load(LANES), _vector_load(16)
+_vload, _vload16, _vload8 = _vector_load(LANES), _vector_load(16), _vector_load(8)
 
 
 @numba.extending.intrinsic
@@ -468,9 +462,13 @@ if numba.config.DISABLE_JIT:
         """a[k : k + LANES], as one vector."""
         return a[k:k + LANES].copy()
 
+    def vload8(a, k):
+        """a[k : k + 8], as one vector of 8."""
+        return a[k:k + 8].copy()
+
     def vstoreL(a, k, v):
-        """a[k : k + LANES] = v."""
-        a[k:k + LANES] = v
+        """a[k : k + len(v)] = v."""
+        a[k:k + len(v)] = v
 
     def vfmaL(acc, p, v):
         """acc + p * v (p a scalar), one fused multiply-add per lane."""
@@ -527,8 +525,13 @@ else:
         return _vload(a, k)
 
     @njit()
+    def vload8(a, k):
+        """a[k : k + 8], as one vector of 8 (a 256-bit register in every build)."""
+        return _vload8(a, k)
+
+    @njit()
     def vstoreL(a, k, v):
-        """a[k : k + LANES] = v."""
+        """a[k : k + LANES] = v (a[k : k + 8] for a vector of 8)."""
         _vstore(a, k, v)
 
     @njit()

@@ -10,7 +10,7 @@ See docs/conv2d.md.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, add8, after_segment, at, fma8, load8, next_pixel, row_segment, store8, vfmaL,
+from autoenc.kernels.blocks import (LANES, add8, after_segment, at, fma8, load8, next_pixel, store8, vfmaL, vload8,
                                     vloadL, vstoreL, where_positive8)
 from autoenc.kernels.config import FASTMATH, n_chunks, njit
 from autoenc.kernels.padding import pad_naive
@@ -170,70 +170,88 @@ def _store64(ua, u, a0, a1, a2, a3, a4, a5, a6, a7):
     store8(ua, u + 56, a7, False)
 
 
+@njit()
+def _store64v(ua, u, a0, a1, a2, a3, a4, a5, a6, a7):
+    """ua[u + 8*j : u + 8*j + 8] = a_j for j < 8, vectors of 8: a block's 64 sums, kept between tiles."""
+    vstoreL(ua, u, a0)
+    vstoreL(ua, u + 8, a1)
+    vstoreL(ua, u + 16, a2)
+    vstoreL(ua, u + 24, a3)
+    vstoreL(ua, u + 32, a4)
+    vstoreL(ua, u + 40, a5)
+    vstoreL(ua, u + 48, a6)
+    vstoreL(ua, u + 56, a7)
+
+
 @njit(fastmath=FASTMATH)
 def _dw_pair(xf, dyf, ua, uA, uB, m, r, c, x0, t, fA, fB, oA, oB, cout, oh, ow, dx, rjump, sjump):
     """Weight gradients of two (8 patch elements x 8 channels) blocks, added over m output pixels
     to their sums so far, ua[uA + 8*j + q] and ua[uB + 8*j + q] (element q, channel f + j): element
-    vectors at offsets oA, oB of each patch, channels from fA, fB; the first pixel is (row r,
-    column c), its patch at x0 in flat xp and its gradient at t in flat dy. Two pixels per step."""
-    a0, a1, a2, a3 = load8(ua, uA), load8(ua, uA + 8), load8(ua, uA + 16), load8(ua, uA + 24)
-    a4, a5, a6, a7 = load8(ua, uA + 32), load8(ua, uA + 40), load8(ua, uA + 48), load8(ua, uA + 56)
-    b0, b1, b2, b3 = load8(ua, uB), load8(ua, uB + 8), load8(ua, uB + 16), load8(ua, uB + 24)
-    b4, b5, b6, b7 = load8(ua, uB + 32), load8(ua, uB + 40), load8(ua, uB + 48), load8(ua, uB + 56)
-    for _ in range(m // 2):     # pixels t and t + 1 (x0 and x1)
-        r, c, x1 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-        xa, xb, ya, yb = load8(xf, x0 + oA), load8(xf, x0 + oB), load8(xf, x1 + oA), load8(xf, x1 + oB)
-        d, e, g, h = load8(dyf, t + fA), load8(dyf, t + fB), load8(dyf, t + cout + fA), \
-            load8(dyf, t + cout + fB)
-        a0 = fma8(fma8(a0, d[0], xa), g[0], ya)
-        a1 = fma8(fma8(a1, d[1], xa), g[1], ya)
-        a2 = fma8(fma8(a2, d[2], xa), g[2], ya)
-        a3 = fma8(fma8(a3, d[3], xa), g[3], ya)
-        a4 = fma8(fma8(a4, d[4], xa), g[4], ya)
-        a5 = fma8(fma8(a5, d[5], xa), g[5], ya)
-        a6 = fma8(fma8(a6, d[6], xa), g[6], ya)
-        a7 = fma8(fma8(a7, d[7], xa), g[7], ya)
-        b0 = fma8(fma8(b0, e[0], xb), h[0], yb)
-        b1 = fma8(fma8(b1, e[1], xb), h[1], yb)
-        b2 = fma8(fma8(b2, e[2], xb), h[2], yb)
-        b3 = fma8(fma8(b3, e[3], xb), h[3], yb)
-        b4 = fma8(fma8(b4, e[4], xb), h[4], yb)
-        b5 = fma8(fma8(b5, e[5], xb), h[5], yb)
-        b6 = fma8(fma8(b6, e[6], xb), h[6], yb)
-        b7 = fma8(fma8(b7, e[7], xb), h[7], yb)
-        r, c, x0 = next_pixel(r, c, x1, oh, ow, dx, rjump, sjump)
-        t += 2 * cout
-    if m % 2:                   # the last pixel (only a chunk's last tile has an odd count)
-        xa, xb = load8(xf, x0 + oA), load8(xf, x0 + oB)
-        d, e = load8(dyf, t + fA), load8(dyf, t + fB)
-        a0, a1, a2, a3 = fma8(a0, d[0], xa), fma8(a1, d[1], xa), fma8(a2, d[2], xa), fma8(a3, d[3], xa)
-        a4, a5, a6, a7 = fma8(a4, d[4], xa), fma8(a5, d[5], xa), fma8(a6, d[6], xa), fma8(a7, d[7], xa)
-        b0, b1, b2, b3 = fma8(b0, e[0], xb), fma8(b1, e[1], xb), fma8(b2, e[2], xb), fma8(b3, e[3], xb)
-        b4, b5, b6, b7 = fma8(b4, e[4], xb), fma8(b5, e[5], xb), fma8(b6, e[6], xb), fma8(b7, e[7], xb)
-    _store64(ua, uA, a0, a1, a2, a3, a4, a5, a6, a7)
-    _store64(ua, uB, b0, b1, b2, b3, b4, b5, b6, b7)
+    vectors at offsets oA, oB of each patch (vectors of 8 in every build), each times a broadcast of
+    channel fA + j (fB + j) of dy; the first pixel is (row r, column c), its patch at x0 in flat xp
+    and its gradient at t in flat dy. One output row's pixels at a time (x0 += dx; see
+    blocks.after_segment)."""
+    a0, a1, a2, a3 = vload8(ua, uA), vload8(ua, uA + 8), vload8(ua, uA + 16), vload8(ua, uA + 24)
+    a4, a5, a6, a7 = vload8(ua, uA + 32), vload8(ua, uA + 40), vload8(ua, uA + 48), vload8(ua, uA + 56)
+    b0, b1, b2, b3 = vload8(ua, uB), vload8(ua, uB + 8), vload8(ua, uB + 16), vload8(ua, uB + 24)
+    b4, b5, b6, b7 = vload8(ua, uB + 32), vload8(ua, uB + 40), vload8(ua, uB + 48), vload8(ua, uB + 56)
+    left = m
+    while left > 0:   # the pixels along one output row, then those of the next
+        seg = min(ow - c, left)
+        for _ in range(seg):
+            xa, xb = vload8(xf, x0 + oA), vload8(xf, x0 + oB)
+            d, e = t + fA, t + fB
+            a0 = vfmaL(a0, at(dyf, d), xa)
+            a1 = vfmaL(a1, at(dyf, d + 1), xa)
+            a2 = vfmaL(a2, at(dyf, d + 2), xa)
+            a3 = vfmaL(a3, at(dyf, d + 3), xa)
+            a4 = vfmaL(a4, at(dyf, d + 4), xa)
+            a5 = vfmaL(a5, at(dyf, d + 5), xa)
+            a6 = vfmaL(a6, at(dyf, d + 6), xa)
+            a7 = vfmaL(a7, at(dyf, d + 7), xa)
+            b0 = vfmaL(b0, at(dyf, e), xb)
+            b1 = vfmaL(b1, at(dyf, e + 1), xb)
+            b2 = vfmaL(b2, at(dyf, e + 2), xb)
+            b3 = vfmaL(b3, at(dyf, e + 3), xb)
+            b4 = vfmaL(b4, at(dyf, e + 4), xb)
+            b5 = vfmaL(b5, at(dyf, e + 5), xb)
+            b6 = vfmaL(b6, at(dyf, e + 6), xb)
+            b7 = vfmaL(b7, at(dyf, e + 7), xb)
+            x0 += dx
+            t += cout
+        left -= seg
+        r, c, x0 = after_segment(r, c, x0, seg, oh, ow, rjump, sjump)
+    _store64v(ua, uA, a0, a1, a2, a3, a4, a5, a6, a7)
+    _store64v(ua, uB, b0, b1, b2, b3, b4, b5, b6, b7)
 
 
 @njit(fastmath=FASTMATH)
 def _dw_vectors_1ch(xf, dyf, ua, u, m, r, c, x0, ts, f, offs, cout, oh, ow, dx, rjump, sjump):
-    """Weight gradients of 8 element vectors (at offsets offs of each patch) x channel f, added
+    """Weight gradients of 8 element vectors of 8 (at offsets offs of each patch) x channel f, added
     over m output pixels (the first at row r, column c, x0 in flat xp, ts in flat dy) to their sums
-    so far, ua[u + 8*j + q] (element q of vector j)."""
+    so far, ua[u + 8*j + q] (element q of vector j). One output row's pixels at a time."""
     o0, o1, o2, o3, o4, o5, o6, o7 = offs
-    a0, a1, a2, a3 = load8(ua, u), load8(ua, u + 8), load8(ua, u + 16), load8(ua, u + 24)
-    a4, a5, a6, a7 = load8(ua, u + 32), load8(ua, u + 40), load8(ua, u + 48), load8(ua, u + 56)
-    for t in range(ts + f, ts + m * cout + f, cout):
-        d = dyf[t]
-        a0 = fma8(a0, d, load8(xf, x0 + o0))
-        a1 = fma8(a1, d, load8(xf, x0 + o1))
-        a2 = fma8(a2, d, load8(xf, x0 + o2))
-        a3 = fma8(a3, d, load8(xf, x0 + o3))
-        a4 = fma8(a4, d, load8(xf, x0 + o4))
-        a5 = fma8(a5, d, load8(xf, x0 + o5))
-        a6 = fma8(a6, d, load8(xf, x0 + o6))
-        a7 = fma8(a7, d, load8(xf, x0 + o7))
-        r, c, x0 = next_pixel(r, c, x0, oh, ow, dx, rjump, sjump)
-    _store64(ua, u, a0, a1, a2, a3, a4, a5, a6, a7)
+    a0, a1, a2, a3 = vload8(ua, u), vload8(ua, u + 8), vload8(ua, u + 16), vload8(ua, u + 24)
+    a4, a5, a6, a7 = vload8(ua, u + 32), vload8(ua, u + 40), vload8(ua, u + 48), vload8(ua, u + 56)
+    t = ts + f
+    left = m
+    while left > 0:   # the pixels along one output row, then those of the next
+        seg = min(ow - c, left)
+        for _ in range(seg):
+            d = dyf[t]
+            a0 = vfmaL(a0, d, vload8(xf, x0 + o0))
+            a1 = vfmaL(a1, d, vload8(xf, x0 + o1))
+            a2 = vfmaL(a2, d, vload8(xf, x0 + o2))
+            a3 = vfmaL(a3, d, vload8(xf, x0 + o3))
+            a4 = vfmaL(a4, d, vload8(xf, x0 + o4))
+            a5 = vfmaL(a5, d, vload8(xf, x0 + o5))
+            a6 = vfmaL(a6, d, vload8(xf, x0 + o6))
+            a7 = vfmaL(a7, d, vload8(xf, x0 + o7))
+            x0 += dx
+            t += cout
+        left -= seg
+        r, c, x0 = after_segment(r, c, x0, seg, oh, ow, rjump, sjump)
+    _store64v(ua, u, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @njit(fastmath=FASTMATH)
@@ -247,7 +265,7 @@ def _dw_vectors9(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump, 
     a6, a7, a8 = vloadL(ua, u + 6 * LANES), vloadL(ua, u + 7 * LANES), vloadL(ua, u + 8 * LANES)
     left = m
     while left > 0:   # the pixels along one output row, then those of the next
-        seg = row_segment(c, left, ow)
+        seg = min(ow - c, left)
         for _ in range(seg):
             d = dyf[t]
             a0 = vfmaL(a0, d, vloadL(xf, x0 + o0))
@@ -292,7 +310,7 @@ def _dw_vectors9x3(xf, dyf, ua, u, m, r, c, x0, t, offs, cout, oh, ow, dx, rjump
     c6, c7, c8 = vloadL(ua, uc + 6 * LANES), vloadL(ua, uc + 7 * LANES), vloadL(ua, uc + 8 * LANES)
     left = m
     while left > 0:   # the pixels along one output row, then those of the next
-        seg = row_segment(c, left, ow)
+        seg = min(ow - c, left)
         for _ in range(seg):
             d, e, g = dyf[t], dyf[t + 1], dyf[t + 2]
             v = vloadL(xf, x0 + o0)
@@ -395,7 +413,7 @@ def _dw_taps(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     a5, a6, a7, a8 = vloadL(pf, d5), vloadL(pf, d6), vloadL(pf, d7), vloadL(pf, d8)
     left = m
     while left > 0:   # the pixels along one output row, then those of the next
-        seg = row_segment(c, left, ow)
+        seg = min(ow - c, left)
         for _ in range(seg):
             v = vloadL(dyf, t)
             a0 = vfmaL(a0, at(xf, x0 + o0), v)
@@ -439,7 +457,7 @@ def _dw_wide(xf, dyf, pf, dst, offs, m, r, c, x0, t, cout, oh, ow, dx, rjump, sj
     b7, b8 = vloadL(pf, d7 + LANES), vloadL(pf, d8 + LANES)
     left = m
     while left > 0:   # the pixels along one output row, then those of the next
-        seg = row_segment(c, left, ow)
+        seg = min(ow - c, left)
         for _ in range(seg):
             v, w = vloadL(dyf, t), vloadL(dyf, t + LANES)
             p = at(xf, x0 + o0)
