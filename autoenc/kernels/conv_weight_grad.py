@@ -525,9 +525,9 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     vectors of dy): 18 zmm accumulators, summed straight into part; the 16 past the last multiple
     of 32 take groups of 9 patch elements x 16 channels (one vector of dy), as narrow rows do
     (below). Otherwise (AVX2, and the channels left over) 8 neighbouring patch elements make one
-    vector: two blocks of (8 elements x
-    8 channels) are summed together, 2 pixels per step, in 16 vector accumulators; channels left
-    over (cout % 8) take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
+    vector: two blocks of (8 elements x 8 channels) are summed together, in 16 vectors of 8, each
+    pixel's element vectors times a broadcast of each channel of dy; channels left over (cout % 8)
+    take 9 element vectors 16 wide x 3 channels, then x 1, with AVX-512 (8 vectors
     8 wide x 1 channel with AVX2, or where a kernel row is shorter than 16). Narrower rows (cin of
     1 or 2) take groups of 9 patch elements x LANES channels (16 with AVX-512, 8 with AVX2; a 3x3
     kernel on one channel is one group), summed straight into part; their other channels gather 8
@@ -535,9 +535,10 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
 
     Optimizations: fixed chunks of the batch on threads (threads.parallel_for), chunks added in
     order (identical for any number of threads, and for AVX2 and AVX-512 builds); no im2col buffer:
-    patches read in place in xp; 16 to 18 vector accumulators (AVX-512: LLVM vectors, blocks.Vec),
-    one branch-free step to the next pixel (next_pixel), so the inner loop stays one basic block in
-    registers; pixels in tiles that stay in L2 while every block sweeps them.
+    patches read in place in xp; 9 to 27 vector accumulators (LLVM vectors, blocks.Vec; tuples in the
+    gathered blocks), each block walking one output row at a time with its patch address stepped by a
+    constant and moving to the next row between rows (blocks.after_segment; the gathered blocks step
+    by next_pixel); pixels in tiles that stay in L2 while every block sweeps them.
     """
     if before_first_call is not None:   # _dw_chunks may be compiling in a second process
         before_first_call()
@@ -590,14 +591,15 @@ def _dw_chunks(lo, hi, xp, dy, sh, sw, part):
     vstart = np.empty(max(nv, 1), np.int64)
     for v in range(nv):
         vstart[v] = (v // nvr) * row + min(8 * (v % nvr), row - 8)
-    # units (element vector, first of 8 channels from max(fw, ft)), taken in pairs; an odd last unit pairs
-    # with itself
-    nf8 = (f8 - max(fw, ft)) // 8
+    # units (element vector, first of 8 channels from fu, past the groups of 9), taken in pairs; an
+    # odd last unit pairs with itself
+    fu = max(fw, ft)
+    nf8 = (f8 - fu) // 8
     nu = nv * nf8
     ue = np.empty(nu + 1, np.int64)
     uf = np.empty(nu + 1, np.int64)
     for u in range(nu):
-        ue[u], uf[u] = vstart[u // nf8], max(fw, ft) + 8 * (u % nf8)
+        ue[u], uf[u] = vstart[u // nf8], fu + 8 * (u % nf8)
     if nu > 0:
         ue[nu], uf[nu] = ue[nu - 1], uf[nu - 1]
     # Each block of weights keeps its sums between tiles in ua (nc, nsum): blocks overlap (the last
