@@ -17,7 +17,7 @@ from autoenc.kernels.padding import pad_naive
 from autoenc.threads import parallel_for
 
 # Set by autoenc/warmup.py while a second process compiles _dw_chunks into the Numba cache (a cold
-# start): called before the kernel runs, it waits for that process (then Numba loads the kernel).
+# start): called with the kernel's name before it runs, it waits until that process has saved it.
 before_first_call = None
 
 # Pixels per tile of the weight gradient: about this many floats of dy and input per tile (256 KB),
@@ -541,7 +541,7 @@ def conv2d_backward_kernel_chunks(xp, dy, sh, sw, part, dw):
     by next_pixel); pixels in tiles that stay in L2 while every block sweeps them.
     """
     if before_first_call is not None:   # _dw_chunks may be compiling in a second process
-        before_first_call()
+        before_first_call("_dw_chunks")
     nc = part.shape[0]
     parallel_for(_dw_chunks, nc, xp, dy, sh, sw, part)
     flat = dw.reshape(dw.size)          # a view of dw, or a copy where dw is not contiguous

@@ -26,6 +26,10 @@ from autoenc.kernels.padding import conv_padding
 from autoenc.kernels.workspace import Workspace
 from autoenc.threads import parallel_for
 
+# Set by autoenc/warmup.py while a second process compiles the 2x2 kernels into the Numba cache (a
+# cold start): called with a kernel's name before it runs, it waits until that process has saved it.
+before_first_call = None
+
 
 def maxpool2d_forward_naive(x, pool_size, strides, padding):
     """The slow, obvious max pooling. Returns (y, argmax), argmax holding r*w + q of each winner."""
@@ -87,6 +91,8 @@ def maxpool2d_forward(x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite=None):
     a time in register tuples (a vector compare and select per window element): 2-3x faster here.
     """
     if tiles_2x2(ph, pw, sh, sw, pt, pl, x.shape, y.shape):
+        if before_first_call is not None:
+            before_first_call("_maxpool2x2_forward_samples")
         parallel_for(_maxpool2x2_forward_samples, x.shape[0], x, y, argmax, nonfinite)
     else:
         parallel_for(_maxpool2d_forward_samples, x.shape[0], x, ph, pw, sh, sw, pt, pl, y, argmax, nonfinite)
@@ -246,6 +252,8 @@ def maxpool2d_backward_relu_dz(dy, argmax, py, nonfinite, y, sh, sw, top, left, 
     batch on threads (threads.parallel_for); a sample's dz is zeroed, scattered into and swept for
     db and dzp while it sits in the cache; the sweep is conv2d_backward_dz's (conv_weight_grad.dz_row).
     """
+    if before_first_call is not None:
+        before_first_call("_maxpool2d_backward_relu_dz_chunks")
     parallel_for(_maxpool2d_backward_relu_dz_chunks, part.shape[0], dy, argmax, py, nonfinite, y, sh, sw, top,
                  left, dz, dzp, part, tiles)
     _sum_chunks(part, db)
