@@ -12,7 +12,7 @@ meanwhile, and before the first call of each of those kernels it waits until the
 saved it, then Numba loads it from the cache (:func:`wait`, which :func:`start` hangs on the kernel
 modules' ``before_first_call``). The pooling's forward comes first (needed here after the first
 convolution, 12 s in, by when it is saved), then its backward, then the weight gradient (needed 15 s
-in, waited for some 8 s: 25-28 s in all against 30 s; the weight gradient first, the pooling's
+in, waited for some 8 s: 26-28.5 s in all against 30 s; the weight gradient first, the pooling's
 forward compiled here, was no faster).
 With the cache filled, or ``AUTOENC_WARMUP=off``, or no cache to share, nothing of this happens. The
 kernels are the same either way: the same source, the same compiler options, the same machine code.
