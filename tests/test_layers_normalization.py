@@ -164,7 +164,11 @@ def test_gradcheck_inference_mode(rng, shape, axis):
 @pytest.mark.parametrize("training", [True, False])
 def test_adjoint(rng, shape, axis, training):
     """<J u, v> = <u, J^T v>: J^T v is backward(v); J u a central difference (exact to O(h^2) = 1e-12
-    for this smooth map)."""
+    for this smooth map, with rounding of eps/h = 2e-10 per term). The error is relative to |<J u, v>|,
+    which the batch statistics' projection can make small against its terms: over 300 random gammas
+    the median was 4e-10 but one in 300 passed 1e-7 (shape (5, 4), training). So gamma comes from a
+    fixed seed, not from whatever state the tests before left."""
+    autoenc.set_random_seed(7)
     cls = TrainingBN if training else layers.BatchNormalization
     assert adjoint_check(cls(axis=axis, gamma_initializer="random_uniform"), _data(rng, shape)) < 1e-7
 
