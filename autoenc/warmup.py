@@ -173,8 +173,6 @@ def _finish(timeout):
     except subprocess.TimeoutExpired:
         job.kill()
         job.wait()
-    for event in _ready.values():
-        event.set()
 
 
 def _stop():
