@@ -319,27 +319,30 @@ def test_results_do_not_depend_on_thread_count():
 
 
 @pytest.mark.skipif(__import__("numba").config.DISABLE_JIT, reason="plain Python rounds a * v, then the sum")
-def test_fused_madd_rounds_once():
-    """blocks.fused_madd: acc + a*v rounded once. With a = v = 1 + 2**-12, a*v = 1 + 2**-11 + 2**-24 rounds to
-    p = 1 + 2**-11 in float32; -p + a*v is then exactly 2**-24 when fused, 0 when the product is rounded first."""
+def test_vfma_rounds_once():
+    """blocks.vfmaL: acc + a*v rounded once, in every lane. With a = v = 1 + 2**-12, a*v = 1 + 2**-11 + 2**-24
+    rounds to p = 1 + 2**-11 in float32; -p + a*v is then exactly 2**-24 when fused, 0 when the product is
+    rounded first."""
     import numba
 
     from autoenc.kernels import blocks
 
     @numba.njit
-    def fused(acc, a, v):
-        return blocks.fmadd(acc, a, v)
+    def fused(acc, a, v, out):
+        blocks.vstoreL(out, 0, blocks.vfmaL(blocks.vloadL(acc, 0), a, blocks.vloadL(v, 0)))
+    lanes = blocks.LANES
     a = np.float32(1 + 2 ** -12)
     p = np.float32(a * a)
     assert p == np.float32(1 + 2 ** -11)
-    got = fused((-p,) * 16, a, (a,) * 16)
-    assert got == (np.float32(2 ** -24),) * 16
-    assert fused((np.float32(0.5),) * 8, np.float32(2), tuple(np.arange(8, dtype=np.float32))) == \
-        tuple(np.float32(0.5 + 2 * q) for q in range(8))
+    out = np.zeros(lanes, np.float32)
+    fused(np.full(lanes, -p, np.float32), a, np.full(lanes, a, np.float32), out)
+    np.testing.assert_array_equal(out, np.full(lanes, 2 ** -24, np.float32))
+    fused(np.full(lanes, 0.5, np.float32), np.float32(2), np.arange(lanes, dtype=np.float32), out)
+    np.testing.assert_array_equal(out, 0.5 + 2 * np.arange(lanes, dtype=np.float32))
 
 
 def test_store_vector_is_max_zero():
-    """blocks.storev: out[k:k+n] = v, or Python's max(v, 0) (-0.0 and NaN kept) when relu; nothing else written."""
+    """blocks.storev (a tuple or a Vec): out[k:k+n] = v, or Python's max(v, 0) (-0.0 and NaN kept) when relu; nothing else written."""
     import numba
 
     from autoenc.kernels import blocks
@@ -347,13 +350,17 @@ def test_store_vector_is_max_zero():
     @numba.njit
     def store(out, k, v, relu):
         blocks.storev(out, k, v, relu)
+    @numba.njit
+    def store_vec(out, k, src, relu):
+        blocks.storev(out, k, blocks.vload8(src, 0), relu)
     v = tuple(np.float32(t) for t in (-1.5, -0.0, np.nan, 2.0, 0.0, -3.0, 7.0, 1e-30))
     for relu in (False, True):
-        out = np.full(12, 9, np.float32)
-        store(out, 2, v, relu)
-        want = [9, 9] + [max(t, 0) if relu else t for t in v] + [9, 9]
-        np.testing.assert_array_equal(out, np.array(want, np.float32))
-        assert np.signbit(out[3])   # -0.0 stays -0.0, as max(-0.0, 0) returns -0.0
+        for how in (store, store_vec):   # a tuple, a Vec
+            out = np.full(12, 9, np.float32)
+            how(out, 2, v if how is store else np.array(v, np.float32), relu)
+            want = [9, 9] + [max(t, 0) if relu else t for t in v] + [9, 9]
+            np.testing.assert_array_equal(out, np.array(want, np.float32))
+            assert np.signbit(out[3])   # -0.0 stays -0.0, as max(-0.0, 0) returns -0.0
 
 
 @pytest.mark.parametrize("cin, cout", [(5, 1), (6, 3), (24, 1), (16, 9)])

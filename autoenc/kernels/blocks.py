@@ -7,10 +7,8 @@ AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of help
 - tuples of 8 scalars (:func:`load8`, :func:`fma8`, :func:`store8`, ...): LLVM keeps each tuple in
   one vector register and its SLP vectoriser (turned on in config.py) packs the scalar
   multiply-adds into one vector instruction;
-- :func:`fused_madd` and :func:`store_vector` (``fmadd``, ``storev``), written as LLVM IR: the same
-  on tuples of 8, 16 or 32, as one vector ``llvm.fma`` (always fused, so every build rounds alike)
-  and one vector store. With 16-tuples LLVM's own code was not good enough: this CPU's LLVM target
-  prefers 256-bit vectors, left some multiply-adds unfused and split the stores into lanes;
+- :func:`store_vector` (``storev``), written as LLVM IR: a tuple of 8 or 16, or a Vec, stored as one
+  vector (with ReLU: max(v, 0)). LLVM turned a loop of scalar stores into lane extractions;
 - :class:`Vec`, one LLVM vector value of LANES numbers (:func:`vloadL`, :func:`vfmaL`,
   :func:`vstoreL`; the last two take any width), of 8 (:func:`vload8`), or of 16 in every build
   (:func:`vload16`, :func:`vload16_first`, :func:`vload_pair16`, :func:`vfmav`, the pairwise sums
@@ -54,7 +52,6 @@ def vector_lanes():
 LANES = vector_lanes()
 
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(q) for q in range(1, 8))
-_U8, _U9, _U10, _U11, _U12, _U13, _U14, _U15 = (np.uint64(q) for q in range(8, 16))
 
 
 @njit()
@@ -63,14 +60,6 @@ def load8(a, k):
     # unsigned indices: no negative-index wraparound, so LLVM sees 8 neighbouring loads (one vector load)
     u = np.uint64(k)
     return (a[u], a[u + _U1], a[u + _U2], a[u + _U3], a[u + _U4], a[u + _U5], a[u + _U6], a[u + _U7])
-
-
-@njit()
-def load16(a, k):
-    """The tuple (a[k], ..., a[k+15]) of a 1-D array."""
-    u = np.uint64(k)
-    return (a[u], a[u + _U1], a[u + _U2], a[u + _U3], a[u + _U4], a[u + _U5], a[u + _U6], a[u + _U7],
-            a[u + _U8], a[u + _U9], a[u + _U10], a[u + _U11], a[u + _U12], a[u + _U13], a[u + _U14], a[u + _U15])
 
 
 # --- tuples through LLVM IR (Numba intrinsics): the widest register blocks ------------------------
@@ -103,42 +92,23 @@ def _splat_fma(builder, s, v, acc):
 
 
 @numba.extending.intrinsic
-def fused_madd(typingctx, acc, a, v):
-    """acc + a * v over n-tuples of floats (a scalar), each rounded once: one vector llvm.fma, in acc's
-    type. With only 'contract' LLVM leaves some multiply-adds of a 16-wide register block unfused,
-    as its tuning for the CPU chooses (a last-bit difference between CPUs); these are always fused."""
-    if not (isinstance(acc, numba.types.UniTuple) and isinstance(acc.dtype, numba.types.Float)
-            and isinstance(v, numba.types.UniTuple) and v.count == acc.count
-            and isinstance(v.dtype, numba.types.Float) and isinstance(a, (numba.types.Float, numba.types.Integer))):
-        return None
-    n, dtype = acc.count, acc.dtype
-
-    def codegen(context, builder, signature, args):
-        acc_t, a_s, v_t = args
-        r = _splat_fma(builder, context.cast(builder, a_s, a, dtype), _tuple_to_vector(context, builder, v_t, v, dtype),
-                       _tuple_to_vector(context, builder, acc_t, acc, dtype))
-        out = context.get_constant_undef(acc)
-        for q in range(n):
-            out = builder.insert_value(out, builder.extract_element(r, _lane(q)), q)
-        return out
-    return acc(acc, a, v), codegen
-
-
-@numba.extending.intrinsic
 def store_vector(typingctx, out, k, v, relu):
     """out[k:k+n] = v, or max(v, 0) when relu (v where not 0 > v, as Python's max(v, 0) keeps -0.0
-    and NaN), for an n-tuple v of floats and a 1-D C-contiguous out: one vector store, no bounds check.
+    and NaN), for an n-tuple v of floats or a Vec of out's dtype and a 1-D C-contiguous out: one vector
+    store, no bounds check.
     LLVM turns a loop of scalar stores from a 16-wide block into hundreds of lane extractions."""
     if not (isinstance(out, numba.types.Array) and out.ndim == 1 and out.layout == "C"
-            and isinstance(out.dtype, numba.types.Float) and isinstance(v, numba.types.UniTuple)
+            and isinstance(out.dtype, numba.types.Float) and isinstance(v, (numba.types.UniTuple, Vec))
             and isinstance(v.dtype, numba.types.Float) and isinstance(k, numba.types.Integer)
             and isinstance(relu, numba.types.Boolean)):
         return None
-    n, dtype = v.count, out.dtype
+    if isinstance(v, Vec) and v.dtype != out.dtype:
+        return None
+    n, dtype = (v.lanes if isinstance(v, Vec) else v.count), out.dtype
 
     def codegen(context, builder, signature, args):
         out_a, k_i, v_t, relu_b = args
-        vec = _tuple_to_vector(context, builder, v_t, v, dtype)
+        vec = v_t if isinstance(v, Vec) else _tuple_to_vector(context, builder, v_t, v, dtype)
         zero = ir.Constant(vec.type, [ir.Constant(vec.type.element, 0.0)] * n)
         vec = builder.select(relu_b, builder.select(builder.fcmp_ordered(">", zero, vec), zero, vec), vec)
         data = context.make_array(out)(context, builder, out_a).data
@@ -148,16 +118,12 @@ def store_vector(typingctx, out, k, v, relu):
     return numba.types.none(out, k, v, relu), codegen
 
 
-def _fmadd_py(acc, a, v):
-    return tuple(s + a * t for s, t in zip(acc, v))
-
-
 def _store_vector_py(out, k, v, relu):
     for q in range(len(v)):
         out[k + q] = max(v[q], 0) if relu else v[q]
 
 
-fmadd, storev = (_fmadd_py, _store_vector_py) if numba.config.DISABLE_JIT else (fused_madd, store_vector)
+storev = _store_vector_py if numba.config.DISABLE_JIT else store_vector
 
 
 @njit()
@@ -216,11 +182,6 @@ def store8(out, k, v, relu):
     o = out[k:k + 8]
     for q in range(8):
         o[q] = max(v[q], 0) if relu else v[q]
-
-
-# LANES numbers as a tuple, for kernels written once for both vector widths: a jitted caller binds
-# the name when it compiles, so an AVX2 build compiles only the 8-wide helper.
-loadL = load16 if LANES == 16 else load8
 
 
 @njit()

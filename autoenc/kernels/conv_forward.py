@@ -17,8 +17,9 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, fmadd, load8, load16, loadL, next_pixel, store8, storev, vfmav,
-                                    vload16, vload16_first, vload_pair16, vpairs2, vpairs4, vpairs8, vpairs16, vtuple)
+from autoenc.kernels.blocks import (LANES, at, fma8, load8, next_pixel, store8, storev, vfmaL, vfmav,
+                                    vload16, vload16_first, vload_pair16, vloadL, vpairs2, vpairs4, vpairs8, vpairs16,
+                                    vtuple)
 from autoenc.kernels.config import FASTMATH, njit
 from autoenc.kernels.padding import _pad_into_samples, pad_naive
 from autoenc.threads import parallel_for
@@ -47,9 +48,9 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # patch of one output pixel along kernel row i is kw*cin CONTIGUOUS numbers, so
 #     y[n, r, c, :] = b + sum_i  xp_row(n, r*sh + i)[c*sw*cin : c*sw*cin + kw*cin] @ W_i
 # with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
-# The products are register-blocked: 8 output pixels x 32, 16 or 8 channels are summed in tuples of
-# 16 or 8 scalars, which LLVM keeps in vector registers (blocks.LANES: 16 float32 in an AVX-512
-# register, 8 in an AVX2 one). With 16 lanes the channels go 32 at a time (16 accumulators: per
+# The products are register-blocked: 8 output pixels x 32, 16 or 8 channels are summed in vector
+# registers (blocks.Vec of blocks.LANES numbers: 16 float32 in an AVX-512 register, 8 in an AVX2 one;
+# the 8-channel block of odd patch rows in tuples of 8). With 16 lanes the channels go 32 at a time (16 accumulators: per
 # patch element 2 vector loads of w and 8 broadcasts of x feed 16 multiply-adds), then 16, then 8;
 # with 8 lanes all 8 at a time. The 8 channels past the last multiple of 16 go by pairs of patch
 # elements where a patch row is even (_forward_pairs: 8 channels x 2 elements fill a 512-bit
@@ -58,9 +59,8 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # Each output of a block is b[f], then one fused multiply-add per patch element in patch order
 # (pairs: the even elements' sum from b[f] plus the odd ones' from zero; dot products: 16 lane sums
 # added pairwise in a fixed order), so the result depends neither on the number of threads nor on
-# the block width or vector width. The
-# 32- and 16-wide blocks call blocks.fused_madd, always fused: left to contract a*v + acc itself,
-# LLVM tuned for this CPU left 2 of the 8 pixels of a 16-wide block unfused (a last-bit difference).
+# the block width or vector width. The Vec blocks' multiply-adds are llvm.fma, always fused: left to
+# contract a*v + acc itself, LLVM tuned for this CPU left some unfused (a last-bit difference).
 # A block at the right edge overlaps the previous one instead of running past it (the overlapped
 # outputs are computed twice, identically).
 
@@ -77,7 +77,7 @@ def _forward_blockL(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
     AVX2): the pixels' patches start at ``starts`` in flat xp; wf is w flat; results go to
     yf[o + j*cout : o + j*cout + LANES]."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = loadL(b, f0)
+    a0 = vloadL(b, f0)
     a1 = a0
     a2 = a0
     a3 = a0
@@ -88,16 +88,16 @@ def _forward_blockL(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
     for i in range(kh):
         d = i * rstride  # the 8 patches along kernel row i: xf[bj + d : bj + d + row]
         for k in range(row):
-            v = loadL(wf, (i * row + k) * cout + f0)
+            v = vloadL(wf, (i * row + k) * cout + f0)
             e = d + k
-            a0 = fmadd(a0, at(xf, b0 + e), v)
-            a1 = fmadd(a1, at(xf, b1 + e), v)
-            a2 = fmadd(a2, at(xf, b2 + e), v)
-            a3 = fmadd(a3, at(xf, b3 + e), v)
-            a4 = fmadd(a4, at(xf, b4 + e), v)
-            a5 = fmadd(a5, at(xf, b5 + e), v)
-            a6 = fmadd(a6, at(xf, b6 + e), v)
-            a7 = fmadd(a7, at(xf, b7 + e), v)
+            a0 = vfmaL(a0, at(xf, b0 + e), v)
+            a1 = vfmaL(a1, at(xf, b1 + e), v)
+            a2 = vfmaL(a2, at(xf, b2 + e), v)
+            a3 = vfmaL(a3, at(xf, b3 + e), v)
+            a4 = vfmaL(a4, at(xf, b4 + e), v)
+            a5 = vfmaL(a5, at(xf, b5 + e), v)
+            a6 = vfmaL(a6, at(xf, b6 + e), v)
+            a7 = vfmaL(a7, at(xf, b7 + e), v)
     storev(yf, o, a0, relu)
     storev(yf, o + cout, a1, relu)
     storev(yf, o + 2 * cout, a2, relu)
@@ -112,9 +112,11 @@ def _forward_blockL(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
 def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu):
     """8 output pixels x channels f0..f0+31 of conv2d_forward, as :func:`_forward_blockL` (the
     same sums in the same order) with two 16-channel vectors per pixel (AVX-512 only): 16 accumulators, and per
-    patch element 2 vector loads of w and 8 broadcasts of x for 16 multiply-adds."""
+    patch element 2 vector loads of w and 8 broadcasts of x for 16 multiply-adds. The accumulators
+    are LLVM vectors (blocks.Vec): as tuples of 16, LLVM split and re-joined them in 256-bit halves
+    at every loop turn (131 instructions for the 16 multiply-adds, a third of the peak)."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = load16(b, f0)
+    a0 = vloadL(b, f0)
     a1 = a0
     a2 = a0
     a3 = a0
@@ -122,7 +124,7 @@ def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
     a5 = a0
     a6 = a0
     a7 = a0
-    c0 = load16(b, f0 + 16)
+    c0 = vloadL(b, f0 + 16)
     c1 = c0
     c2 = c0
     c3 = c0
@@ -134,33 +136,33 @@ def _forward_block32(xf, wf, b, yf, starts, f0, o, kh, row, rstride, cout, relu)
         d = i * rstride
         for k in range(row):
             e = (i * row + k) * cout + f0
-            v = load16(wf, e)
-            u = load16(wf, e + 16)
+            v = vloadL(wf, e)
+            u = vloadL(wf, e + 16)
             e = d + k
             x0 = at(xf, b0 + e)
-            a0 = fmadd(a0, x0, v)
-            c0 = fmadd(c0, x0, u)
+            a0 = vfmaL(a0, x0, v)
+            c0 = vfmaL(c0, x0, u)
             x1 = at(xf, b1 + e)
-            a1 = fmadd(a1, x1, v)
-            c1 = fmadd(c1, x1, u)
+            a1 = vfmaL(a1, x1, v)
+            c1 = vfmaL(c1, x1, u)
             x2 = at(xf, b2 + e)
-            a2 = fmadd(a2, x2, v)
-            c2 = fmadd(c2, x2, u)
+            a2 = vfmaL(a2, x2, v)
+            c2 = vfmaL(c2, x2, u)
             x3 = at(xf, b3 + e)
-            a3 = fmadd(a3, x3, v)
-            c3 = fmadd(c3, x3, u)
+            a3 = vfmaL(a3, x3, v)
+            c3 = vfmaL(c3, x3, u)
             x4 = at(xf, b4 + e)
-            a4 = fmadd(a4, x4, v)
-            c4 = fmadd(c4, x4, u)
+            a4 = vfmaL(a4, x4, v)
+            c4 = vfmaL(c4, x4, u)
             x5 = at(xf, b5 + e)
-            a5 = fmadd(a5, x5, v)
-            c5 = fmadd(c5, x5, u)
+            a5 = vfmaL(a5, x5, v)
+            c5 = vfmaL(c5, x5, u)
             x6 = at(xf, b6 + e)
-            a6 = fmadd(a6, x6, v)
-            c6 = fmadd(c6, x6, u)
+            a6 = vfmaL(a6, x6, v)
+            c6 = vfmaL(c6, x6, u)
             x7 = at(xf, b7 + e)
-            a7 = fmadd(a7, x7, v)
-            c7 = fmadd(c7, x7, u)
+            a7 = vfmaL(a7, x7, v)
+            c7 = vfmaL(c7, x7, u)
     storev(yf, o, a0, relu)
     storev(yf, o + 16, c0, relu)
     storev(yf, o + cout, a1, relu)
@@ -198,7 +200,7 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     one vector of w per element and pixel; results go to yf[o + j*cout : o + j*cout + LANES]. A
     separate function: in one function with the kernel-row loops LLVM compiled both worse."""
     b0, b1, b2, b3, b4, b5, b6, b7 = starts
-    a0 = loadL(b, f0)
+    a0 = vloadL(b, f0)
     a1 = a0
     a2 = a0
     a3 = a0
@@ -207,16 +209,16 @@ def _forward_taps(xf, wf, b, yf, starts, offs, f0, o, cout, relu):
     a6 = a0
     a7 = a0
     for e in range(offs.size):
-        v = loadL(wf, e * cout + f0)
+        v = vloadL(wf, e * cout + f0)
         d = offs[e]
-        a0 = fmadd(a0, at(xf, b0 + d), v)
-        a1 = fmadd(a1, at(xf, b1 + d), v)
-        a2 = fmadd(a2, at(xf, b2 + d), v)
-        a3 = fmadd(a3, at(xf, b3 + d), v)
-        a4 = fmadd(a4, at(xf, b4 + d), v)
-        a5 = fmadd(a5, at(xf, b5 + d), v)
-        a6 = fmadd(a6, at(xf, b6 + d), v)
-        a7 = fmadd(a7, at(xf, b7 + d), v)
+        a0 = vfmaL(a0, at(xf, b0 + d), v)
+        a1 = vfmaL(a1, at(xf, b1 + d), v)
+        a2 = vfmaL(a2, at(xf, b2 + d), v)
+        a3 = vfmaL(a3, at(xf, b3 + d), v)
+        a4 = vfmaL(a4, at(xf, b4 + d), v)
+        a5 = vfmaL(a5, at(xf, b5 + d), v)
+        a6 = vfmaL(a6, at(xf, b6 + d), v)
+        a7 = vfmaL(a7, at(xf, b7 + d), v)
     storev(yf, o, a0, relu)
     storev(yf, o + cout, a1, relu)
     storev(yf, o + 2 * cout, a2, relu)
