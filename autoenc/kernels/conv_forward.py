@@ -17,7 +17,7 @@ conv_weight_grad.py (dw, db). See docs/conv2d.md.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import (LANES, at, fma8, load8, next_pixel, store8, storev, vfmaL, vfmav,
+from autoenc.kernels.blocks import (LANES, at, fma8, load8, next_pixel, prefetch_span, store8, storev, vfmaL, vfmav,
                                     vload16, vload16_first, vload_pair16, vloadL, vpairs2, vpairs4, vpairs8, vpairs16,
                                     vtuple)
 from autoenc.kernels.config import FASTMATH, njit
@@ -516,11 +516,21 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
             wq[16 * e + 2 * c] = wm[2 * e, fp + c]
             wq[16 * e + 2 * c + 1] = wm[2 * e + 1, fp + c]
         bz[2 * c] = b[fp + c]
+    # what the next sample reads (x[s + 1], or xp[s + 1] when x has no samples), asked for a slice per
+    # block so that it arrives while this sample is summed
+    src = x.reshape(x.size) if x.shape[0] > 0 else xf
+    ssize = src.size // n
+    nblk = (npix + 7) // 8 if npix >= 8 and f8 > 0 else 0
+    nblk16 = (npix + 15) // 16 if npix >= 16 and f8 < cout else 0
+    chunk = (ssize + nblk + nblk16 - 1) // max(1, nblk + nblk16)
     for s in range(lo, hi):
         if x.shape[0] > 0:
             _pad_into_samples(s, s + 1, x, pt, pl, xp)
         xs, ys = s * hp * rstride, 0 if phased else s * npix * cout
-        for blk in range((npix + 7) // 8 if npix >= 8 and f8 > 0 else 0):
+        pf = (s + 1) * ssize if s + 1 < hi else src.size
+        for blk in range(nblk):
+            prefetch_span(src, pf, min(pf + chunk, (s + 2) * ssize))
+            pf += chunk
             q = min(8 * blk, npix - 8)
             r, c = q // ow, q % ow   # then step along the raster, without dividing
             starts, _, _, _ = _eight_pixels(r, c, xs + r * sh * rstride + c * dx, oh, ow, dx, rjump)
@@ -573,7 +583,9 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
                 store8(yf, o + 5 * cout, a5, relu)
                 store8(yf, o + 6 * cout, a6, relu)
                 store8(yf, o + 7 * cout, a7, relu)
-        for blk in range((npix + 15) // 16 if npix >= 16 and f8 < cout else 0):   # channels left over
+        for blk in range(nblk16):   # channels left over
+            prefetch_span(src, pf, min(pf + chunk, (s + 2) * ssize))
+            pf += chunk
             q = min(16 * blk, npix - 16)
             r, c = q // ow, q % ow
             first8, r, c, b8 = _eight_pixels(r, c, xs + r * sh * rstride + c * dx, oh, ow, dx, rjump)
