@@ -328,13 +328,13 @@ def _eight_pixels(r, c, b0, oh, ow, dx, rjump):
     return (b0, b1, b2, b3, b4, b5, b6, b7), r, c, b8
 
 
-@njit(fastmath=FASTMATH)
-def _dot_partials(xf, wv, starts, voffs, toffs, tail, z):
+@njit(fastmath=FASTMATH, inline="always")
+def _dot_partials(xf, wv, wo, starts, voffs, toffs, tail, z):
     """The 16 lane sums of 8 output pixels' dot products with one output channel, folded once: pixel
     j's patch starts at starts[j] in flat xp; lane l sums, one fused multiply-add each and in this
-    order, xf[starts[j] + voffs[e] + l] * wv[16*e + l] over the patch's whole 16-number vectors e,
+    order, xf[starts[j] + voffs[e] + l] * wv[wo + 16*e + l] over the patch's whole 16-number vectors e,
     then the first ``tail`` numbers from xf[starts[j] + toffs[t]] (each kernel row's last ones,
-    read by a masked load) times wv[16*(voffs.size + t) + l]. Returns 4 vectors: pixels (0, 1), (2,
+    read by a masked load) times wv[wo + 16*(voffs.size + t) + l]. Returns 4 vectors: pixels (0, 1), (2,
     3), (4, 5), (6, 7), each pixel's 8 lanes l + (l+8) (vpairs16). z: a zero vector."""
     c0, c1, c2, c3, c4, c5, c6, c7 = starts
     a0 = z
@@ -347,7 +347,7 @@ def _dot_partials(xf, wv, starts, voffs, toffs, tail, z):
     a7 = z
     for e in range(voffs.size):
         d = voffs[e]
-        v = vload16(wv, 16 * e)
+        v = vload16(wv, wo + 16 * e)
         a0 = vfmav(a0, vload16(xf, c0 + d), v)
         a1 = vfmav(a1, vload16(xf, c1 + d), v)
         a2 = vfmav(a2, vload16(xf, c2 + d), v)
@@ -358,7 +358,7 @@ def _dot_partials(xf, wv, starts, voffs, toffs, tail, z):
         a7 = vfmav(a7, vload16(xf, c7 + d), v)
     for t in range(toffs.size):
         d = toffs[t]
-        v = vload16(wv, 16 * (voffs.size + t))
+        v = vload16(wv, wo + 16 * (voffs.size + t))
         a0 = vfmav(a0, vload16_first(xf, c0 + d, tail), v)
         a1 = vfmav(a1, vload16_first(xf, c1 + d, tail), v)
         a2 = vfmav(a2, vload16_first(xf, c2 + d, tail), v)
@@ -370,16 +370,16 @@ def _dot_partials(xf, wv, starts, voffs, toffs, tail, z):
     return vpairs16(a0, a1), vpairs16(a2, a3), vpairs16(a4, a5), vpairs16(a6, a7)
 
 
-@njit(fastmath=FASTMATH)
-def _forward_dot16(xf, wv, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu, z):
+@njit(fastmath=FASTMATH, inline="always")
+def _forward_dot16(xf, wv, wo, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu, z):
     """16 output pixels x one channel of conv2d_forward, for the channels left over by the blocks
-    (cout % 8, a one-channel output): each pixel's patch dotted with the channel's kernel, wv =
+    (cout % 8, a one-channel output): each pixel's patch dotted with the channel's kernel, wv[wo:] =
     w[..., f] as whole vectors and kernel-row tails (:func:`_dot_partials`, 8 pixels at a time: their
     patches start at lo, then hi). Each pixel's 16 lane sums are added pairwise in a fixed order (l +
     (l+8), then + 4, + 2, + 1: vpairs16 ... vpairs2, which add them for 16 pixels with shuffles and 4
     vector adds), then bf. Results go to yf[o + p*cout], p < 16 (one vector store when cout is 1)."""
-    s0, s1, s2, s3 = _dot_partials(xf, wv, lo, voffs, toffs, tail, z)
-    s4, s5, s6, s7 = _dot_partials(xf, wv, hi, voffs, toffs, tail, z)
+    s0, s1, s2, s3 = _dot_partials(xf, wv, wo, lo, voffs, toffs, tail, z)
+    s4, s5, s6, s7 = _dot_partials(xf, wv, wo, hi, voffs, toffs, tail, z)
     h = vtuple(vpairs2(vpairs4(vpairs8(s0, s1), vpairs8(s2, s3)), vpairs4(vpairs8(s4, s5), vpairs8(s6, s7))))
     v = (bf + h[0], bf + h[1], bf + h[2], bf + h[3], bf + h[4], bf + h[5], bf + h[6], bf + h[7], bf + h[8],
          bf + h[9], bf + h[10], bf + h[11], bf + h[12], bf + h[13], bf + h[14], bf + h[15])
@@ -504,6 +504,8 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
         for t in range(toffs.size):
             for l in range(tail):
                 wv[f - f8, 16 * (voffs.size + t) + l] = wm[t * row + 16 * nfull + l, f]
+    wlen = wv.shape[1]
+    wvf = wv.reshape(wv.size)   # flat, and made once: a view per call costs two reference counts
     zeros16 = vload16(np.zeros(16, dtype=y.dtype), 0)
     # the 8 channels past the last multiple of 16 (cout % 16 >= 8), on patch rows of an even number of
     # 8 or more: by pairs of patch elements (_forward_pairs), wq and bz laid out as it reads them
@@ -591,8 +593,8 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
             first8, r, c, b8 = _eight_pixels(r, c, xs + r * sh * rstride + c * dx, oh, ow, dx, rjump)
             next8, _, _, _ = _eight_pixels(r, c, b8, oh, ow, dx, rjump)
             for f in range(f8, cout):
-                _forward_dot16(xf, wv[f - f8], b[f], yf, first8, next8, ys + q * cout + f, cout, voffs, toffs, tail,
-                               relu, zeros16)
+                _forward_dot16(xf, wvf, (f - f8) * wlen, b[f], yf, first8, next8, ys + q * cout + f, cout, voffs,
+                               toffs, tail, relu, zeros16)
         # fewer than 8 output pixels (fewer than 16, for the channels left over): one output at a time
         for q in range(npix if npix < 16 else 0):
             bq = xs + _patch_start(q, ow, sh, rstride, dx)
