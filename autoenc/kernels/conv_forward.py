@@ -312,7 +312,7 @@ def _forward_pairs_by_4(xf, wq, bz, yf, starts, o, kh, half, rstride, cout, relu
 _forward_pairs = _forward_pairs8 if LANES == 16 else _forward_pairs_by_4
 
 
-@njit()
+@njit(inline="always")
 def _eight_pixels(r, c, b0, oh, ow, dx, rjump):
     """The patch starts of the 8 output pixels from (row r, column c) on in raster order, b0 that of
     the first (next_pixel steps from one to the next), and the row, column and patch start of the
