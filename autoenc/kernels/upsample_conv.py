@@ -39,7 +39,7 @@ this module adds the two copies between the layouts and the tiny maps A and A^T.
 """
 import numpy as np
 
-from autoenc.kernels.blocks import add8, load8, store8, where_positive8
+from autoenc.kernels.blocks import add8, load8, prefetch_span, store8, where_positive8
 from autoenc.kernels.config import njit
 from autoenc.kernels.conv_forward import conv2d_forward_naive, interleave_phases
 from autoenc.kernels.conv_input_grad import conv2d_backward_input_naive
@@ -172,6 +172,9 @@ def _phase_gather_chunks(lo, hi, dy, y, relu, base, step, dq, part):
                 py = Y % 2
                 i0 = (s * oh + Y) * ow * cout                                 # row Y of sample s in dy
                 p0 = (s * hq + Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of dq
+                prefetch_span(dyf, i0 + 2 * oh * ow * cout, i0 + (2 * oh + 1) * ow * cout)   # samples ahead
+                if relu:
+                    prefetch_span(yf, i0 + 2 * oh * ow * cout, i0 + (2 * oh + 1) * ow * cout)
                 for f0 in range(0, c8, 8):    # 8 channels at a time
                     acc = load8(pk, f0)
                     for X in range(ow):
