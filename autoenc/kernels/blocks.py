@@ -14,9 +14,10 @@ AVX-512, else 8 (AVX2); the kernels size their blocks by it. Three kinds of help
   (:func:`vload16`, :func:`vload16_first`, :func:`vload_pair16`, :func:`vfmav`, the pairwise sums
   :func:`vpairs16` ... :func:`vpairs2`), which a loop carries in one register (two with AVX2).
 
-Indices are unsigned where that lets LLVM see neighbouring loads as one vector load. Every helper
-is tiny and inlined into the kernels; under NUMBA_DISABLE_JIT=1 plain Python stands in for the
-LLVM ones.
+Beside them, :func:`prefetch_span` asks the CPU for cache lines a kernel will read soon (the next
+sample's input, where the hardware prefetcher did not keep up). Indices are unsigned where that lets
+LLVM see neighbouring loads as one vector load. Every helper is tiny; under NUMBA_DISABLE_JIT=1
+plain Python stands in for the LLVM ones (prefetch_span does nothing there).
 """
 import numba
 import numba.extending
@@ -62,7 +63,7 @@ def load8(a, k):
     return (a[u], a[u + _U1], a[u + _U2], a[u + _U3], a[u + _U4], a[u + _U5], a[u + _U6], a[u + _U7])
 
 
-# --- tuples through LLVM IR (Numba intrinsics): the widest register blocks ------------------------
+# --- stores through LLVM IR (Numba intrinsics) ----------------------------------------------------
 
 def _lane(q):
     return ir.Constant(ir.IntType(32), q)
