@@ -342,7 +342,8 @@ def test_vfma_rounds_once():
 
 
 def test_store_vector_is_max_zero():
-    """blocks.storev (a tuple or a Vec): out[k:k+n] = v, or Python's max(v, 0) (-0.0 and NaN kept) when relu; nothing else written."""
+    """blocks.storev (a tuple or a Vec): out[k:k+n] = v, or Python's max(v, 0) (-0.0 and NaN kept) when relu;
+    nothing else written."""
     import numba
 
     from autoenc.kernels import blocks
@@ -350,6 +351,7 @@ def test_store_vector_is_max_zero():
     @numba.njit
     def store(out, k, v, relu):
         blocks.storev(out, k, v, relu)
+
     @numba.njit
     def store_vec(out, k, src, relu):
         blocks.storev(out, k, blocks.vload8(src, 0), relu)

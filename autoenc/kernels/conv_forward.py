@@ -50,8 +50,9 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # with W_i = w[i] seen as a (kw*cin, cout) matrix: a small matrix product per kernel row.
 # The products are register-blocked: 8 output pixels x 32, 16 or 8 channels are summed in vector
 # registers (blocks.Vec of blocks.LANES numbers: 16 float32 in an AVX-512 register, 8 in an AVX2 one;
-# the 8-channel block of odd patch rows in tuples of 8). With 16 lanes the channels go 32 at a time (16 accumulators: per
-# patch element 2 vector loads of w and 8 broadcasts of x feed 16 multiply-adds), then 16, then 8;
+# the 8-channel block of odd patch rows in tuples of 8). With 16 lanes the channels go 32 at a time
+# (16 accumulators: per patch element 2 vector loads of w and 8 broadcasts of x feed 16
+# multiply-adds), then 16, then 8;
 # with 8 lanes all 8 at a time. The 8 channels past the last multiple of 16 go by pairs of patch
 # elements where a patch row is even (_forward_pairs: 8 channels x 2 elements fill a 512-bit
 # register). Channels left over after that (cout % 8, e.g. a single-channel output) are dot

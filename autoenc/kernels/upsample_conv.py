@@ -172,9 +172,10 @@ def _phase_gather_chunks(lo, hi, dy, y, relu, base, step, dq, part):
                 py = Y % 2
                 i0 = (s * oh + Y) * ow * cout                                 # row Y of sample s in dy
                 p0 = (s * hq + Y // 2 + base + step * py) * wq * c4 + 2 * py * cout   # its row of dq
-                prefetch_span(dyf, i0 + 2 * oh * ow * cout, i0 + (2 * oh + 1) * ow * cout)   # samples ahead
+                ahead = i0 + 2 * oh * ow * cout      # the same row two samples on, asked for now
+                prefetch_span(dyf, ahead, ahead + ow * cout)
                 if relu:
-                    prefetch_span(yf, i0 + 2 * oh * ow * cout, i0 + (2 * oh + 1) * ow * cout)
+                    prefetch_span(yf, ahead, ahead + ow * cout)
                 for f0 in range(0, c8, 8):    # 8 channels at a time
                     acc = load8(pk, f0)
                     for X in range(ow):
