@@ -12,7 +12,10 @@ Models (3x3 'same' ReLU convolutions, sigmoid output, MSE, Adam):
 
 Each kernel runs on preallocated arrays, as Conv2DKernels calls it; the best of ``--repeat`` runs is
 reported (the machine may be shared: compare runs interleaved, and note ``uptime``). The first
-layer's input gradient is timed but a training step skips it.
+layer's input gradient is timed but a training step skips it. A convolution that reads a 2x2
+upsampling is timed as the step runs it, as its phase convolution on the small input ("(phases)":
+a 2x2 kernel to four times the channels, autoenc.kernels.upsample_conv); MFLOP and GF/s count the
+multiply-adds the kernels do, which for those layers are about half of the 3x3 convolution's.
 """
 import argparse
 import os
@@ -57,23 +60,31 @@ def best_time(fn, repeat):
 
 
 def conv_shapes(model):
-    """(name, n, h, w, cin, cout, first) of each 3x3 'same' stride-1 Conv2D of a built model."""
+    """(name, h, w, cin, cout, first, phased) of each 3x3 'same' stride-1 Conv2D of a built model: h, w
+    its input's; phased where a training step runs it with the UpSampling2D before it, as four 2x2
+    convolutions on the small input (Conv2D.forward_upsampled)."""
     from autoenc.layers import Conv2D
+    from autoenc.models.model import _runs_fused
+    phased = {id(c.layer) for u, c in model._fusable if _runs_fused(u.layer, c.layer)}
     out = []
     for node in model.nodes:
         layer = node.layer
         if isinstance(layer, Conv2D):
             _, h, w, cin = layer.input_shape
-            out.append((layer.name, h, w, cin, layer.filters, not out))
+            out.append((layer.name, h, w, cin, layer.filters, not out, id(layer) in phased))
     return out
 
 
 def profile_convs(model, batch, repeat, rng):
-    """Rows (layer, shape, ms and GFLOP/s of forward, input gradient, weight gradient)."""
+    """Rows (layer, shape, FLOPs its kernels do, seconds of forward, input gradient, weight gradient,
+    first layer?), each kernel as a training step calls it."""
     from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding
     rows = []
-    for name, h, w, cin, cout, first in conv_shapes(model):
+    for name, h, w, cin, cout, first, phased in conv_shapes(model):
         n = batch
+        if phased:
+            rows.append(profile_phases(name, n, h, w, cin, cout, first, repeat, rng))
+            continue
         x = rng.random((n, h, w, cin), dtype=np.float32)
         xp = np.zeros((n, h + 2, w + 2, cin), np.float32)
         padding.pad_into(x, 1, 1, xp)
@@ -92,6 +103,31 @@ def profile_convs(model, batch, repeat, rng):
         t_w = best_time(lambda: conv_weight_grad.conv2d_backward_kernel_chunks(xp, dz, 1, 1, part, dw), repeat)
         rows.append((name, f"{cin}->{cout} @{h}", flop, t_f, t_i, t_w, first))
     return rows
+
+
+def profile_phases(name, n, h, w, cin, cout, first, repeat, rng):
+    """profile_convs' row for a convolution run on the output of a 2x2 upsampling of an (h/2, w/2) input:
+    its phase convolution (autoenc.kernels.upsample_conv), a 2x2 kernel from cin to 4*cout channels on
+    the small input in a 1-pixel halo, which the forward pass interleaves into the (h, w) output."""
+    from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding, upsample_conv
+    hs, ws = h // 2, w // 2
+    x = rng.random((n, hs, ws, cin), dtype=np.float32)
+    xp = np.zeros((n, hs + 2, ws + 2, cin), np.float32)
+    padding.pad_into(x, 1, 1, xp)
+    wq = upsample_conv.phase_kernel((rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32), "same")
+    bq = np.zeros(4 * cout, np.float32)
+    (base, step), _ = upsample_conv.phase_offsets("same")
+    z = np.empty((n, h, w, cout), np.float32)
+    dq = rng.standard_normal((n, hs + 1, ws + 1, 4 * cout)).astype(np.float32)
+    dx, dwq = np.empty_like(x), np.empty_like(wq)
+    part = np.empty((config.n_chunks(n),) + wq.shape, np.float32)
+    wt, zb = np.empty((2, 2, 4 * cout, cin), np.float32), np.zeros(cin, np.float32)
+    flop = 2.0 * n * (hs + 1) * (ws + 1) * 4 * cin * 4 * cout
+    t_f = best_time(lambda: conv_forward.conv2d_forward_phases(x, xp, wq, bq, conv_forward.ACT_RELU, base, step, z),
+                    repeat)
+    t_i = best_time(lambda: conv_input_grad.conv2d_backward_input_padded(dq, wq, wt, zb, dx), repeat)
+    t_w = best_time(lambda: conv_weight_grad.conv2d_backward_kernel_chunks(xp, dq, 1, 1, part, dwq), repeat)
+    return name, f"{cin}->{cout} @{h} (phases)", flop, t_f, t_i, t_w, first
 
 
 def step_time(model, shape, batch, repeat, rng):
