@@ -59,6 +59,15 @@ def best_time(fn, repeat):
     return min(times)
 
 
+def on_lines(a):
+    """A copy of ``a`` that starts on a cache line, as a training step's work arrays do
+    (autoenc.kernels.workspace.aligned; NumPy's own start 16 bytes into one here)."""
+    from autoenc.kernels.workspace import aligned
+    out = aligned(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 def conv_shapes(model):
     """(name, h, w, cin, cout, first, phased) of each 3x3 'same' stride-1 Conv2D of a built model: h, w
     its input's; phased where a training step runs it with the UpSampling2D before it, as four 2x2
@@ -86,17 +95,17 @@ def profile_convs(model, batch, repeat, rng):
             rows.append(profile_phases(name, n, h, w, cin, cout, first, repeat, rng))
             continue
         x = rng.random((n, h, w, cin), dtype=np.float32)
-        xp = np.zeros((n, h + 2, w + 2, cin), np.float32)
+        xp = on_lines(np.zeros((n, h + 2, w + 2, cin), np.float32))
         padding.pad_into(x, 1, 1, xp)
-        wk = (rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32)
-        b = np.zeros(cout, np.float32)
-        y = np.empty((n, h, w, cout), np.float32)
-        dz = rng.standard_normal((n, h, w, cout)).astype(np.float32)
-        dzp = np.zeros((n, h + 2, w + 2, cout), np.float32)
+        wk = on_lines((rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32))
+        b = on_lines(np.zeros(cout, np.float32))
+        y = on_lines(np.empty((n, h, w, cout), np.float32))
+        dz = on_lines(rng.standard_normal((n, h, w, cout)).astype(np.float32))
+        dzp = on_lines(np.zeros((n, h + 2, w + 2, cout), np.float32))
         padding.pad_into(dz, 1, 1, dzp)
-        dx, dw = np.empty_like(x), np.empty_like(wk)
-        part = np.empty((config.n_chunks(n),) + wk.shape, np.float32)
-        wt, zb = np.empty((3, 3, cout, cin), np.float32), np.zeros(cin, np.float32)
+        dx, dw = on_lines(np.empty_like(x)), on_lines(np.empty_like(wk))
+        part = on_lines(np.empty((config.n_chunks(n),) + wk.shape, np.float32))
+        wt, zb = on_lines(np.empty((3, 3, cout, cin), np.float32)), on_lines(np.zeros(cin, np.float32))
         flop = 2.0 * n * h * w * 9 * cin * cout
         t_f = best_time(lambda: conv_forward.conv2d_forward(xp, wk, b, 1, 1, conv_forward.ACT_RELU, y), repeat)
         t_i = best_time(lambda: conv_input_grad.conv2d_backward_input_padded(dzp, wk, wt, zb, dx), repeat)
@@ -111,17 +120,18 @@ def profile_phases(name, n, h, w, cin, cout, first, repeat, rng):
     the small input in a 1-pixel halo, which the forward pass interleaves into the (h, w) output."""
     from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding, upsample_conv
     hs, ws = h // 2, w // 2
-    x = rng.random((n, hs, ws, cin), dtype=np.float32)
-    xp = np.zeros((n, hs + 2, ws + 2, cin), np.float32)
+    x = on_lines(rng.random((n, hs, ws, cin), dtype=np.float32))
+    xp = on_lines(np.zeros((n, hs + 2, ws + 2, cin), np.float32))
     padding.pad_into(x, 1, 1, xp)
-    wq = upsample_conv.phase_kernel((rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32), "same")
-    bq = np.zeros(4 * cout, np.float32)
+    wq = on_lines(upsample_conv.phase_kernel((rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32),
+                                             "same"))
+    bq = on_lines(np.zeros(4 * cout, np.float32))
     (base, step), _ = upsample_conv.phase_offsets("same")
-    z = np.empty((n, h, w, cout), np.float32)
-    dq = rng.standard_normal((n, hs + 1, ws + 1, 4 * cout)).astype(np.float32)
-    dx, dwq = np.empty_like(x), np.empty_like(wq)
-    part = np.empty((config.n_chunks(n),) + wq.shape, np.float32)
-    wt, zb = np.empty((2, 2, 4 * cout, cin), np.float32), np.zeros(cin, np.float32)
+    z = on_lines(np.empty((n, h, w, cout), np.float32))
+    dq = on_lines(rng.standard_normal((n, hs + 1, ws + 1, 4 * cout)).astype(np.float32))
+    dx, dwq = on_lines(np.empty_like(x)), on_lines(np.empty_like(wq))
+    part = on_lines(np.empty((config.n_chunks(n),) + wq.shape, np.float32))
+    wt, zb = on_lines(np.empty((2, 2, 4 * cout, cin), np.float32)), on_lines(np.zeros(cin, np.float32))
     flop = 2.0 * n * (hs + 1) * (ws + 1) * 4 * cin * 4 * cout
     t_f = best_time(lambda: conv_forward.conv2d_forward_phases(x, xp, wq, bq, conv_forward.ACT_RELU, base, step, z),
                     repeat)
