@@ -127,8 +127,14 @@ class KerasLike:
 class AutoencRun(KerasLike):
     def info(self):
         tuners = getattr(self.model, "_thread_tuners", {})
-        chosen = {k: f"{t.current} ({t.steps} steps, {len(t.switches)} switches)" for k, t in tuners.items() if t}
+        chosen = {k: f"{t.current} ({t.steps} steps, {switches(t.switches)})" for k, t in tuners.items() if t}
         return {"version": self.version, "tuner": chosen or "off"}
+
+
+def switches(changes):
+    """'N switches', and where there are at most 3 the steps and counts: '1 switches: to 1 at step 57'."""
+    head = f"{len(changes)} switches"
+    return head + (": " + ", ".join(f"to {c} at step {s}" for s, c in changes) if 0 < len(changes) <= 3 else "")
 
 
 def setup_autoenc(name, images, n_predict):
