@@ -61,7 +61,7 @@ def best_time(fn, repeat):
 
 def on_lines(a):
     """A copy of ``a`` that starts on a cache line, as a training step's work arrays do
-    (autoenc.kernels.workspace.aligned; NumPy's own start 16 bytes into one here)."""
+    (workspace.aligned, which makes the empty and zeroed ones here; NumPy's own start 16 bytes into one)."""
     from autoenc.kernels.workspace import aligned
     out = aligned(a.shape, a.dtype)
     out[...] = a
@@ -88,6 +88,7 @@ def profile_convs(model, batch, repeat, rng):
     """Rows (layer, shape, FLOPs its kernels do, seconds of forward, input gradient, weight gradient,
     first layer?), each kernel as a training step calls it."""
     from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding
+    from autoenc.kernels.workspace import aligned
     rows = []
     for name, h, w, cin, cout, first, phased in conv_shapes(model):
         n = batch
@@ -95,17 +96,17 @@ def profile_convs(model, batch, repeat, rng):
             rows.append(profile_phases(name, n, h, w, cin, cout, first, repeat, rng))
             continue
         x = rng.random((n, h, w, cin), dtype=np.float32)
-        xp = on_lines(np.zeros((n, h + 2, w + 2, cin), np.float32))
+        xp = aligned((n, h + 2, w + 2, cin), np.float32, zeros=True)
         padding.pad_into(x, 1, 1, xp)
         wk = on_lines((rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32))
-        b = on_lines(np.zeros(cout, np.float32))
-        y = on_lines(np.empty((n, h, w, cout), np.float32))
+        b = aligned((cout,), np.float32, zeros=True)
+        y = aligned((n, h, w, cout), np.float32)
         dz = on_lines(rng.standard_normal((n, h, w, cout)).astype(np.float32))
-        dzp = on_lines(np.zeros((n, h + 2, w + 2, cout), np.float32))
+        dzp = aligned((n, h + 2, w + 2, cout), np.float32, zeros=True)
         padding.pad_into(dz, 1, 1, dzp)
-        dx, dw = on_lines(np.empty_like(x)), on_lines(np.empty_like(wk))
-        part = on_lines(np.empty((config.n_chunks(n),) + wk.shape, np.float32))
-        wt, zb = on_lines(np.empty((3, 3, cout, cin), np.float32)), on_lines(np.zeros(cin, np.float32))
+        dx, dw = aligned(x.shape, np.float32), aligned(wk.shape, np.float32)
+        part = aligned((config.n_chunks(n),) + wk.shape, np.float32)
+        wt, zb = aligned((3, 3, cout, cin), np.float32), aligned((cin,), np.float32, zeros=True)
         flop = 2.0 * n * h * w * 9 * cin * cout
         t_f = best_time(lambda: conv_forward.conv2d_forward(xp, wk, b, 1, 1, conv_forward.ACT_RELU, y), repeat)
         t_i = best_time(lambda: conv_input_grad.conv2d_backward_input_padded(dzp, wk, wt, zb, dx), repeat)
@@ -119,19 +120,20 @@ def profile_phases(name, n, h, w, cin, cout, first, repeat, rng):
     its phase convolution (autoenc.kernels.upsample_conv), a 2x2 kernel from cin to 4*cout channels on
     the small input in a 1-pixel halo, which the forward pass interleaves into the (h, w) output."""
     from autoenc.kernels import config, conv_forward, conv_input_grad, conv_weight_grad, padding, upsample_conv
+    from autoenc.kernels.workspace import aligned
     hs, ws = h // 2, w // 2
     x = on_lines(rng.random((n, hs, ws, cin), dtype=np.float32))
-    xp = on_lines(np.zeros((n, hs + 2, ws + 2, cin), np.float32))
+    xp = aligned((n, hs + 2, ws + 2, cin), np.float32, zeros=True)
     padding.pad_into(x, 1, 1, xp)
     wq = on_lines(upsample_conv.phase_kernel((rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32),
                                              "same"))
-    bq = on_lines(np.zeros(4 * cout, np.float32))
+    bq = aligned((4 * cout,), np.float32, zeros=True)
     (base, step), _ = upsample_conv.phase_offsets("same")
-    z = on_lines(np.empty((n, h, w, cout), np.float32))
+    z = aligned((n, h, w, cout), np.float32)
     dq = on_lines(rng.standard_normal((n, hs + 1, ws + 1, 4 * cout)).astype(np.float32))
-    dx, dwq = on_lines(np.empty_like(x)), on_lines(np.empty_like(wq))
-    part = on_lines(np.empty((config.n_chunks(n),) + wq.shape, np.float32))
-    wt, zb = on_lines(np.empty((2, 2, 4 * cout, cin), np.float32)), on_lines(np.zeros(cin, np.float32))
+    dx, dwq = aligned(x.shape, np.float32), aligned(wq.shape, np.float32)
+    part = aligned((config.n_chunks(n),) + wq.shape, np.float32)
+    wt, zb = aligned((2, 2, 4 * cout, cin), np.float32), aligned((cin,), np.float32, zeros=True)
     flop = 2.0 * n * (hs + 1) * (ws + 1) * 4 * cin * 4 * cout
     t_f = best_time(lambda: conv_forward.conv2d_forward_phases(x, xp, wq, bq, conv_forward.ACT_RELU, base, step, z),
                     repeat)
