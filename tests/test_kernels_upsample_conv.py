@@ -155,6 +155,27 @@ def test_fast_path_against_the_definition(shape, padding, dtype, rng):
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("cout", [1, 3, 8, 16, 24, 32, 40])
+@pytest.mark.parametrize("oh, ow", [(2, 2), (4, 6), (3, 5), (6, 1)])
+def test_interleave_is_its_definition(oh, ow, cout, padding, rng):
+    """phase_interleave against its formula, index by index: y[n, Y, X, f] = q[n, Y//2 + base +
+    step*(Y%2), X//2 + base + step*(X%2), (2*(Y%2) + X%2)*cout + f], for channel counts that take the
+    vector copies (multiples of 8, of 16) and those that do not, and odd widths (a last even pixel)."""
+    (base, step), _ = phase_offsets(padding)
+    n = 2
+    q = rng.standard_normal((n, oh // 2 + 2, ow // 2 + 2, 4 * cout)).astype(np.float32)
+    want = np.empty((n, oh, ow, cout), np.float32)
+    for Y in range(oh):
+        for X in range(ow):
+            p = 2 * (Y % 2) + X % 2
+            want[:, Y, X] = q[:, Y // 2 + base + step * (Y % 2), X // 2 + base + step * (X % 2),
+                              p * cout:(p + 1) * cout]
+    got = np.full((n, oh, ow, cout), np.nan, np.float32)
+    phase_interleave(q, base, step, got)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
 # besides SHAPES: outputs of 16 and 32 channels (each vector one phase's, stored straight into z) on
 # odd grids, with one input channel (short patch rows) and with fewer than 8 phase pixels; 24 and 12
 # channels (through one sample of q with AVX-512)
