@@ -485,7 +485,8 @@ rng = np.random.default_rng(2)
 digest = hashlib.sha256()
 cases = [(4,) + c for c in ODD_CASES + WIDE_CASES + ONE_CHANNEL_CASES] + WIDE_DW_CASES + [
     (2, 28, 28, 1, 16, 3, 3, 1, 1, "same"), (2, 28, 28, 16, 1, 3, 3, 1, 1, "same"),
-    (1, 61, 61, 32, 64, 3, 3, 1, 1, "same"), (2, 16, 16, 32, 3, 3, 3, 1, 1, "same"), (2, 9, 9, 16, 7, 3, 3, 1, 1, "same")]
+    (1, 61, 61, 32, 64, 3, 3, 1, 1, "same"), (2, 16, 16, 32, 3, 3, 3, 1, 1, "same"), (2, 9, 9, 16, 7, 3, 3, 1, 1, "same"),
+    (3, 9, 9, 8, 64, 2, 2, 1, 1, "valid"), (2, 9, 9, 8, 24, 2, 2, 1, 1, "valid")]
 for n, h, wd, cin, cout, kh, kw, sh, sw, pad in cases:
     hp, wp = h + sum(conv_padding(h, kh, sh, pad)[:2]), wd + sum(conv_padding(wd, kw, sw, pad)[:2])
     oh, ow = conv_padding(h, kh, sh, pad)[2], conv_padding(wd, kw, sw, pad)[2]
