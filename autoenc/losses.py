@@ -55,9 +55,11 @@ class Loss:
     def value(self, y_true, y_pred):
         raise NotImplementedError
 
-    def value_and_gradient(self, y_true, y_pred, out=None):
+    def value_and_gradient(self, y_true, y_pred, out=None, size=None):
         """(loss, dL/dy_pred). The gradient is written into ``out`` (an array shaped like y_pred,
-        which the training loop reuses between steps) or a new array when it is None."""
+        which the training loop reuses between steps) or a new array when it is None. ``size``: the
+        number of elements the mean is over, y_pred.size unless given (a part of a batch passes the
+        batch's, so that its gradient is the batch loss's; the loss returned is the part's own)."""
         raise NotImplementedError
 
     def get_config(self):
@@ -71,12 +73,12 @@ class MeanSquaredError(Loss):
         _check(y_true, y_pred)
         return np.mean(np.square(y_pred - y_true))
 
-    def value_and_gradient(self, y_true, y_pred, out=None):
+    def value_and_gradient(self, y_true, y_pred, out=None, size=None):
         _check(y_true, y_pred)
         sq = np.square(np.subtract(y_pred, y_true, out=out), out=out)  # (p - t)^2, in out
         loss = np.mean(sq)
         d = np.subtract(y_pred, y_true, out=sq)
-        d *= d.dtype.type(2 / d.size)
+        d *= d.dtype.type(2 / (size or d.size))
         return loss, d
 
 
@@ -87,12 +89,12 @@ class MeanAbsoluteError(Loss):
         _check(y_true, y_pred)
         return np.mean(np.abs(y_pred - y_true))
 
-    def value_and_gradient(self, y_true, y_pred, out=None):
+    def value_and_gradient(self, y_true, y_pred, out=None, size=None):
         _check(y_true, y_pred)
         a = np.abs(np.subtract(y_pred, y_true, out=out), out=out)  # |p - t|, in out
         loss = np.mean(a)
         d = np.sign(np.subtract(y_pred, y_true, out=a), out=a)
-        d *= d.dtype.type(1 / d.size)
+        d *= d.dtype.type(1 / (size or d.size))
         return loss, d
 
 
@@ -114,27 +116,27 @@ class BinaryCrossentropy(Loss):
         _check(y_true, z)
         return _bce_from_logits(y_true, z)
 
-    def value_and_gradient(self, y_true, y_pred, out=None):
+    def value_and_gradient(self, y_true, y_pred, out=None, size=None):
         if self.from_logits:
-            return self.value_and_gradient_from_logits(y_true, y_pred, out)
+            return self.value_and_gradient_from_logits(y_true, y_pred, out, size)
         _check(y_true, y_pred)
         one = y_pred.dtype.type(1)
         eps = y_pred.dtype.type(EPSILON)
         p = _clip(y_pred)
         loss = _bce(y_true, p)
-        grad = np.multiply((one - y_true) / (one - p) - y_true / p, y_pred.dtype.type(1 / p.size), out=out)
+        grad = np.multiply((one - y_true) / (one - p) - y_true / p, y_pred.dtype.type(1 / (size or p.size)), out=out)
         grad[(y_pred < eps) | (y_pred > one - eps)] = 0
         return loss, grad
 
-    def value_and_gradient_from_logits(self, y_true, z, out=None):
+    def value_and_gradient_from_logits(self, y_true, z, out=None, size=None):
         """Loss and dL/dz for predictions sigmoid(z), computed from z without overflow; dL/dz goes
-        into ``out`` when given."""
+        into ``out`` when given (``size`` as value_and_gradient)."""
         _check(y_true, z)
         loss = _bce_from_logits(y_true, z)
         grad = np.empty_like(z) if out is None else out
         sigmoid_into(z, grad)
         grad -= y_true
-        grad *= z.dtype.type(1 / z.size)
+        grad *= z.dtype.type(1 / (size or z.size))
         return loss, grad
 
     def get_config(self):

@@ -44,6 +44,19 @@ def test_gradient_into_out_is_the_same_as_a_new_array(rng, loss):
     np.testing.assert_array_equal(p, p_before)  # y_pred is read, never written
 
 
+@pytest.mark.parametrize("loss", [losses.MeanSquaredError(), losses.MeanAbsoluteError(), losses.BinaryCrossentropy(),
+                                  losses.BinaryCrossentropy(from_logits=True)], ids=lambda l: repr(l.get_config()))
+def test_a_parts_gradient_with_the_batch_size_is_the_slice_of_the_batch_gradient(rng, loss):
+    """size=: a part of a batch gets the batch loss's gradient, bit for bit (the training step in parts,
+    models/parallel_step.py), and its own loss."""
+    t = rng.random((6, 4, 5)).astype(np.float32)
+    p = rng.uniform(-0.1, 1.1, (6, 4, 5)).astype(np.float32)
+    _, whole = loss.value_and_gradient(t, p)
+    value, part = loss.value_and_gradient(t[2:5], p[2:5], size=t.size)
+    np.testing.assert_array_equal(part, whole[2:5])
+    assert value == loss.value_and_gradient(t[2:5], p[2:5])[0]
+
+
 def test_loss_values_follow_keras_formulas(rng):
     t, p = rng.random((4, 6)), rng.uniform(0.01, 0.99, (4, 6))
     assert losses.get("mse")(t, p) == pytest.approx(np.mean((p - t) ** 2))

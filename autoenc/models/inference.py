@@ -44,7 +44,7 @@ def _models(model):
 def supported(model):
     """Whether ``model`` can predict in parts on replicas: every layer is one of autoenc's own
     (autoenc.layers, but Sampling, which draws random numbers in order and keeps them), with no method
-    replaced on it or its kernel objects and no activity regularizer (its penalty, part of evaluate's
+    replaced on it, its kernel objects or a model in it, and no activity regularizer (its penalty, part of evaluate's
     loss, is the batch's); every model in it runs the graph forward pass of autoenc's Model; and the
     graph has at most MAX_NODES layer calls."""
     from autoenc.layers.sampling import Sampling
@@ -55,7 +55,7 @@ def supported(model):
         return False
     for m in models:
         forward = type(m).forward     # Model.forward, named so that this module imports no model
-        if (forward.__module__, forward.__qualname__) != ("autoenc.models.model", "Model.forward"):
+        if (forward.__module__, forward.__qualname__) != ("autoenc.models.model", "Model.forward") or _wrapped(m):
             return False
     for layer in model.flat_layers():
         if (isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers.")
@@ -110,12 +110,12 @@ def replica(model):
             stack.extend(vars(o).values())
         else:
             memo[id(o)] = o
-    kept = model.__dict__.pop("_replicas", None)    # the replicas are not copied into a replica
+    # the replicas, and the buffers of a training step in parts (parallel_step.py), are not copied
+    kept = {k: model.__dict__.pop(k) for k in list(model.__dict__) if k == "_replicas" or k.startswith("_part_")}
     try:
         return copy.deepcopy(model, memo)
     finally:
-        if kept is not None:
-            model.__dict__["_replicas"] = kept
+        model.__dict__.update(kept)
 
 
 def _signature(model):

@@ -355,16 +355,37 @@ class Model(Trainer):
 
     def layer_output(self, layer):
         """The array ``layer`` (a layer of this model, or its name) returned in the last forward pass
-        (fit's last training step; predict's and evaluate's last part, the end of their input, when
-        they run in parts (models/inference.py), else their last batch); for an InputLayer, the input.
-        None before any forward pass. The array is the layer's own buffer, overwritten by the next
-        pass: copy it to keep it."""
+        (fit's last training step, whole, where it ran in parts (models/parallel_step.py); predict's
+        and evaluate's last part, the end of their input, when they run in parts (models/inference.py),
+        else their last batch); for an InputLayer, the input. None before any forward pass. The array
+        is the layer's own buffer (a new one joining the parts of a training step), overwritten by the
+        next pass: copy it to keep it."""
         if isinstance(layer, str):
             layer = self.get_layer(layer)
+        last = self._last_output(layer)
+        parts = self.__dict__.get("_part_models")
+        ids = [id(l) for l in self._layers_and_inputs()]
+        if not parts or last is None or id(layer) not in ids:
+            return last
+        # a training step in parts: the parts before the last ran on replicas, whose layers are in
+        # the same order
+        earlier = [p._last_output(p._layers_and_inputs()[ids.index(id(layer))], id(layer)) for p in parts]
+        if isinstance(last, list):
+            return [np.concatenate([e[j] for e in earlier] + [v]) for j, v in enumerate(last)]
+        return np.concatenate(earlier + [last])
+
+    def _layers_and_inputs(self):
+        """flat_layers, then the InputLayer of each model input (a Sequential's is not among its layers)."""
+        return self.flat_layers() + [t.node.layer for t in self.inputs]
+
+    def _last_output(self, layer, key=None):
+        """layer_output of this model's own last forward pass (a layer object). A replica
+        (models/inference.py) finds its nodes by the ids of the model's layers it was copied from:
+        ``key``, the id of the model's layer that ``layer`` is the copy of."""
         models = [self]   # the layer may be inside a sub-model: look there too
         while models:
             model = models.pop()
-            node = model._node_of.get(id(layer))
+            node = model._node_of.get(id(layer) if key is None else key)
             if node is not None and node.layer is layer:
                 if model._values is None:
                     return None
@@ -577,6 +598,7 @@ class Model(Trainer):
         docstring). ``inputs``: one array per model input. Returns the output array (a buffer of the
         layer that made it, overwritten by the next call), or the list of output arrays for a model
         of several outputs."""
+        self.__dict__.pop("_part_models", None)   # the parts of a training step (parallel_step.py) are over
         values = {id(t): x for t, x in zip(self.inputs, _as_list(inputs))}
         # the execution plan: an UpSampling2D((2, 2)) read only by a 3x3 Conv2D is not run; the Conv2D
         # computes from the small input (Conv2D.forward_upsampled); the naive path runs every layer

@@ -23,7 +23,7 @@ from autoenc import metrics as metrics_module
 from autoenc import optimizers as optimizers_module
 from autoenc import threads, utils, warmup
 from autoenc.kernels.workspace import aligned
-from autoenc.models import inference
+from autoenc.models import inference, parallel_step
 
 
 _FIT_FLAG_LOCK = threading.Lock()   # makes the check-and-set of a model's ``_fitting`` atomic
@@ -247,6 +247,8 @@ class Trainer:
         parameters) stops fit with the weights of a step whose loss was finite.
         """
         x, y = data
+        if parallel_step.applies(self, x, y):   # the batch in parts, on a copy of the model per thread
+            return parallel_step.train_step(self, x, y)
         y_pred = self.forward(x, training=True)
         loss, dy, from_logits = self.compute_loss_and_gradient(y, y_pred)
         logs = {"loss": loss, **{name: float(m(y, y_pred)) for name, m in self.metrics}}
