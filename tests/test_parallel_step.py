@@ -179,3 +179,17 @@ def test_layer_output_joins_the_parts_in_nested_and_sequential_models():
     model.train_on_batch(x, x)
     for layer, expected in zip(layers, whole):
         np.testing.assert_array_equal(model.layer_output(layer), expected)
+
+
+def test_a_model_with_its_own_backward_keeps_the_plain_path():
+    class OwnBackward(Model):
+        def backward(self, dy, **kwargs):
+            return super().backward(dy, **kwargs)
+
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(12, 12, 1))
+    model = OwnBackward(inp, Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+    model.compile(optimizer="sgd", loss="mse")
+    assert not parallel_step.applies(model, batch(), batch())
+    model.__class__ = Model
+    assert parallel_step.applies(model, batch(), batch())

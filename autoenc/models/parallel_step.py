@@ -44,13 +44,14 @@ def applies(model, x, y):
     """Whether model.train_step runs the batch (x, y) in parts (see the module's docstring)."""
     from autoenc.layers.dropout import Dropout
     from autoenc.layers.normalization import BatchNormalization
-    from autoenc.models.model import Model
     if y is None or not isinstance(y, np.ndarray) or len(model.outputs) != 1 or type(model.loss) not in _LOSSES:
         return False
     if part_size(model, y.shape[0]) >= y.shape[0] or not inference.supported(model):
         return False
-    if any(type(m).backward is not Model.backward for m in inference._models(model)):
-        return False
+    for m in inference._models(model):   # Model.backward, named so that this module imports no model
+        backward = type(m).backward
+        if (backward.__module__, backward.__qualname__) != ("autoenc.models.model", "Model.backward"):
+            return False
     return not any(isinstance(layer, (Dropout, BatchNormalization)) or layer._regularizers
                    for layer in model.flat_layers())
 
