@@ -113,8 +113,7 @@ class GradientStats(Callback):
 
     A ReLU layer whose 'zeros' approaches 1 is dying; gradient norms that shrink layer after layer
     towards the input are vanishing. Reads the outputs of the last forward pass
-    (``model.layer_output``: the batch's, or where the step ran in parts the last part's, models/parallel_step.py)
-    and the gradients that backward left in each layer's ``grads`` (the batch's; before the next step overwrites them).
+    (``model.layer_output``) and the gradients that backward left in each layer's ``grads`` (before the next step overwrites them).
     """
 
     def __init__(self, every=1):

@@ -8,10 +8,9 @@ fails: the loss just stops improving. This callback notices and prints one line 
 the remedy.
 
 How it looks. After every training batch it scans the activations the forward pass left
-(``model.layer_output(layer)``, the outputs for the batch just trained on, or for its last part where the
-step ran in parts: models/parallel_step.py) for layers whose outputs
+(``model.layer_output(layer)``, the outputs for the batch just trained on) for layers whose outputs
 are all exactly zero. At the end of each epoch it confirms on a fixed probe batch (the first
-samples of the first training batch, or ``probe`` if given) in inference mode: a layer all zeros there too, or a model
+training samples, or ``probe`` if given) in inference mode: a layer all zeros there too, or a model
 output that is the same number for every pixel of every probe image, is a collapse.
 
 A softer collapse keeps every layer alive but drives the output to (nearly) the same blank picture
@@ -38,8 +37,7 @@ class CollapseMonitor(Callback):
     """Prints ONE line when a layer outputs all zeros over a batch (dead ReLUs) or the output is constant.
 
     probe : ndarray of shape (n, *input_shape), optional; the images to confirm on at each epoch's
-        end. Default: the first ``probe_size`` samples of the first training batch (of its last part, where
-        the step ran in parts).
+        end. Default: the first ``probe_size`` samples of the first training batch.
     remedy : the advice printed after the cause.
     stop_training : also stop fit when a collapse is confirmed (it does not recover). Default False,
         so a run reproducing a collapse (as Keras would) still runs its epochs.

@@ -136,6 +136,13 @@ def replicas(model, count):
     return [model] + reps[:count - 1]
 
 
+def thread_count(parts):
+    """Threads to run ``parts`` parts on: the calling thread's Numba count, at most one per part (one
+    under NUMBA_DISABLE_JIT, whose Python kernels hold the GIL)."""
+    import numba
+    return 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), parts))
+
+
 def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
     """outs[k][lo - origin:hi - origin] = the model's output k for the samples xs[..][lo:hi], in parts
     of ``part`` samples from ``lo`` (part i: lo + i*part onwards), on as many threads as the calling
@@ -143,9 +150,8 @@ def forward_parts(model, xs, outs, lo, hi, part, logits=None, origin=0):
     part not yet taken. ``logits``, if given (shaped like outs[0]), gets the output layer's
     pre-activation the same way. The model itself runs the last part, so that what it keeps of its
     last forward pass (``layer_output``, ``logits``) is that part's, whatever the thread count."""
-    import numba
     starts = list(range(lo, hi, part))
-    count = 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), len(starts)))
+    count = thread_count(len(starts))
     models = replicas(model, count) if count > 1 else [model]
     taken = threading.Lock()
     nxt = [0]

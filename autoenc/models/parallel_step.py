@@ -8,12 +8,12 @@ processes each trained at full speed. Here each thread instead runs whole forwar
 on one part after another (as predict does, models/inference.py), so nothing waits between the layers,
 and a thread that the OS keeps waiting takes fewer parts.
 
-The parts are cut by the batch size and the model's shapes only (:func:`part_size`), never by the
-number of threads, and their gradients are added in part order: a step gives the same bits on one
-thread or on several. Each sample's output and dL/dy are the plain path's, bit for bit (each part's
-dL/dy is scaled by the whole batch's size); the loss is the mean of the parts' means weighted by
-their sizes (the batch mean up to rounding); the weight gradients are sums over the parts of sums over their samples, the same numbers up
-to rounding. After the step the layers' ``grads`` are the whole batch's, and ``layer_output`` joins
+The parts are cut by the batch size only (:func:`part_size`), never by the number of threads, and
+their gradients are added in a fixed order (the last part's, then the others' in order): a step
+gives the same bits on one thread or on several. Each sample's output and dL/dy are the plain path's,
+bit for bit (each part's dL/dy is scaled by the whole batch's size); the loss is the mean of the
+parts' means weighted by their sizes (the batch mean up to rounding); the weight gradients are sums
+over the parts of sums over their samples, the same numbers up to rounding. After the step the layers' ``grads`` are the whole batch's, and ``layer_output`` joins
 the parts' outputs into the batch's (as callbacks such as monitors.CollapseMonitor read them);
 ``logits`` is the last part's.
 
@@ -29,12 +29,13 @@ import threading
 import numpy as np
 
 from autoenc import losses, threads
+from autoenc.kernels.workspace import Workspace
 from autoenc.models import inference
 
 # a batch is cut into this many parts where it allows parts of at least MIN_PART samples: enough for
 # two threads to share (the model's thread takes the last part first, so neither waits long at the
 # end), few enough that a part's Python glue (a few hundred microseconds) stays small beside its
-# kernels. 8 parts of 32 took 0.94-1.07x the time of 4 parts of 64 on the seed model (2 threads).
+# kernels. Seed model, 2 threads, against the plain step: 4 parts of 64 0.82-0.90x, 8 of 32 0.88-0.97x.
 PARTS = 4
 MIN_PART = 8
 _LOSSES = (losses.MeanSquaredError, losses.MeanAbsoluteError, losses.BinaryCrossentropy)
@@ -78,11 +79,9 @@ def _own_grads(rep, model):
     return flat
 
 
-def _buffer(model, key, shape, dtype):
-    a = model.__dict__.get(key)
-    if a is None or a.shape != shape or a.dtype != dtype:
-        a = model.__dict__[key] = np.empty(shape, dtype)
-    return a
+def _workspace(model):
+    """The work arrays of a step in parts on ``model`` or a replica (not copied into a replica)."""
+    return model.__dict__.setdefault("_part_workspace", Workspace())
 
 
 def train_step(model, x, y):
@@ -94,7 +93,6 @@ def train_step(model, x, y):
     (inference.replicas), each with gradient arrays of its own, whichever thread takes the part (the
     calling thread takes the last first). So the work arrays do not depend on the thread count, and
     after the step each part's forward pass is still in its model: Model.layer_output joins them."""
-    import numba
     xs = x if isinstance(x, list) else [x]
     n = y.shape[0]
     part = part_size(model, n)
@@ -102,19 +100,20 @@ def train_step(model, x, y):
     models = inference.replicas(model, len(starts))
     models = models[1:] + models[:1]       # part i's model: the model itself runs the last part
     flats = [_own_grads(m, model) for m in models[:-1]] + [model._flat_grads]
-    count = 1 if numba.config.DISABLE_JIT else max(1, min(numba.get_num_threads(), len(starts)))
-    out = _buffer(model, "_part_output", y.shape, y.dtype)   # the batch's output, for the metrics
+    # the batch's output, for the metrics
+    out = _workspace(model).array("output", y.shape, y.dtype) if model.metrics else None
     from_logits = model._loss_takes_logits()
     part_loss = [0.0] * len(starts)
 
     def run_part(i):
-        """Part i's forward and backward pass: its output into out, its loss (a sum) into part_loss[i],
-        its gradients into flats[i]."""
+        """Part i's forward and backward pass: its loss (a sum) into part_loss[i], its gradients into
+        flats[i], its output into out (if there are metrics)."""
         m = models[i]
         a, b = starts[i], min(starts[i] + part, n)
         y_pred = m.forward([v[a:b] for v in xs] if len(xs) > 1 else xs[0][a:b], training=True)
-        out[a:b] = y_pred
-        dy = _buffer(m, "_part_dy", y_pred.shape, y_pred.dtype)
+        if out is not None:
+            out[a:b] = y_pred
+        dy = _workspace(m).array("dy", y_pred.shape, y_pred.dtype)
         if from_logits:   # the batch loss's gradient: each part's scaled by the whole batch's size
             loss, _ = model.loss.value_and_gradient_from_logits(y[a:b], m.output_layer.logits, out=dy, size=y.size)
         else:
@@ -136,7 +135,7 @@ def train_step(model, x, y):
                 nxt[0] += 1
             run_part(i)
 
-    threads.parallel_for(run, count)
+    threads.parallel_for(run, inference.thread_count(len(starts)))
     grads = model._flat_grads
     for i in range(len(starts) - 1):   # the last part's, then the others' in order, whatever thread ran them
         grads += flats[i]
