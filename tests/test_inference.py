@@ -89,7 +89,7 @@ def test_predict_gives_the_same_bits_on_any_thread_count_and_those_of_the_parts(
     x = images(300, (8, 8, 2))
     trained.fit(x, x, epochs=1, batch_size=64, verbose=0)   # moving statistics that are not the defaults
     part = inference.part_size(m, 50)
-    want = parts_by_hand(m, x, part, max(50, 16 * part))
+    want = parts_by_hand(m, x, part, max(50, inference.PARTS_PER_CALL * part))
     threads_of(count)
     got = m.predict(x, batch_size=50, verbose=0)
     assert len(got) == 2

@@ -474,9 +474,10 @@ class Trainer:
 
         if y is not None and type(self).test_step is Trainer.test_step and inference.supported(self):
             # the outputs (and the logits the loss reads) in parts on a replica per thread, as predict
-            # computes them, 16 parts or more at a time; then each batch's logs from them, as test_step
+            # computes them, inference.PARTS_PER_CALL parts or more at a time; then each batch's logs from
+            # them, as test_step
             part = inference.part_size(self, batch_size)
-            size = max(batch_size, 16 * part) // batch_size * batch_size   # whole batches
+            size = max(batch_size, inference.PARTS_PER_CALL * part) // batch_size * batch_size   # whole batches
             takes_logits = self._loss_takes_logits()
             for lo in range(0, n, size):
                 hi = min(lo + size, n)
@@ -520,9 +521,10 @@ class Trainer:
             # parts of a few samples, each run through the whole model by one thread, on a replica of
             # the model per thread, which takes the next part when it is done (models/inference.py):
             # nothing waits for a slow thread but the last part, so there is no thread count to tune.
-            # The lock is taken for 16 parts at a time, so that other callers get their turn.
+            # The lock is taken for inference.PARTS_PER_CALL parts at a time, so that other callers get
+            # their turn.
             part = inference.part_size(self, batch_size)
-            size = max(batch_size, 16 * part)
+            size = max(batch_size, inference.PARTS_PER_CALL * part)
             for lo in range(0, n, size):
                 hi = min(lo + size, n)
                 with utils.compute_lock:
