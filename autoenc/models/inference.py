@@ -25,7 +25,8 @@ import numpy as np
 
 from autoenc import threads
 
-# a layer's output of at most this many bytes per part stays in a core's cache (L2 here is 2 MB)
+# a layer's output of at most this many bytes per part stays in a core's cache (L2 is 2 MB a core on the
+# Zen 5 host this was sized on; on a Zen 4 host, 1 MB a core, parts of 0.75 to 2 MB predicted as fast)
 PART_BYTES = 2 << 20
 # copy.deepcopy, which makes a replica, recurses along the graph: a deeper model predicts batch by batch
 MAX_NODES = 200
