@@ -60,8 +60,7 @@ def supported(model):
     if sum(len(m._nodes) for m in models) > MAX_NODES:
         return False
     for m in models:
-        forward = type(m).forward     # Model.forward, named so that this module imports no model
-        if (forward.__module__, forward.__qualname__) != ("autoenc.models.model", "Model.forward") or _wrapped(m):
+        if not runs_models_own(m, "forward") or _wrapped(m):
             return False
     for layer in model.flat_layers():
         if (isinstance(layer, Sampling) or not type(layer).__module__.startswith("autoenc.layers.")
@@ -71,6 +70,13 @@ def supported(model):
         if any(_wrapped(o) for o in [layer] + kernels):
             return False
     return True
+
+
+def runs_models_own(model, name):
+    """Whether ``model``'s class runs autoenc's Model.<name> itself (``name``: "forward" or "backward"),
+    not an override; checked by the method's module and name, so that this module imports no model."""
+    method = getattr(type(model), name)
+    return (method.__module__, method.__qualname__) == ("autoenc.models.model", f"Model.{name}")
 
 
 def _wrapped(obj):

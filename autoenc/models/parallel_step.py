@@ -49,10 +49,8 @@ def applies(model, x, y):
         return False
     if part_size(model, y.shape[0]) >= y.shape[0] or not inference.supported(model):
         return False
-    for m in inference._models(model):   # Model.backward, named so that this module imports no model
-        backward = type(m).backward
-        if (backward.__module__, backward.__qualname__) != ("autoenc.models.model", "Model.backward"):
-            return False
+    if not all(inference.runs_models_own(m, "backward") for m in inference._models(model)):
+        return False
     return not any(isinstance(layer, (Dropout, BatchNormalization)) or layer._regularizers
                    for layer in model.flat_layers())
 
