@@ -318,3 +318,24 @@ def test_phase_weights_follow_the_kernel_and_bias_changed_in_place(rng):
     check(None)
     w[0, 0, 2, 1] = -0.0 if w[0, 0, 2, 1] == 0 else 0.0
     check(None)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("cin, cout", [(8, 16), (3, 1), (5, 7)])
+def test_phase_kernel_and_its_grad_give_the_bits_of_the_einsum_definition(padding, cin, cout, rng):
+    """The two matrix products give, in float32, the bits of the definition summed by einsum over
+    the 5-index A (each number a sum of 1 to 4 terms in float64, rounded once), on weights whose
+    magnitudes span 1e-13 to 1e13."""
+    from autoenc.kernels.upsample_conv import _PHASE_MATRIX
+    a = _PHASE_MATRIX[padding]
+    w = (rng.standard_normal((3, 3, cin, cout)) * np.exp(rng.uniform(-30, 30, (3, 3, cin, cout)))).astype(np.float32)
+    v = (rng.standard_normal((2, 2, cin, 4 * cout)) * np.exp(rng.uniform(-30, 30, (2, 2, cin, 4 * cout)))).astype(np.float32)
+    want = np.einsum("pabij,ijcf->abcpf", a, w.astype(np.float64)).reshape(2, 2, cin, 4 * cout).astype(np.float32)
+    np.testing.assert_array_equal(phase_kernel(w, padding), want)
+    out = np.empty_like(want)
+    assert phase_kernel(w, padding, out) is out
+    np.testing.assert_array_equal(out, want)
+    want_grad = np.einsum("pabij,abcpf->ijcf", a, v.astype(np.float64).reshape(2, 2, cin, 4, cout)).astype(np.float32)
+    dw = np.empty_like(w)
+    phase_kernel_grad(v, padding, dw)
+    np.testing.assert_array_equal(dw, want_grad)

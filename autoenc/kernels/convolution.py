@@ -119,13 +119,16 @@ class Conv2DKernels:
         cin, cout = kernel.shape[2:]
         wq = ws.array("wq", (2, 2, cin, 4 * cout), kernel.dtype)
         bq = ws.array("bq", (4 * cout,), kernel.dtype)
-        key = f"{kernel.shape} {kernel.dtype} {bias is None}"
-        made = ws.array(f"phase weights made {key}", (1,), np.int8, zeros=True)
-        source = ws.array(f"phase weights source {key}", (kernel.size + (0 if bias is None else cout),), kernel.dtype)
+        key = (kernel.shape, kernel.dtype, bias is None)
+        made = ws.array(("phase weights made", key), (1,), np.int8, zeros=True)
+        source = ws.array(("phase weights source", key), (kernel.size + (0 if bias is None else cout),), kernel.dtype)
         now = kernel.tobytes() + (b"" if bias is None else bias.tobytes())
         if not made[0] or source.tobytes() != now:
             phase_kernel(kernel, self.padding, wq)
-            bq[...] = 0 if bias is None else np.tile(bias, 4)
+            if bias is None:
+                bq[...] = 0
+            else:
+                bq.reshape(4, cout)[...] = bias
             source[:kernel.size] = kernel.reshape(-1)
             source[kernel.size:] = () if bias is None else bias
             made[0] = 1

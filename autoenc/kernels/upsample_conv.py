@@ -67,8 +67,11 @@ def _phase_matrix(padding):
     return a
 
 
-# A for each padding, built once (phase_kernel and phase_kernel_grad run at every step)
+# A for each padding, built once (phase_kernel and phase_kernel_grad run at every step), and as the
+# float64 matrix (16, 9) that they multiply by: rows (2py+px, a, b), columns (i, j). A product of a
+# 16x9 and a 9x(cin*cout) matrix took 3-5 us where einsum on the 5-index A took 19-22 (8->16 channels)
 _PHASE_MATRIX = {padding: _phase_matrix(padding) for padding in PHASE_ROWS}
+_PHASE_MATMUL = {padding: np.ascontiguousarray(a.reshape(16, 9), dtype=np.float64) for padding, a in _PHASE_MATRIX.items()}
 
 
 def phase_kernel(w, padding, out=None):
@@ -78,8 +81,8 @@ def phase_kernel(w, padding, out=None):
     (2py+px)*cout + f] = sum_{i,j} R[py][a, i] R[px][b, j] w[i, j, ch, f], summed in float64 and
     rounded once to w's dtype."""
     _, _, cin, cout = w.shape
-    wq = np.einsum("pabij,ijcf->abcpf", _PHASE_MATRIX[padding], w.astype(np.float64))
-    wq = wq.reshape(2, 2, cin, 4 * cout)
+    wq = _PHASE_MATMUL[padding] @ w.reshape(9, cin * cout).astype(np.float64)   # (2py+px, a, b) x (ch, f)
+    wq = wq.reshape(4, 2, 2, cin, cout).transpose(1, 2, 3, 0, 4).reshape(2, 2, cin, 4 * cout)
     if out is None:
         return wq.astype(w.dtype)
     out[...] = wq
@@ -91,8 +94,8 @@ def phase_kernel_grad(dwq, padding, dw):
 
     dwq: (2, 2, cin, 4*cout); dw: (3, 3, cin, cout), overwritten (summed in float64, rounded once)."""
     _, _, cin, c4 = dwq.shape
-    d = dwq.astype(np.float64).reshape(2, 2, cin, 4, c4 // 4)
-    dw[...] = np.einsum("pabij,abcpf->ijcf", _PHASE_MATRIX[padding], d)
+    d = dwq.reshape(2, 2, cin, 4, c4 // 4).transpose(3, 0, 1, 2, 4).reshape(16, cin * c4 // 4)
+    dw[...] = (_PHASE_MATMUL[padding].T @ d.astype(np.float64)).reshape(dw.shape)
 
 
 # --- the slow, obvious versions: upsample, then convolve -------------------------------------------
