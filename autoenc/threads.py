@@ -126,9 +126,12 @@ def parallel_for(kernel, n, *args):
     items run as one piece on the calling thread, where a debugger steps through them."""
     if n <= 0:
         return
+    pool = _pool
+    if pool.busy.locked():   # the workers are taken (as in a piece of a step in parts): no need to ask Numba
+        kernel(0, n, *args)
+        return
     import numba
     count = 1 if numba.config.DISABLE_JIT else min(numba.get_num_threads(), n)
-    pool = _pool
     if count <= 1 or not pool.busy.acquire(blocking=False):
         kernel(0, n, *args)
         return

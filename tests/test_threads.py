@@ -524,3 +524,23 @@ def test_a_vaes_fit_and_predict_go_through_the_tuner_and_train_exactly_as_withou
             assert vae._thread_tuners["train"].steps == 20 and vae.encoder._thread_tuners["predict"].steps == 10
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_call_inside_a_piece_runs_without_asking_numba_for_its_thread_count(two_threads, monkeypatch):
+    # numba.get_num_threads takes Numba's launch lock: the ~30 kernel calls of each part of a step
+    # in parts (both threads at once) skip it, since the workers are taken anyway
+    import numba
+    asked = []
+    real = numba.get_num_threads
+
+    def counting():
+        asked.append(1)
+        return real()
+
+    def piece(lo, hi):
+        for _ in range(5):
+            threads.parallel_for(lambda a, b: None, 4)
+
+    monkeypatch.setattr(numba, "get_num_threads", counting)
+    threads.parallel_for(piece, 2)
+    assert len(asked) <= 1   # the outer call's only (none without the JIT), not 10 more
