@@ -395,3 +395,54 @@ def test_a_second_fit_of_one_model_from_another_thread_is_refused():
         release.set()
         first.join()
     model.fit(x, x, epochs=1, verbose=0)   # free again
+
+
+# --- issue 15: fit(x, x) gathers a shuffled batch once ------------------------------------------
+
+def _fit_weights(x, y, **kwargs):
+    model = small_model()
+    model.compile("adam", "mse")
+    autoenc.set_random_seed(1)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, **kwargs)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("shuffle", [True, "batch"])
+def test_fit_on_x_x_gives_the_bits_of_fit_on_a_copy_of_x(shuffle):
+    # y is x: the targets' batch is the inputs' (one gather), the same numbers as a separate y
+    x = data(40)
+    for a, b in zip(_fit_weights(x, x, shuffle=shuffle), _fit_weights(x, x.copy(), shuffle=shuffle)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:x holds integers")
+def test_fit_on_x_x_converts_x_once_and_gathers_it_once():
+    model = small_model()
+    model.compile("adam", "mse")
+    x8 = (data(16) * 255).astype(np.uint8)
+    xs, y = model._prepare_xy(x8, x8)
+    assert y is xs[0] and y.dtype == np.float32   # one float32 copy of the data, not two
+    xb, yb = model._gather_batch(xs, y, np.arange(8)[::-1])
+    assert yb is xb[0] and len(model._batch_buffers) == 1
+    np.testing.assert_array_equal(yb, xs[0][7::-1])
+
+
+def test_a_train_step_of_its_own_gets_targets_apart_from_the_inputs():
+    # a custom train_step may write into its batch of x (noise for a denoising autoencoder):
+    # the targets it reads are then still the clean batch, as with a y of its own
+    seen = []
+
+    class Denoise(Model):
+        def train_step(self, data):
+            x, y = data
+            x += 1.0
+            seen.append(float(np.abs(y - (x - 1.0)).max()))
+            return super().train_step((x, y))
+
+    autoenc.set_random_seed(0)
+    inp = Input(shape=(6, 6, 1))
+    model = Denoise(inp, Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+    model.compile("adam", "mse")
+    x = data(16)
+    model.fit(x, x, epochs=1, batch_size=8, verbose=0, shuffle=True)
+    assert len(seen) == 2 and max(seen) < 1e-6

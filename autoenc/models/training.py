@@ -175,7 +175,8 @@ class Trainer:
         if len(self.outputs) > 1:
             raise ValueError(f"Model {self.name!r} has {len(self.outputs)} outputs: {what} with targets y needs a "
                              "model of one output, or a train_step / test_step of its own")
-        y = self._prepare_array(y, self.outputs[0].shape, "y")
+        # y is x (an autoencoder's fit(x, x)): converted once, one array for both
+        y = self._prepare_array(xs[0] if y is x and len(xs) == 1 else y, self.outputs[0].shape, "y")
         if y.shape[0] != xs[0].shape[0]:
             raise ValueError(f"x and y must have the same number of samples, got {xs[0].shape[0]} and {y.shape[0]}")
         return xs, y
@@ -454,15 +455,19 @@ class Trainer:
             raise TypeError(f"{type(self).__name__}.train_step must return a dict of numbers, got {logs!r:.200}") from None
 
     def _gather_batch(self, xs, y, index):
-        """x[index] and y[index] into reused buffers (no allocation per step)."""
+        """x[index] and y[index] into reused buffers (no allocation per step). Where y is one of the
+        inputs (an autoencoder) and the model's train_step is autoenc's own, which writes into
+        neither, y's batch is that input's: gathered once (one np.take of 70 us a step saved, seed model)."""
         bufs = self._batch_buffers
-        arrays = list(xs) + ([] if y is None else [y])
+        own = type(self).train_step is Trainer.train_step
+        shared = next((k for k, a in enumerate(xs) if a is y), None) if own else None
+        arrays = list(xs) + ([] if y is None or shared is not None else [y])
         shapes = [(len(index),) + a.shape[1:] for a in arrays]
         if bufs is None or [b.shape for b in bufs] != shapes:
             bufs = self._batch_buffers = [aligned(s, self.dtype) for s in shapes]
         for a, b in zip(arrays, bufs):
             np.take(a, index, axis=0, out=b)
-        return bufs[:len(xs)], None if y is None else bufs[-1]
+        return bufs[:len(xs)], None if y is None else bufs[-1 if shared is None else shared]
 
     def _evaluate_arrays(self, xs, y, batch_size):
         n = xs[0].shape[0]
