@@ -124,7 +124,7 @@ class Conv2DKernels:
         source = ws.array(("phase weights source", key), (kernel.size + (0 if bias is None else cout),), kernel.dtype)
         now = kernel.tobytes() + (b"" if bias is None else bias.tobytes())
         if not made[0] or source.tobytes() != now:
-            phase_kernel(kernel, self.padding, wq)
+            phase_kernel(kernel, self.padding, wq, ws)
             if bias is None:
                 bq[...] = 0
             else:
@@ -233,7 +233,7 @@ class Conv2DKernels:
         dwq = ws.array("dwq", (2, 2, cin, 4 * cout), y.dtype)
         conv2d_backward_kernel_chunks(xp, dq, 1, 1, ws.array("dwq_chunks", (n_chunks(n), 2, 2, cin, 4 * cout),
                                                              y.dtype), dwq)
-        phase_kernel_grad(dwq, self.padding, dkernel)
+        phase_kernel_grad(dwq, self.padding, dkernel, ws)
         if not need_dx:
             return None
         dx = ws.array("dx", x_shape, y.dtype)

@@ -68,34 +68,48 @@ def _phase_matrix(padding):
 
 
 # A for each padding, built once (phase_kernel and phase_kernel_grad run at every step), and as the
-# float64 matrix (16, 9) that they multiply by: rows (2py+px, a, b), columns (i, j). A product of a
-# 16x9 and a 9x(cin*cout) matrix took 3-5 us where einsum on the 5-index A took 19-22 (8->16 channels)
+# float64 matrices (16, 9) and (9, 16) that they multiply by: rows (2py+px, a, b), columns (i, j).
+# Against einsum on the 5-index A, 8->16 channels: 5-8 us against 17-18 each; 128->64: 150-190
+# against 360-620
 _PHASE_MATRIX = {padding: _phase_matrix(padding) for padding in PHASE_ROWS}
 _PHASE_MATMUL = {padding: np.ascontiguousarray(a.reshape(16, 9), dtype=np.float64) for padding, a in _PHASE_MATRIX.items()}
+_PHASE_MATMUL_T = {padding: np.ascontiguousarray(m.T) for padding, m in _PHASE_MATMUL.items()}
 
 
-def phase_kernel(w, padding, out=None):
+def _work(ws, name, shape):
+    """A float64 work array: the Workspace's, or a new one. A new array of a few MB costs more here
+    than the product itself (fresh pages: 2.5 ms for 128->128 channels, against 0.2 ms reused)."""
+    return np.empty(shape) if ws is None else ws.array(("phase kernel", name), shape, np.float64)
+
+
+def phase_kernel(w, padding, out=None, ws=None):
     """wq = A w: the four 2x2 phase kernels of the 3x3 kernel w, side by side.
 
     w: (3, 3, cin, cout); returns (or fills ``out``) wq: (2, 2, cin, 4*cout), wq[a, b, ch,
     (2py+px)*cout + f] = sum_{i,j} R[py][a, i] R[px][b, j] w[i, j, ch, f], summed in float64 and
-    rounded once to w's dtype."""
+    rounded once to w's dtype. ``ws``: a Workspace for the float64 work arrays (else new ones)."""
     _, _, cin, cout = w.shape
-    wq = _PHASE_MATMUL[padding] @ w.reshape(9, cin * cout).astype(np.float64)   # (2py+px, a, b) x (ch, f)
-    wq = wq.reshape(4, 2, 2, cin, cout).transpose(1, 2, 3, 0, 4).reshape(2, 2, cin, 4 * cout)
-    if out is None:
-        return wq.astype(w.dtype)
+    w64 = _work(ws, "w", (9, cin * cout))
+    w64[...] = w.reshape(9, cin * cout)
+    q = np.matmul(_PHASE_MATMUL[padding], w64, out=_work(ws, "q", (16, cin * cout)))   # (2py+px, a, b) x (ch, f)
+    wq = out if out is not None and out.flags.c_contiguous else np.empty((2, 2, cin, 4 * cout), w.dtype)
+    wq.reshape(2, 2, cin, 4, cout)[...] = q.reshape(4, 2, 2, cin, cout).transpose(1, 2, 3, 0, 4)
+    if out is None or out is wq:
+        return wq
     out[...] = wq
     return out
 
 
-def phase_kernel_grad(dwq, padding, dw):
+def phase_kernel_grad(dwq, padding, dw, ws=None):
     """dw = A^T dwq: the 3x3 kernel's gradient from the phase kernels' (the adjoint of phase_kernel).
 
-    dwq: (2, 2, cin, 4*cout); dw: (3, 3, cin, cout), overwritten (summed in float64, rounded once)."""
+    dwq: (2, 2, cin, 4*cout); dw: (3, 3, cin, cout), overwritten (summed in float64, rounded once);
+    ``ws`` as for phase_kernel."""
     _, _, cin, c4 = dwq.shape
-    d = dwq.reshape(2, 2, cin, 4, c4 // 4).transpose(3, 0, 1, 2, 4).reshape(16, cin * c4 // 4)
-    dw[...] = (_PHASE_MATMUL[padding].T @ d.astype(np.float64)).reshape(dw.shape)
+    cout = c4 // 4
+    d = _work(ws, "q", (16, cin * cout))
+    d.reshape(4, 2, 2, cin, cout)[...] = dwq.reshape(2, 2, cin, 4, cout).transpose(3, 0, 1, 2, 4)
+    dw[...] = np.matmul(_PHASE_MATMUL_T[padding], d, out=_work(ws, "w", (9, cin * cout))).reshape(dw.shape)
 
 
 # --- the slow, obvious versions: upsample, then convolve -------------------------------------------
