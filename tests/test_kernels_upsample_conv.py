@@ -339,3 +339,11 @@ def test_phase_kernel_and_its_grad_give_the_bits_of_the_einsum_definition(paddin
     dw = np.empty_like(w)
     phase_kernel_grad(v, padding, dw)
     np.testing.assert_array_equal(dw, want_grad)
+    # and with their float64 work arrays in a Workspace, reused from call to call (as a layer runs them)
+    from autoenc.kernels.workspace import Workspace
+    ws = Workspace()
+    for _ in range(2):
+        np.testing.assert_array_equal(phase_kernel(w, padding, np.empty_like(want), ws), want)
+        dw[...] = 0
+        phase_kernel_grad(v, padding, dw, ws)
+        np.testing.assert_array_equal(dw, want_grad)
