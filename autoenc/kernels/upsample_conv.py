@@ -68,13 +68,14 @@ def _phase_matrix(padding):
 
 
 # A for each padding, built once (phase_kernel and phase_kernel_grad run at every step), and as the
-# float64 matrix (16, 9) that they multiply by: rows (2py+px, a, b), columns (i, j). The products go
-# through np.einsum, not np.matmul: matmul calls OpenBLAS, whose own threads then spin beside the
-# step's (wide128's step took 1.41-1.44x as long). Against einsum on the 5-index A with new arrays,
-# phase_kernel and its grad took 8-16 us against 12-29 (8->8, 8->16), 264-286 against 295-515
-# (128->64), 550-560 against 1060-3090 (128->128)
+# float64 matrix (16, 9) that they multiply by, _PHASE_MATRIX_16x9: rows (2py+px, a, b), columns
+# (i, j). The products go through np.einsum, not np.matmul: matmul calls OpenBLAS, whose own threads
+# then spin beside the step's (wide128's step took 1.41-1.44x as long). Against einsum on the 5-index
+# A with new arrays, phase_kernel and its grad took 8-16 us against 12-29 (8->8, 8->16), 264-286
+# against 295-515 (128->64), 550-560 against 1060-3090 (128->128)
 _PHASE_MATRIX = {padding: _phase_matrix(padding) for padding in PHASE_ROWS}
-_PHASE_MATMUL = {padding: np.ascontiguousarray(a.reshape(16, 9), dtype=np.float64) for padding, a in _PHASE_MATRIX.items()}
+_PHASE_MATRIX_16x9 = {padding: np.ascontiguousarray(a.reshape(16, 9), dtype=np.float64)
+                      for padding, a in _PHASE_MATRIX.items()}
 
 
 def _work(ws, name, shape):
@@ -92,7 +93,8 @@ def phase_kernel(w, padding, out=None, ws=None):
     _, _, cin, cout = w.shape
     w64 = _work(ws, "w", (9, cin * cout))
     w64[...] = w.reshape(9, cin * cout)
-    q = np.einsum("rk,kn->rn", _PHASE_MATMUL[padding], w64, out=_work(ws, "q", (16, cin * cout)))   # r = (2py+px, a, b)
+    # q[r, n], r = (2py+px, a, b), n = (ch, f)
+    q = np.einsum("rk,kn->rn", _PHASE_MATRIX_16x9[padding], w64, out=_work(ws, "q", (16, cin * cout)))
     wq = out if out is not None and out.flags.c_contiguous else np.empty((2, 2, cin, 4 * cout), w.dtype)
     wq.reshape(2, 2, cin, 4, cout)[...] = q.reshape(4, 2, 2, cin, cout).transpose(1, 2, 3, 0, 4)
     if out is None or out is wq:
@@ -110,7 +112,8 @@ def phase_kernel_grad(dwq, padding, dw, ws=None):
     cout = c4 // 4
     d = _work(ws, "q", (16, cin * cout))
     d.reshape(4, 2, 2, cin, cout)[...] = dwq.reshape(2, 2, cin, 4, cout).transpose(3, 0, 1, 2, 4)
-    dw[...] = np.einsum("rk,rn->kn", _PHASE_MATMUL[padding], d, out=_work(ws, "w", (9, cin * cout))).reshape(dw.shape)
+    dw64 = np.einsum("rk,rn->kn", _PHASE_MATRIX_16x9[padding], d, out=_work(ws, "w", (9, cin * cout)))
+    dw[...] = dw64.reshape(dw.shape)
 
 
 # --- the slow, obvious versions: upsample, then convolve -------------------------------------------
