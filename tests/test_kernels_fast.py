@@ -67,6 +67,9 @@ ONE_CHANNEL_CASES = [
     (4, 4, 8, 1, 3, 3, 1, 1, "same"),     # 16 output pixels: one block; rows of 24
     (3, 6, 8, 9, 3, 3, 1, 1, "same"),     # 18 pixels: the last block overlaps; 8 + 1 channels
     (5, 5, 20, 2, 3, 3, 1, 1, "same"),    # rows of 60: 3 vectors and 12 more; 2 channels
+    (5, 20, 16, 1, 3, 3, 1, 1, "same"),   # 16 pixels of one output row at a time, the row's last 16 overlapping
+    (7, 16, 32, 3, 3, 3, 2, 1, "same"),   # rows of 16 pixels, 2 vectors a tap, 3 channels, row stride 2
+    (4, 35, 48, 9, 3, 3, 1, 1, "valid"),  # 33 pixels a row, 3 vectors a tap, 8 + 1 channels
 ]
 # (h, w, cin, cout, n): the weight gradient's pixels in several tiles per chunk, the last one odd or even
 TILED_CASES = [(40, 40, 64, 127, 2), (41, 41, 64, 127, 1), (33, 33, 1, 255, 1), (33, 33, 3, 253, 2),
@@ -142,7 +145,7 @@ def test_one_channel_shapes_match_oracle(case):
     check(*case)
 
 
-@pytest.mark.parametrize("case", [ONE_CHANNEL_CASES[2], ONE_CHANNEL_CASES[5]])
+@pytest.mark.parametrize("case", [ONE_CHANNEL_CASES[2], ONE_CHANNEL_CASES[5], ONE_CHANNEL_CASES[-2]])
 def test_one_channel_float64_matches_oracle(case):
     check(*case, dtype=np.float64, n=2)
 
@@ -281,7 +284,8 @@ for h, wd, cin, cout, kh, kw, sh, sw, pad in [(28, 28, 8, 16, 3, 3, 1, 1, "same"
                                               (6, 7, 64, 48, 3, 3, 1, 1, "same"), (5, 5, 8, 64, 2, 2, 1, 1, "valid"),
                                               (5, 6, 32, 40, 3, 3, 2, 1, "same"), (7, 8, 24, 1, 3, 3, 2, 1, "valid"),
                                               (6, 7, 5, 3, 3, 3, 1, 1, "same"), (7, 7, 8, 8, 3, 3, 1, 1, "same"),
-                                              (6, 5, 16, 24, 3, 3, 1, 1, "same")]:
+                                              (6, 5, 16, 24, 3, 3, 1, 1, "same"), (28, 28, 16, 1, 3, 3, 1, 1, "same"),
+                                              (9, 20, 32, 3, 3, 3, 2, 1, "same")]:
     x = rng.standard_normal((37, h, wd, cin)).astype(np.float32)
     w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
@@ -365,21 +369,22 @@ def test_store_vector_is_max_zero():
             assert np.signbit(out[3])   # -0.0 stays -0.0, as max(-0.0, 0) returns -0.0
 
 
-@pytest.mark.parametrize("cin, cout", [(5, 1), (6, 3), (24, 1), (16, 9)])
-def test_an_inf_reaches_only_the_outputs_whose_patch_holds_it(cin, cout):
+@pytest.mark.parametrize("cin, cout, wd", [(5, 1, 7), (6, 3, 7), (24, 1, 7), (16, 9, 7), (16, 1, 20), (32, 3, 18)])
+def test_an_inf_reaches_only_the_outputs_whose_patch_holds_it(cin, cout, wd):
     """The dot products of the channels left over read each kernel row's last numbers by a masked
     load: an Inf in one input pixel makes only the outputs whose window covers it non-finite, as in the
     slow version (a load of the whole vector, times zero weights past the row, would make NaN of its
-    neighbours' outputs too)."""
+    neighbours' outputs too). On rows of 16 pixels or more (wd) with whole vectors a tap, the pixels of a
+    row share their vectors: each output still sums only its own window."""
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 6, 7, cin)).astype(np.float32)
+    x = rng.standard_normal((2, 6, wd, cin)).astype(np.float32)
     x[0, 2, 3, cin - 1] = np.inf
-    x[1, 4, 6, 0] = -np.inf
+    x[1, 4, wd - 1, 0] = -np.inf
     w = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
-    xp = np.zeros((2, 8, 9, cin), np.float32)
+    xp = np.zeros((2, 8, wd + 2, cin), np.float32)
     pad_into(x, 1, 1, xp)
-    y = np.empty((2, 6, 7, cout), np.float32)
+    y = np.empty((2, 6, wd, cout), np.float32)
     conv_forward.conv2d_forward(xp, w, b, 1, 1, conv_forward.ACT_LINEAR, y)
     with np.errstate(invalid="ignore"):
         want = conv_forward.conv2d_forward_naive(x, w, b, (1, 1), "same")

@@ -56,11 +56,14 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # with 8 lanes all 8 at a time. The 8 channels past the last multiple of 16 go by pairs of patch
 # elements where a patch row is even (_forward_pairs: 8 channels x 2 elements fill a 512-bit
 # register). Channels left over after that (cout % 8, e.g. a single-channel output) are dot
-# products of each pixel's patch with w[..., f], 16 pixels and 16 patch elements at a time.
+# products of each pixel's patch with w[..., f], 16 pixels and 16 patch elements at a time; where a
+# kernel row is 3 taps of whole vectors (cin a multiple of 16) at stride 1 along the row, the 16
+# pixels are neighbours in one output row and share each loaded vector among their 3 taps.
 # Each output of a block is b[f], then one fused multiply-add per patch element in patch order
 # (pairs: the even elements' sum from b[f] plus the odd ones' from zero; dot products: 16 lane sums
-# added pairwise in a fixed order), so the result depends neither on the number of threads nor on
-# the block width or vector width. The Vec blocks' multiply-adds are llvm.fma, always fused: left to
+# added pairwise in a fixed order, each lane's terms in patch order, or where the pixels of a row share
+# vectors, kernel row by kernel row, vector m of a tap, then tap j), so the result depends neither on
+# the number of threads nor on the block width or vector width. The Vec blocks' multiply-adds are llvm.fma, always fused: left to
 # contract a*v + acc itself, LLVM tuned for this CPU left some unfused (a last-bit difference).
 # A block at the right edge overlaps the previous one instead of running past it (the overlapped
 # outputs are computed twice, identically).
@@ -372,15 +375,75 @@ def _dot_partials(xf, wv, wo, starts, voffs, toffs, tail, z):
 
 
 @njit(fastmath=FASTMATH, inline="always")
-def _forward_dot16(xf, wv, wo, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu, z):
-    """16 output pixels x one channel of conv2d_forward, for the channels left over by the blocks
-    (cout % 8, a one-channel output): each pixel's patch dotted with the channel's kernel, wv[wo:] =
-    w[..., f] as whole vectors and kernel-row tails (:func:`_dot_partials`, 8 pixels at a time: their
-    patches start at lo, then hi). Each pixel's 16 lane sums are added pairwise in a fixed order (l +
+def _row_partials3(xf, wv, wo, b0, nvec, rstride, cin, kh, z):
+    """:func:`_dot_partials` for 8 neighbouring output pixels of one row, for kernel rows of 3 x cin
+    numbers, cin a multiple of 16, stride 1 along the row: pixel p's patch starts at b0 + p*cin in flat
+    xp. Along kernel row i the 8 pixels' patches share their vectors: X_t = xf[b0 + i*rstride + t*cin +
+    16*m:][:16], t < 10, is pixel p's tap j = t - p, so each is loaded once for its (up to) 3
+    multiply-adds (10 vector loads for 24 instead of 24). Lane l of pixel p sums, one fused multiply-add
+    each and in this order over (i, m, j), X_{p+j}[l] * wv[wo + 16*((3i + j)*nvec + m) + l] (the layout
+    of :func:`_dot_partials`; for one vector per tap, nvec = 1, the same order as it). Returns its 4
+    vectors."""
+    a0 = z
+    a1 = z
+    a2 = z
+    a3 = z
+    a4 = z
+    a5 = z
+    a6 = z
+    a7 = z
+    for i in range(kh):
+        for m in range(nvec):
+            d = b0 + i * rstride + 16 * m
+            e = wo + 16 * (3 * i * nvec + m)
+            w0 = vload16(wv, e)
+            w1 = vload16(wv, e + 16 * nvec)
+            w2 = vload16(wv, e + 32 * nvec)
+            x = vload16(xf, d)
+            a0 = vfmav(a0, x, w0)
+            x = vload16(xf, d + cin)
+            a0 = vfmav(a0, x, w1)
+            a1 = vfmav(a1, x, w0)
+            x = vload16(xf, d + 2 * cin)
+            a0 = vfmav(a0, x, w2)
+            a1 = vfmav(a1, x, w1)
+            a2 = vfmav(a2, x, w0)
+            x = vload16(xf, d + 3 * cin)
+            a1 = vfmav(a1, x, w2)
+            a2 = vfmav(a2, x, w1)
+            a3 = vfmav(a3, x, w0)
+            x = vload16(xf, d + 4 * cin)
+            a2 = vfmav(a2, x, w2)
+            a3 = vfmav(a3, x, w1)
+            a4 = vfmav(a4, x, w0)
+            x = vload16(xf, d + 5 * cin)
+            a3 = vfmav(a3, x, w2)
+            a4 = vfmav(a4, x, w1)
+            a5 = vfmav(a5, x, w0)
+            x = vload16(xf, d + 6 * cin)
+            a4 = vfmav(a4, x, w2)
+            a5 = vfmav(a5, x, w1)
+            a6 = vfmav(a6, x, w0)
+            x = vload16(xf, d + 7 * cin)
+            a5 = vfmav(a5, x, w2)
+            a6 = vfmav(a6, x, w1)
+            a7 = vfmav(a7, x, w0)
+            x = vload16(xf, d + 8 * cin)
+            a6 = vfmav(a6, x, w2)
+            a7 = vfmav(a7, x, w1)
+            x = vload16(xf, d + 9 * cin)
+            a7 = vfmav(a7, x, w2)
+    return vpairs16(a0, a1), vpairs16(a2, a3), vpairs16(a4, a5), vpairs16(a6, a7)
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _store_dot16(s, t, bf, yf, o, cout, relu):
+    """16 output pixels x one channel from their partial sums, 8 pixels' in s and 8 more in t (as
+    :func:`_dot_partials` returns them): each pixel's 16 lane sums added pairwise in a fixed order (l +
     (l+8), then + 4, + 2, + 1: vpairs16 ... vpairs2, which add them for 16 pixels with shuffles and 4
-    vector adds), then bf. Results go to yf[o + p*cout], p < 16 (one vector store when cout is 1)."""
-    s0, s1, s2, s3 = _dot_partials(xf, wv, wo, lo, voffs, toffs, tail, z)
-    s4, s5, s6, s7 = _dot_partials(xf, wv, wo, hi, voffs, toffs, tail, z)
+    vector adds), then bf; to yf[o + p*cout], p < 16 (one vector store when cout is 1)."""
+    s0, s1, s2, s3 = s
+    s4, s5, s6, s7 = t
     h = vtuple(vpairs2(vpairs4(vpairs8(s0, s1), vpairs8(s2, s3)), vpairs4(vpairs8(s4, s5), vpairs8(s6, s7))))
     v = (bf + h[0], bf + h[1], bf + h[2], bf + h[3], bf + h[4], bf + h[5], bf + h[6], bf + h[7], bf + h[8],
          bf + h[9], bf + h[10], bf + h[11], bf + h[12], bf + h[13], bf + h[14], bf + h[15])
@@ -389,6 +452,46 @@ def _forward_dot16(xf, wv, wo, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu
     else:
         for p in range(16):
             yf[o + p * cout] = max(v[p], 0) if relu else v[p]
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _forward_dot16(xf, wv, wo, bf, yf, lo, hi, o, cout, voffs, toffs, tail, relu, z):
+    """16 output pixels x one channel of conv2d_forward, for the channels left over by the blocks
+    (cout % 8, a one-channel output): each pixel's patch dotted with the channel's kernel, wv[wo:] =
+    w[..., f] as whole vectors and kernel-row tails (:func:`_dot_partials`, 8 pixels at a time: their
+    patches start at lo, then hi), then :func:`_store_dot16`."""
+    _store_dot16(_dot_partials(xf, wv, wo, lo, voffs, toffs, tail, z),
+                 _dot_partials(xf, wv, wo, hi, voffs, toffs, tail, z), bf, yf, o, cout, relu)
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _forward_row16(xf, wv, wo, bf, yf, b0, o, cout, nvec, rstride, cin, kh, relu, z):
+    """:func:`_forward_dot16` for 16 neighbouring pixels of one output row, kernel rows 3 x cin (cin
+    a multiple of 16), stride 1 along the row, the first pixel's patch at b0 in flat xp: the partial
+    sums by :func:`_row_partials3`, 8 pixels at a time."""
+    _store_dot16(_row_partials3(xf, wv, wo, b0, nvec, rstride, cin, kh, z),
+                 _row_partials3(xf, wv, wo, b0 + 8 * cin, nvec, rstride, cin, kh, z), bf, yf, o, cout, relu)
+
+
+@njit(fastmath=FASTMATH)
+def _forward_rows(xf, wv, wlen, b, yf, xs, ys, f8, oh, ow, sh, rstride, cin, kh, relu, z, src, pf, chunk, pend):
+    """Channels f8.. of one sample of conv2d_forward (sample at xs in flat xp, ys in flat y), 16 pixels of
+    one output row at a time (:func:`_forward_row16`; each row's last 16 overlap the ones before where ow
+    is not a multiple of 16), wv[(f - f8)*wlen:] the kernel of channel f as :func:`_dot_partials` reads
+    it. Asks for src[pf : pend] ``chunk`` numbers a block (the next sample's input); returns pf."""
+    cout = b.size
+    per_row = (ow + 15) // 16
+    for f in range(f8, cout):
+        bf, wo, ask = b[f], (f - f8) * wlen, f == f8
+        for r in range(oh):
+            for k in range(per_row):
+                if ask:
+                    prefetch_span(src, pf, min(pf + chunk, pend))
+                    pf += chunk
+                c = min(16 * k, ow - 16)
+                _forward_row16(xf, wv, wo, bf, yf, xs + r * sh * rstride + c * cin, ys + (r * ow + c) * cout + f, cout,
+                               cin // 16, rstride, cin, kh, relu, z)
+    return pf
 
 
 def conv2d_forward(xp, w, b, sh, sw, act, y):
@@ -402,7 +505,8 @@ def conv2d_forward(xp, w, b, sh, sw, act, y):
     channels summed in 16 vector registers (AVX-512), two w vectors and 8 broadcasts per 16 fused
     multiply-adds, then 16 channels in 8 registers, then 8 (every block, with AVX2), the 8 past a
     multiple of 16 by pairs of patch elements (8 channels x 2 elements a register); channels left
-    over (cout % 8) as dot products along the patch, 16 pixels x 16 elements at a time; patch rows under 8
+    over (cout % 8) as dot products along the patch, 16 pixels x 16 elements at a time (16 pixels of
+    one row, each vector loaded once for its 3 taps, for 3-wide kernels on cin % 16 == 0); patch rows under 8
     numbers (one or two input channels) one loop over the patch, LANES channels at a time; bias and
     ReLU fused into one vector store per pixel and register; each output summed in a fixed order
     (identical for any number of threads and either vector width).
@@ -563,6 +667,12 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     ssize = src.size // n
     nblk = (npix + 7) // 8 if npix >= 8 and f8 > 0 else 0
     nblk16 = (npix + 15) // 16 if npix >= 16 and f8 < cout else 0
+    # the channels left over, on rows of 16 or more output pixels, kernel rows of 3 whole-vector taps
+    # (cin a multiple of 16) and stride 1 along a row: 16 pixels of one row at a time (_forward_row16),
+    # each x vector loaded once for its 3 taps, the row's last 16 overlapping the ones before
+    rowwise = f8 < cout and kw == 3 and sw == 1 and cin % 16 == 0 and ow >= 16
+    if rowwise:
+        nblk16 = oh * ((ow + 15) // 16)
     chunk = (ssize + nblk + nblk16 - 1) // max(1, nblk + nblk16)
     for s in range(lo, hi):
         if x.shape[0] > 0:
@@ -624,7 +734,10 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
                 store8(yf, o + 5 * cout, a5, relu)
                 store8(yf, o + 6 * cout, a6, relu)
                 store8(yf, o + 7 * cout, a7, relu)
-        for blk in range(nblk16):   # channels left over
+        if rowwise:   # channels left over, 16 pixels of a row at a time
+            pf = _forward_rows(xf, wvf, wlen, b, yf, xs, ys, f8, oh, ow, sh, rstride, cin, kh, relu, zeros16, src, pf,
+                               chunk, (s + 2) * ssize)
+        for blk in range(0 if rowwise else nblk16):   # channels left over
             prefetch_span(src, pf, min(pf + chunk, (s + 2) * ssize))
             pf += chunk
             q = min(16 * blk, npix - 16)
