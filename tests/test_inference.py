@@ -73,14 +73,55 @@ def parts_by_hand(model, x, part, size):
     return [np.concatenate(o) for o in outs]
 
 
-def test_the_seed_model_is_supported_and_its_parts_stay_within_two_megabytes():
+def test_the_seed_model_is_supported_and_its_parts_stay_within_a_cores_cache(monkeypatch):
     m = seed_model()
     assert inference.supported(m)
-    # its largest output is 28x28x16 float32 per sample (50 KB): 41 samples per part
-    assert inference.part_size(m, 256) == (2 << 20) // (28 * 28 * 16 * 4) == 41
-    assert inference.part_size(m, 32) == 32           # never more than the batch
+    # its largest output is 28x28x16 float32 per sample (50 KB): 41 samples in 2 MB, 20 in 1 MB
+    assert inference.part_size(m, 256) == inference.PART_BYTES // (28 * 28 * 16 * 4)
+    monkeypatch.setattr(inference, "PART_BYTES", 2 << 20)
+    assert inference.part_size(m, 256) == 41
+    monkeypatch.setattr(inference, "PART_BYTES", 1 << 20)
+    assert inference.part_size(m, 256) == 20
+    assert inference.part_size(m, 16) == 16           # never more than the batch
     big = Sequential([layers.Input(shape=(512, 512, 3)), layers.Conv2D(8, 3, padding="same")])
     assert inference.part_size(big, 64) == 1           # 8 MB a sample: one at a time
+
+
+def _cache_dir(root, entries):
+    """A sysfs-like cache directory: index0, index1, ... with the files level, type, size."""
+    for i, (level, kind, size) in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    return str(root)
+
+
+@pytest.mark.parametrize("entries, want", [
+    ([(1, "Data", "32K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"), (3, "Unified", "32768K")], 1 << 20),
+    ([(1, "Data", "48K"), (2, "Unified", "2048K")], 2 << 20),
+    ([(2, "Unified", "2M")], 2 << 20),
+    ([(2, "Unified", "1310720")], 1310720),           # bytes, no unit
+    ([(1, "Data", "32K"), (3, "Unified", "8192K")], None),   # no L2
+    ([(2, "Unified", "lots")], None),                 # unreadable
+    ([(2, "Unified", "0K")], None),
+    ([], None),
+])
+def test_core_cache_bytes_reads_the_l2_size_from_sysfs(tmp_path, entries, want):
+    assert inference.core_cache_bytes(_cache_dir(tmp_path, entries)) == want
+
+
+def test_core_cache_bytes_is_none_without_sysfs(tmp_path):
+    assert inference.core_cache_bytes(str(tmp_path / "missing")) is None
+    (tmp_path / "index0").mkdir()   # an entry without its files
+    assert inference.core_cache_bytes(str(tmp_path)) is None
+
+
+def test_part_bytes_is_a_cores_cache_within_bounds():
+    got = inference.core_cache_bytes()
+    want = 2 << 20 if got is None else min(max(got, 512 << 10), 4 << 20)
+    assert inference.PART_BYTES == want
 
 
 @pytest.mark.parametrize("count", [1, 2])
@@ -160,10 +201,11 @@ def test_after_predict_the_model_keeps_its_last_part_as_its_last_forward_pass(th
     m = seed_model()
     x = images(200, (28, 28, 1))
     out = m.predict(x, verbose=0)
-    assert inference.part_size(m, 32) == 32      # parts 0-32, ..., 192-200: the last has 8 samples
-    np.testing.assert_array_equal(m.layer_output(m.output_layer), out[192:])
-    np.testing.assert_array_equal(m.layer_output(m.layers[0]), x[192:])
-    assert m.output_layer.logits.shape == (8, 28, 28, 1)
+    part = inference.part_size(m, 32)
+    last = (199 // part) * part                  # parts of 32 (2 MB): 192-200, the last has 8 samples
+    np.testing.assert_array_equal(m.layer_output(m.output_layer), out[last:])
+    np.testing.assert_array_equal(m.layer_output(m.layers[0]), x[last:])
+    assert m.output_layer.logits.shape == (200 - last, 28, 28, 1)
 
 
 def test_predict_from_four_threads_at_once_gives_each_its_own_answer(threads_of):

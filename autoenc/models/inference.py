@@ -25,9 +25,33 @@ import numpy as np
 
 from autoenc import threads
 
-# a layer's output of at most this many bytes per part stays in a core's cache (L2 is 2 MB a core on the
-# Zen 5 host this was sized on; on a Zen 4 host, 1 MB a core, parts of 0.75 to 2 MB predicted as fast)
-PART_BYTES = 2 << 20
+
+
+def core_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
+    """The size in bytes of one core's L2 cache as Linux reports it (``root``: the first CPU's cache
+    directory in sysfs), or None where it cannot be read (another system, a container without sysfs)."""
+    import glob
+    import os
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    def read(index, name):
+        with open(os.path.join(index, name)) as f:
+            return f.read().strip()
+    try:
+        for index in sorted(glob.glob(os.path.join(root, "index*"))):
+            level, kind, size = (read(index, name) for name in ("level", "type", "size"))
+            if level == "2" and kind in ("Unified", "Data"):
+                n = int(size[:-1]) * units[size[-1].upper()] if size[-1:].upper() in units else int(size)
+                return n if n > 0 else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+# a layer's output of at most this many bytes per part stays in a core's cache: the core's L2 (2 MB on
+# the Zen 5 host the parts were first sized on; on a Zen 4 host, 1 MB a core, parts of 1 MB predicted
+# the seed model in 0.93-0.96x the time of 2 MB on 2 threads, 0.91-1.03x on one, wide64 0.96x,
+# 2026-12-04), 2 MB where it is not known, and within 0.5 to 4 MB
+PART_BYTES = min(max(core_cache_bytes() or 2 << 20, 512 << 10), 4 << 20)
 # copy.deepcopy, which makes a replica, recurses along the graph: a deeper model predicts batch by batch
 MAX_NODES = 200
 # predict and evaluate take the compute lock for this many parts at a time, then let other callers
