@@ -92,7 +92,8 @@ def main():
     print("| MB per array | 1 thread (GB/s) | each of 2 threads (GB/s) |")
     print("|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
-        print(f"| {size} | {bandwidth(scale, size, 1, args.repeat):.1f} | {bandwidth(scale, size, 2, args.repeat):.1f} |")
+        one, two = bandwidth(scale, size, 1, args.repeat), bandwidth(scale, size, 2, args.repeat)
+        print(f"| {size} | {one:.1f} | {two:.1f} |")
     layer = output_layer(args.repeat)
     print(f"\nSeed output layer forward (16 -> 1, 64 samples, one thread): {layer['warm']:.2f} us an image warm, "
           f"{layer['cold']:.2f} after a 64 MB sweep ({layer['cold'] / layer['warm']:.2f}x)")

@@ -63,8 +63,9 @@ def conv2d_forward_naive(x, w, b, strides=(1, 1), padding="valid"):
 # (pairs: the even elements' sum from b[f] plus the odd ones' from zero; dot products: 16 lane sums
 # added pairwise in a fixed order, each lane's terms in patch order, or where the pixels of a row share
 # vectors, kernel row by kernel row, vector m of a tap, then tap j), so the result depends neither on
-# the number of threads nor on the block width or vector width. The Vec blocks' multiply-adds are llvm.fma, always fused: left to
-# contract a*v + acc itself, LLVM tuned for this CPU left some unfused (a last-bit difference).
+# the number of threads nor on the block width or vector width. The Vec blocks' multiply-adds are
+# llvm.fma, always fused: left to contract a*v + acc itself, LLVM tuned for this CPU left some unfused
+# (a last-bit difference).
 # A block at the right edge overlaps the previous one instead of running past it (the overlapped
 # outputs are computed twice, identically).
 
