@@ -118,10 +118,14 @@ def test_core_cache_bytes_is_none_without_sysfs(tmp_path):
     assert inference.core_cache_bytes(str(tmp_path)) is None
 
 
-def test_part_bytes_is_a_cores_cache_within_bounds():
-    got = inference.core_cache_bytes()
-    want = 2 << 20 if got is None else min(max(got, 512 << 10), 4 << 20)
-    assert inference.PART_BYTES == want
+@pytest.mark.parametrize("cache, want", [(None, 2 << 20), (1 << 20, 1 << 20), (2 << 20, 2 << 20),
+                                         (256 << 10, 512 << 10), (32 << 20, 4 << 20)])
+def test_part_bytes_is_a_cores_cache_within_bounds(cache, want):
+    assert inference.part_bytes(cache) == want
+
+
+def test_part_bytes_follows_this_machines_cache():
+    assert inference.PART_BYTES == inference.part_bytes(inference.core_cache_bytes())
 
 
 @pytest.mark.parametrize("count", [1, 2])

@@ -18,7 +18,9 @@ must stay in order, or with a layer defined elsewhere) predicts batch by batch a
 model with its own ``test_step`` evaluates with it.
 """
 import copy
+import glob
 import math
+import os
 import threading
 
 import numpy as np
@@ -26,13 +28,11 @@ import numpy as np
 from autoenc import threads
 
 
-
 def core_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
     """The size in bytes of one core's L2 cache as Linux reports it (``root``: the first CPU's cache
     directory in sysfs), or None where it cannot be read (another system, a container without sysfs)."""
-    import glob
-    import os
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
     def read(index, name):
         with open(os.path.join(index, name)) as f:
             return f.read().strip()
@@ -47,11 +47,17 @@ def core_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
     return None
 
 
+def part_bytes(cache):
+    """The bytes of a layer output a part may hold for a core cache of ``cache`` bytes: the cache, 2 MB
+    where it is not known (None), and within 0.5 to 4 MB."""
+    return min(max(cache or 2 << 20, 512 << 10), 4 << 20)
+
+
 # a layer's output of at most this many bytes per part stays in a core's cache: the core's L2 (2 MB on
 # the Zen 5 host the parts were first sized on; on a Zen 4 host, 1 MB a core, parts of 1 MB predicted
 # the seed model in 0.93-0.96x the time of 2 MB on 2 threads, 0.91-1.03x on one, wide64 0.96x,
-# 2026-12-04), 2 MB where it is not known, and within 0.5 to 4 MB
-PART_BYTES = min(max(core_cache_bytes() or 2 << 20, 512 << 10), 4 << 20)
+# 2026-12-04)
+PART_BYTES = part_bytes(core_cache_bytes())
 # copy.deepcopy, which makes a replica, recurses along the graph: a deeper model predicts batch by batch
 MAX_NODES = 200
 # predict and evaluate take the compute lock for this many parts at a time, then let other callers
