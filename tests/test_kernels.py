@@ -77,7 +77,8 @@ def test_conv2d_kernels_match_naive(dtype, case):
 @given(case=conv_cases())
 def test_conv2d_forward_padded_is_pad_then_convolve_bit_for_bit(dtype, case):
     """conv2d_forward_padded (each sample padded, then convolved) gives the bits of pad_into over the
-    batch, then conv2d_forward, and leaves the same padded copy in xp."""
+    batch, then conv2d_forward, and leaves the same padded copy in xp; given an xp of no samples, the
+    same bits."""
     (n, h, w, cin, cout), ks, strides, padding, _ = case
     g, x, wt, b, xp, (pt, pl), (oh, ow) = conv_case_arrays(case, dtype)
     for act in (conv_forward.ACT_LINEAR, conv_forward.ACT_RELU):
@@ -87,6 +88,10 @@ def test_conv2d_forward_padded_is_pad_then_convolve_bit_for_bit(dtype, case):
         conv_forward.conv2d_forward_padded(x, pt, pl, xp_got, wt, b, strides[0], strides[1], act, got)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(xp_got, xp)
+        # xp without samples: each sample padded into a halo of the kernel's own (inference)
+        got[...] = np.nan
+        conv_forward.conv2d_forward_padded(x, pt, pl, xp[:0], wt, b, strides[0], strides[1], act, got)
+        np.testing.assert_array_equal(got, want)
 
 
 @st.composite

@@ -184,7 +184,8 @@ def test_interleave_is_its_definition(oh, ow, cout, padding, rng):
                                    (2, 6, 5, 32, 48)])
 def test_sample_by_sample_forward_is_the_phase_convolution_then_interleave(shape, padding, rng):
     """conv2d_forward_phases (pad, phase convolution and interleave, one sample at a time) gives the
-    bits of the two passes over the whole batch: conv2d_forward into q, then phase_interleave."""
+    bits of the two passes over the whole batch: conv2d_forward into q, then phase_interleave; with
+    an xp of no samples ('same'), the same bits."""
     n, h, w_, cin, cout = shape
     if padding == "valid" and min(h, w_) < 2:
         return
@@ -206,6 +207,10 @@ def test_sample_by_sample_forward_is_the_phase_convolution_then_interleave(shape
         conv2d_forward_phases(x if pad else x[:0], xp_got, wq, bq, act, base, step, got)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(xp_got, xp)
+        if pad:   # xp without samples: each sample padded into a halo of the kernel's own (inference)
+            got[...] = np.nan
+            conv2d_forward_phases(x, xp[:0], wq, bq, act, base, step, got)
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("act", ["relu", "linear", "sigmoid"])

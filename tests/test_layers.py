@@ -165,6 +165,37 @@ def test_bad_hyperparameters_raise_clear_errors(make, match):
         make()
 
 
+@pytest.mark.parametrize("kernel_size,strides,padding,upsampled", [
+    (3, 1, "same", False), ((2, 3), (2, 1), "same", False), (3, 1, "valid", False), (3, 1, "same", True),
+    (3, 1, "valid", True)])
+def test_conv2d_inference_pass_keeps_no_padded_input(rng, kernel_size, strides, padding, upsampled):
+    """forward(training=False) pads each sample into a halo of the kernel's own instead of keeping the
+    batch's padded input (which only the kernel gradient reads): the same output bits, no work array
+    of the padded batch, and a backward pass after it (which pads x again) gives the bits of one after
+    forward(training=True)."""
+    x = rng.standard_normal((5, 7, 6, 4)).astype(np.float32)
+    conv = layers.Conv2D(6, kernel_size, strides=strides, padding=padding, activation="relu")
+    conv(x[:1])
+    forward = conv.forward_upsampled if upsampled else conv.forward
+    h, w = (14, 12) if upsampled else (7, 6)
+    kh, kw = (3, 3) if upsampled else conv.kernel_size
+    pads = (h + kh - 1, w + kw - 1) if padding == "same" and not upsampled else (9, 8)
+    runs = []
+    for training in (False, True):
+        y = forward(x, training=training).copy()
+        kept = [a.shape for a in conv._kernels.workspace._arrays.values()]
+        dy = np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+        dx = conv.backward(dy).copy()
+        runs.append((y, dx, {k: g.copy() for k, g in conv.grads.items()}))
+        if not training and padding == "same":
+            assert not any(s[0] == 5 and s[1:3] == pads for s in kept), kept
+    (y0, dx0, g0), (y1, dx1, g1) = runs
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_array_equal(dx0, dx1)
+    for k in g0:
+        np.testing.assert_array_equal(g0[k], g1[k])
+
+
 def test_conv2d_rejects_wrong_channels_after_build():
     conv = layers.Conv2D(4, 3)
     conv(np.zeros((1, 8, 8, 1), np.float32))

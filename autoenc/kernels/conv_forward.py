@@ -21,7 +21,7 @@ from autoenc.kernels.blocks import (LANES, at, fma8, load8, next_pixel, prefetch
                                     vload16, vload16_first, vload_pair16, vloadL, vpairs2, vpairs4, vpairs8, vpairs16,
                                     vload8, vstoreL, vtuple)
 from autoenc.kernels.config import FASTMATH, njit
-from autoenc.kernels.padding import _pad_into_samples, pad_naive
+from autoenc.kernels.padding import pad_naive, pad_sample_into, zero_sample
 from autoenc.threads import parallel_for
 
 # Activation fused into the forward epilogue.
@@ -604,7 +604,12 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     samples (conv2d_forward_padded); with base >= 0 (conv2d_forward_phases), into a one-sample q,
     interleaved into y."""
     kh, kw, cin, cout = w.shape
-    n, hp, wp, _ = xp.shape
+    _, hp, wp, _ = xp.shape
+    # x given and xp without samples: each sample padded into a halo of its own, made here, instead
+    # of the batch's padded copy that a backward pass reads (a forward pass in inference)
+    own = x.shape[0] > 0 and xp.shape[0] == 0
+    xq = zero_sample(xp, hp, wp, cin) if own else xp
+    n = xq.shape[0]
     phased = base >= 0
     oh, ow = (hp - kh + 1, wp - kw + 1) if phased else (y.shape[1], y.shape[2])   # the grid of y, or of q
     qbuf = np.empty(oh * ow * cout if phased else 0, dtype=y.dtype)   # one sample of q
@@ -613,10 +618,10 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     dx = sw * cin           # from one output pixel's patch to the next along a row
     npix = oh * ow
     rjump = sh * rstride - ow * dx  # extra move at the end of an output row
-    xf = xp.reshape(n * hp * rstride)
+    xf = xq.reshape(n * hp * rstride)
     wm = w.reshape(kh * row, cout)    # wm[i*row + k] = row k of W_i
     wf = w.reshape(kh * row * cout)
-    yf = qbuf if phased else y.reshape(n * npix * cout)
+    yf = qbuf if phased else y.reshape(y.size)
     relu = act == ACT_RELU
     # channels done 32 at a time, then 16 (AVX-512, patch rows of 8 or more numbers), then 8, then
     # one at a time
@@ -665,7 +670,7 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     # what the next sample reads (x[s + 1], or xp[s + 1] when x has no samples), asked for a slice per
     # block so that it arrives while this sample is summed
     src = x.reshape(x.size) if x.shape[0] > 0 else xf
-    ssize = src.size // n
+    ssize = src.size // max(1, y.shape[0])
     nblk = (npix + 7) // 8 if npix >= 8 and f8 > 0 else 0
     nblk16 = (npix + 15) // 16 if npix >= 16 and f8 < cout else 0
     # the channels left over, on rows of 16 or more output pixels, kernel rows of 3 whole-vector taps
@@ -677,8 +682,8 @@ def _conv2d_forward_samples(lo, hi, x, pt, pl, xp, w, b, sh, sw, act, y, base, s
     chunk = (ssize + nblk + nblk16 - 1) // max(1, nblk + nblk16)
     for s in range(lo, hi):
         if x.shape[0] > 0:
-            _pad_into_samples(s, s + 1, x, pt, pl, xp)
-        xs, ys = s * hp * rstride, 0 if phased else s * npix * cout
+            pad_sample_into(x, s, pt, pl, xq, 0 if own else s)
+        xs, ys = (0 if own else s) * hp * rstride, 0 if phased else s * npix * cout
         pf = (s + 1) * ssize if s + 1 < hi else src.size
         for blk in range(nblk):
             prefetch_span(src, pf, min(pf + chunk, (s + 2) * ssize))

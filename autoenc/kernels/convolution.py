@@ -48,14 +48,18 @@ class Conv2DKernels:
         self.padding = padding
         self.workspace = Workspace()
         self._saved = None   # (reference, x or xp, x shape, (pt, pl), z, y) of the last forward pass
+        self._input = None   # (x, work array name, padded shape) where it kept no padded copy (xp None)
         self._upsampled = None   # (reference, small x, its shape) when the last forward was forward_upsampled
 
-    def forward(self, x, kernel, bias, activation):
+    def forward(self, x, kernel, bias, activation, keep=True):
         """x: (n, h, w, cin); kernel: (kh, kw, cin, cout); bias: (cout,) or None (no bias).
 
         Returns (z, y), both (n, oh, ow, cout): y = activation(conv(x, kernel) + bias) and z the
         pre-activation, except where the fast path fuses the activation (relu, linear): there z is
-        y. On the fast path both are work arrays, overwritten by the next call."""
+        y. On the fast path both are work arrays, overwritten by the next call. With ``keep`` False
+        (inference) the fast path pads each sample into a buffer of one sample instead of keeping
+        the batch's padded input for the kernel gradient: the same y, fewer bytes through the
+        caches; a backward pass after it pads x again."""
         if reference_kernels_enabled():
             return self._forward_reference(x, kernel, bias, activation)
         ws = self.workspace
@@ -69,23 +73,26 @@ class Conv2DKernels:
         z = ws.array("z", (n, oh, ow, cout), x.dtype)
         act = ACT_RELU if fuses_relu(activation) else ACT_LINEAR
         if pt or pb or pl or pr:   # each sample padded, then convolved (one pass)
-            xp = ws.array("xp", (n, h + pt + pb, w + pl + pr, cin), x.dtype, zeros=True)
-            conv2d_forward_padded(x, pt, pl, xp, kernel, bias, sh, sw, act, z)
+            shape = (h + pt + pb, w + pl + pr, cin)
+            xp = ws.array("xp", (n,) + shape, x.dtype, zeros=True) if keep else None
+            conv2d_forward_padded(x, pt, pl, ws.array("xp_none", (0,) + shape, x.dtype) if xp is None else xp,
+                                  kernel, bias, sh, sw, act, z)
         else:
             xp = x
             conv2d_forward(xp, kernel, bias, sh, sw, act, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pt, pl), z, y)
+        self._input = (x, "xp", shape) if xp is None else None
         self._upsampled = None
         return z, y
 
-    def forward_upsampled(self, x, kernel, bias, activation):
+    def forward_upsampled(self, x, kernel, bias, activation, keep=True):
         """forward(upsample(x)) for nearest upsampling by (2, 2), computed on the small input as one
         2x2 convolution per output phase (autoenc.kernels.upsample_conv); needs a 3x3 kernel and
         strides (1, 1). x: (n, h, w, cin); kernel: (3, 3, cin, cout); bias: (cout,) or None.
 
         Returns (z, y) as forward does, (n, 2h, 2w, cout) ('same') or (n, 2h-2, 2w-2, cout)
-        ('valid'); the next backward returns the gradient of the small x."""
+        ('valid'); the next backward returns the gradient of the small x. ``keep`` as forward."""
         if kernel.shape[:2] != (3, 3) or self.strides != (1, 1) or self.padding not in ("same", "valid"):
             raise ValueError(f"forward_upsampled needs a 3x3 kernel, strides (1, 1) and padding 'same' or "
                              f"'valid', got kernel {kernel.shape[:2]}, strides {self.strides}, padding "
@@ -99,14 +106,16 @@ class Conv2DKernels:
         cout = kernel.shape[3]
         pad = 1 if self.padding == "same" else 0
         # 'same': x goes into a 1-pixel halo sample by sample, in the same pass; 'valid': x itself
-        xp = ws.array("xp_small", (n, h + 2, w + 2, cin), x.dtype, zeros=True) if pad else x
+        shape = (h + 2, w + 2, cin)
+        xp = (ws.array("xp_small", (n,) + shape, x.dtype, zeros=True) if keep else None) if pad else x
         wq, bq = self._phase_weights(kernel, bias)
         (base, step), _ = phase_offsets(self.padding)
         z = ws.array("z", (n, 2 * (h + pad - 1), 2 * (w + pad - 1), cout), x.dtype)
-        conv2d_forward_phases(x if pad else x[:0], xp, wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR,
-                              base, step, z)
+        conv2d_forward_phases(x if pad else x[:0], ws.array("xp_none", (0,) + shape, x.dtype) if xp is None else xp,
+                              wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, base, step, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pad, pad), z, y)
+        self._input = (x, "xp_small", shape) if xp is None else None
         self._upsampled = (False, x, x.shape)
         return z, y
 
@@ -177,6 +186,17 @@ class Conv2DKernels:
         pool.backward_relu_dz(dy, y, self.strides, kh - 1 - pt, kw - 1 - pl, dz, dzp, part, db)
         return self._backward_from_dz(dz, dzp, kernel, dkernel, need_dx)
 
+    def _padded_input(self):
+        """The padded input of the last fast forward pass (x itself where it needs no padding): the
+        kept work array, or, after a pass that kept none (keep=False), x padded into it now."""
+        if self._input is not None:
+            x, name, shape = self._input
+            xp = self.workspace.array(name, (x.shape[0],) + shape, x.dtype, zeros=True)
+            pad_into(x, *self._saved[3], xp)
+            self._saved = self._saved[:1] + (xp,) + self._saved[2:]
+            self._input = None
+        return self._saved[1]
+
     def _dz_arrays(self, kernel, dbias, need_dx):
         """The work arrays of the dz pass after the last (fast, not upsampled) forward pass: dz
         (n, oh, ow, cout); dzp (n, h + kh - 1, w + kw - 1, cout), zero outside the spread-out dz, or
@@ -194,7 +214,7 @@ class Conv2DKernels:
     def _backward_from_dz(self, dz, dzp, kernel, dkernel, need_dx):
         """The kernel gradient from dz (n, oh, ow, cout) into dkernel, then dx (a work array) from
         dzp (dz spread into the input gradient's halo), or None when not ``need_dx``."""
-        _, xp, x_shape, _, _, y = self._saved
+        xp, x_shape, y = self._padded_input(), self._saved[2], self._saved[5]
         ws = self.workspace
         n = x_shape[0]
         sh, sw = self.strides
@@ -216,7 +236,8 @@ class Conv2DKernels:
         if reference:   # the definition: the big input's gradient, summed over each 2x2 block
             dx = self._backward_reference(dy, kernel, dkernel, dbias, activation, from_logits, need_dx)
             return None if dx is None else upsample2d_backward_naive(dx, (2, 2)).astype(dx.dtype)
-        _, xp, _, _, z, y = self._saved
+        _, _, _, _, z, y = self._saved
+        xp = self._padded_input() if self.padding == "same" else None
         ws = self.workspace
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
         relu = fuses_relu(activation) and not from_logits
@@ -253,7 +274,7 @@ class Conv2DKernels:
         y = np.empty_like(z)
         activation.forward(z, y)
         self._saved = (True, x, x.shape, None, z, y)
-        self._upsampled = None
+        self._input = self._upsampled = None
         return z, y
 
     def _backward_reference(self, dy, kernel, dkernel, dbias, activation, from_logits, need_dx):

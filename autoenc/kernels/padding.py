@@ -98,15 +98,33 @@ def pad_into(x, pt, pl, xp):
 @njit()
 def _pad_into_samples(lo, hi, x, pt, pl, xp):
     """:func:`pad_into` for samples lo..hi-1."""
-    n, h, w, c = x.shape
-    _, hp, wp, _ = xp.shape
-    xf, xpf = x.reshape(n * h * w * c), xp.reshape(n * hp * wp * c)
-    row = w * c             # one row of x, contiguous in both arrays
     for s in range(lo, hi):
-        for r in range(h):
-            src = (s * h + r) * row
-            dst = ((s * hp + pt + r) * wp + pl) * c
-            copy1d(xf[src:src + row], xpf[dst:dst + row])
+        pad_sample_into(x, s, pt, pl, xp, s)
+
+
+@njit()
+def zero_sample(like, hp, wp, c):
+    """A new zero array (1, hp, wp, c) of ``like``'s dtype whose data starts on a 64-byte cache line,
+    as a Workspace array does (kernels/workspace.py): one sample's halo, made inside a kernel."""
+    size = hp * wp * c
+    per = 64 // like.itemsize
+    buf = np.zeros(size + per, dtype=like.dtype)
+    k = (per - (buf.ctypes.data // like.itemsize) % per) % per
+    return buf[k:k + size].reshape((1, hp, wp, c))
+
+
+@njit()
+def pad_sample_into(x, s, pt, pl, xp, slot):
+    """xp[slot, pt + r, pl + c] = x[s, r, c]: sample s of x (n, h, w, c) into the interior of sample
+    ``slot`` of xp (m, hp, wp, c), its halo left as it is."""
+    n, h, w, c = x.shape
+    m, hp, wp, _ = xp.shape
+    xf, xpf = x.reshape(n * h * w * c), xp.reshape(m * hp * wp * c)
+    row = w * c             # one row of x, contiguous in both arrays
+    for r in range(h):
+        src = (s * h + r) * row
+        dst = ((slot * hp + pt + r) * wp + pl) * c
+        copy1d(xf[src:src + row], xpf[dst:dst + row])
 
 
 def dilate_pad_into(dy, sh, sw, top, left, dyp):

@@ -58,7 +58,7 @@ class _Conv1DBase(Layer):
         n, steps, _ = x.shape
         bias = self.params["bias"] if self.use_bias else None
         z, y = self._kernels.forward(as_image(np.ascontiguousarray(x)), as_image_kernel(self.params["kernel"]),
-                                     bias, self.activation)
+                                     bias, self.activation, keep=training)
         self._z, self._y = z.reshape(n, z.shape[2], z.shape[3]), y.reshape(n, y.shape[2], y.shape[3])
         return self._y
 

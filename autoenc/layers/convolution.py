@@ -69,7 +69,7 @@ class Conv2D(Layer):
         """x: (batch, h, w, cin) -> y = activation(conv(x, kernel) + bias): (batch, oh, ow, filters).
         Keeps z, the pre-activation (y itself where the activation is fused: relu, linear), as ``_z``."""
         bias = self.params["bias"] if self.use_bias else None
-        self._z, self._y = self._kernels.forward(x, self.params["kernel"], bias, self.activation)
+        self._z, self._y = self._kernels.forward(x, self.params["kernel"], bias, self.activation, keep=training)
         return self._y
 
     @property
@@ -84,7 +84,8 @@ class Conv2D(Layer):
         without the upsampled tensor. The next ``backward`` returns the gradient of the small x.
         A model runs an UpSampling2D and this layer so (see Model.forward); needs fuses_upsampling."""
         bias = self.params["bias"] if self.use_bias else None
-        self._z, self._y = self._kernels.forward_upsampled(x, self.params["kernel"], bias, self.activation)
+        self._z, self._y = self._kernels.forward_upsampled(x, self.params["kernel"], bias, self.activation,
+                                                           keep=training)
         return self._y
 
     def backward(self, dy, from_logits=False, need_dx=True):
