@@ -118,9 +118,9 @@ def test_core_cache_bytes_is_none_without_sysfs(tmp_path):
     assert inference.core_cache_bytes(str(tmp_path)) is None
 
 
-@pytest.mark.parametrize("cache, want", [(None, 2 << 20), (1 << 20, 1 << 20), (2 << 20, 2 << 20),
-                                         (256 << 10, 512 << 10), (32 << 20, 4 << 20)])
-def test_part_bytes_is_a_cores_cache_within_bounds(cache, want):
+@pytest.mark.parametrize("cache, want", [(None, 2 << 20), (1 << 20, 2 << 20), (2 << 20, 4 << 20),
+                                         (128 << 10, 512 << 10), (384 << 10, 768 << 10), (32 << 20, 4 << 20)])
+def test_part_bytes_is_twice_a_cores_cache_within_bounds(cache, want):
     assert inference.part_bytes(cache) == want
 
 

@@ -3,8 +3,8 @@
 A forward pass over a batch of 256 runs every layer over the whole batch, one layer after the other:
 each layer's output (13 MB for the seed's first convolution) leaves the caches before the next layer
 reads it, and every layer is a parallel region that waits for its slowest thread. ``predict`` instead
-cuts its samples into parts small enough for a layer's output to stay in a core's cache
-(:func:`part_size`), and each thread runs the whole network on one part after another, with nothing
+cuts its samples into parts small enough for a layer's output to stay in a core's caches (twice
+its L2: :func:`part_size`), and each thread runs the whole network on one part after another, with nothing
 to wait for between the layers. Each thread needs its own work arrays, so it runs a *replica*: a
 copy of the model's layers, nodes and kernel objects that shares every array with the model (the
 parameters first) but has fresh, empty work arrays (:func:`replica`).
@@ -48,15 +48,17 @@ def core_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
 
 
 def part_bytes(cache):
-    """The bytes of a layer output a part may hold for a core cache of ``cache`` bytes: the cache, 2 MB
-    where it is not known (None), and within 0.5 to 4 MB."""
-    return min(max(cache or 2 << 20, 512 << 10), 4 << 20)
+    """The bytes of a layer output a part may hold for a core cache of ``cache`` bytes: twice the cache,
+    2 MB where it is not known (None), and within 0.5 to 4 MB."""
+    return min(max(2 * cache if cache else 2 << 20, 512 << 10), 4 << 20)
 
 
-# a layer's output of at most this many bytes per part stays in a core's cache: the core's L2 (2 MB on
-# the Zen 5 host the parts were first sized on; on a Zen 4 host, 1 MB a core, parts of 1 MB predicted
-# the seed model in 0.93-0.96x the time of 2 MB on 2 threads, 0.91-1.03x on one, wide64 0.96x,
-# 2026-12-04)
+# the largest layer output of a part: twice a core's L2. Since a forward pass in inference keeps no
+# padded copy of a layer's input (kernels/convolution.py), a layer call touches its input and output
+# only, and larger parts cost less Python per sample. On a Zen 4 host (1 MB L2 a core, 2026-12-04),
+# against parts of 1 MB on 2 threads: 2 MB 0.93x predict's time for the seed model, 3 MB 0.94x,
+# 4 MB 0.94-0.97x; wide64 2 MB 0.98x, 4 MB 1.00x; on 1 thread 0.97-1.00x. (Before that change, parts of
+# one L2 had been the faster: 0.93x.) The Zen 5 host's 2 MB L2 gives 4 MB: not measured there.
 PART_BYTES = part_bytes(core_cache_bytes())
 # copy.deepcopy, which makes a replica, recurses along the graph: a deeper model predicts batch by batch
 MAX_NODES = 200
