@@ -56,6 +56,24 @@ def test_conv1d_transpose_is_conv2d_transpose_with_height_1(k, s, padding, op, r
     assert c1.params["kernel"].shape == (k, 6, 4)
 
 
+@pytest.mark.parametrize("make", [lambda: layers.Conv1D(4, 3, padding="same", activation="relu"),
+                                  lambda: layers.Conv1D(4, 3, padding="causal"),
+                                  lambda: layers.Conv1DTranspose(4, 3, strides=2, padding="same")])
+def test_inference_pass_gives_the_training_pass_bits(rng, make):
+    """forward(training=False), which keeps no padded input, then backward: the bits of
+    forward(training=True) then backward (output, input gradient, weight gradients)."""
+    x = rng.standard_normal((3, 11, 2)).astype(np.float32)
+    layer = make()
+    layer(x[:1])
+    runs = []
+    for training in (False, True):
+        y = layer.forward(x, training=training).copy()
+        dx = layer.backward(np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)).copy()
+        runs.append([y, dx] + [g.copy() for g in layer.grads.values()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("reference", [False, True])
 def test_pooling_and_upsampling_are_the_2d_layers_with_height_1(reference):
     x = np.random.default_rng(2).standard_normal((2, 11, 3)).astype(np.float32)

@@ -57,12 +57,13 @@ class Conv2DTransposeKernels:
         return tuple(conv_transpose_output_size(size, k, s, self.padding, p)
                      for size, k, s, p in zip((h, w), kernel_size, self.strides, op))
 
-    def forward(self, x, kernel, bias, activation):
+    def forward(self, x, kernel, bias, activation, keep=True):
         """x: (n, h, w, cin); kernel: (kh, kw, filters, cin); bias: (filters,) or None (no bias).
 
         Returns (z, y), both (n, oh, ow, filters): y = activation(C^T x + bias) and z the
         pre-activation (y itself where the fast path fuses the activation: relu, linear). On the
-        fast path both are work arrays, overwritten by the next call."""
+        fast path both are work arrays, overwritten by the next call. ``keep``, as Conv2DKernels
+        takes it, changes nothing here: the backward pass reads x itself, no padded copy."""
         x = np.ascontiguousarray(x)
         if reference_kernels_enabled():
             return self._forward_reference(x, kernel, bias, activation)

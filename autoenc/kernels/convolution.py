@@ -48,7 +48,7 @@ class Conv2DKernels:
         self.padding = padding
         self.workspace = Workspace()
         self._saved = None   # (reference, x or xp, x shape, (pt, pl), z, y) of the last forward pass
-        self._input = None   # (x, work array name, padded shape) where it kept no padded copy (xp None)
+        self._unpadded = None   # (x, work array name, padded shape) where it kept no padded copy (xp None)
         self._upsampled = None   # (reference, small x, its shape) when the last forward was forward_upsampled
 
     def forward(self, x, kernel, bias, activation, keep=True):
@@ -82,7 +82,7 @@ class Conv2DKernels:
             conv2d_forward(xp, kernel, bias, sh, sw, act, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pt, pl), z, y)
-        self._input = (x, "xp", shape) if xp is None else None
+        self._unpadded = (x, "xp", shape) if xp is None else None
         self._upsampled = None
         return z, y
 
@@ -115,7 +115,7 @@ class Conv2DKernels:
                               wq, bq, ACT_RELU if fuses_relu(activation) else ACT_LINEAR, base, step, z)
         y = activation_forward(activation, z, ws)
         self._saved = (False, xp, x.shape, (pad, pad), z, y)
-        self._input = (x, "xp_small", shape) if xp is None else None
+        self._unpadded = (x, "xp_small", shape) if xp is None else None
         self._upsampled = (False, x, x.shape)
         return z, y
 
@@ -189,12 +189,12 @@ class Conv2DKernels:
     def _padded_input(self):
         """The padded input of the last fast forward pass (x itself where it needs no padding): the
         kept work array, or, after a pass that kept none (keep=False), x padded into it now."""
-        if self._input is not None:
-            x, name, shape = self._input
+        if self._unpadded is not None:
+            x, name, shape = self._unpadded
             xp = self.workspace.array(name, (x.shape[0],) + shape, x.dtype, zeros=True)
             pad_into(x, *self._saved[3], xp)
             self._saved = self._saved[:1] + (xp,) + self._saved[2:]
-            self._input = None
+            self._unpadded = None
         return self._saved[1]
 
     def _dz_arrays(self, kernel, dbias, need_dx):
@@ -274,7 +274,7 @@ class Conv2DKernels:
         y = np.empty_like(z)
         activation.forward(z, y)
         self._saved = (True, x, x.shape, None, z, y)
-        self._input = self._upsampled = None
+        self._unpadded = self._upsampled = None
         return z, y
 
     def _backward_reference(self, dy, kernel, dkernel, dbias, activation, from_logits, need_dx):
