@@ -58,7 +58,8 @@ def part_bytes(cache):
 # only, and larger parts cost less Python per sample. On a Zen 4 host (1 MB L2 a core, 2026-12-04),
 # against parts of 1 MB on 2 threads: 2 MB 0.93x predict's time for the seed model, 3 MB 0.94x,
 # 4 MB 0.94-0.97x; wide64 2 MB 0.98x, 4 MB 1.00x; on 1 thread 0.97-1.00x. (Before that change, parts of
-# one L2 had been the faster: 0.93x.) The Zen 5 host's 2 MB L2 gives 4 MB: not measured there.
+# one L2 had been the faster: 0.93x.) A Zen 5 host reports 1 MB a core as well (2 MB parts): there, 2 MB
+# 0.88x the time of 1 MB for the seed, 4 MB 0.98x; wide64 2 MB 1.00x, 4 MB 1.07x.
 PART_BYTES = part_bytes(core_cache_bytes())
 # copy.deepcopy, which makes a replica, recurses along the graph: a deeper model predicts batch by batch
 MAX_NODES = 200
