@@ -60,18 +60,18 @@ def main():
     stats = collections.defaultdict(list)
     wrap_parallel_kernels(stats, args.by_shape)
     shape, batch, _ = MODELS[args.model]
-    model = build(autoenc.layers, autoenc.Model, lambda s: autoenc.Input(shape=s), args.model)
-    model.compile(optimizer="adam", loss="mean_squared_error")
+
+    def make():
+        m = build(autoenc.layers, autoenc.Model, lambda s: autoenc.Input(shape=s), args.model)
+        m.compile(optimizer="adam", loss="mean_squared_error")
+        return m
+
+    model = make()
     x = np.random.default_rng(0).random((batch,) + shape, dtype=np.float32)
-    model.train_on_batch(x, x)
     if args.parts:
-        def make():
-            m = build(autoenc.layers, autoenc.Model, lambda s: autoenc.Input(shape=s), args.model)
-            m.compile(optimizer="adam", loss="mean_squared_error")
-            m.set_weights(model.get_weights())
-            return m
-        compare_parts(make, x, stats, [int(p) for p in args.parts.split(",")], args.rounds, args.steps)
+        compare_parts(model, make, x, stats, [int(p) for p in args.parts.split(",")], args.rounds, args.steps)
         return
+    model.train_on_batch(x, x)
     stats.clear()
     t = time.perf_counter()
     for _ in range(args.steps):
@@ -89,11 +89,12 @@ def main():
               f"{sum(v) / args.steps * 1e3:.2f} |")
 
 
-def compare_parts(make, x, stats, counts, rounds, steps):
+def compare_parts(model, make, x, stats, counts, rounds, steps):
     """Print, per number of parts, the median over ``rounds`` of a step's time, and of the threads' time
     inside the kernels and outside them (each round ``steps`` steps; the counts' order reversed every
-    other round). Each count trains a model of its own from ``make()``: on one model, a new part size
-    would make every work array again (Workspace.array) at each change of count."""
+    other round). Each count trains a model of its own from ``make()``, starting from ``model``'s
+    weights: on one model, a new part size would make every work array again (Workspace.array) at
+    each change of count."""
     import numba
 
     from autoenc.models import parallel_step
@@ -103,6 +104,7 @@ def compare_parts(make, x, stats, counts, rounds, steps):
         for p in counts:   # each count's model and work arrays made before the timing
             parallel_step.PARTS = p
             models[p] = make()
+            models[p].set_weights(model.get_weights())
             sizes[p] = parallel_step.part_size(models[p], x.shape[0])
             for _ in range(2):
                 models[p].train_on_batch(x, x)
